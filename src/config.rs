@@ -1,0 +1,496 @@
+//! `creditd.toml`, in two phases: [`RawConfig`] mirrors the file, [`Config`] holds validated,
+//! typed values with paths resolved against the config file's directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use crate::allotment::{default_edition, EditionTerms, Migration, EDITIONS};
+
+/// The file as written. Every section is optional; absent keys take their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub paths: RawPaths,
+    /// Per-edition overrides of the built-in defaults; each key overrides alone.
+    #[serde(default)]
+    pub editions: BTreeMap<String, RawEdition>,
+    #[serde(default)]
+    pub migration: RawMigration,
+    #[serde(default)]
+    pub billing: RawBilling,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    pub smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPaths {
+    /// Directory where gateways drop access logs.
+    pub inbox: Option<String>,
+    /// Directory for the store, priced events, archive, quarantine and outbox.
+    pub state_dir: Option<String>,
+    /// The org registry, `orgs.csv`.
+    pub orgs: Option<String>,
+    /// Additional credit purchases, `credit-purchases.csv`.
+    pub purchases: Option<String>,
+    /// One pricing catalog, or a list of them.
+    pub pricing: Option<OneOrMany>,
+    /// Directory of `*.toml` job files for the daemon.
+    pub jobs_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdition {
+    /// Credits granted every day.
+    pub base: Option<u64>,
+    /// Credits per billable agent.
+    pub per_agent: Option<u64>,
+    /// Concurrent-call limit.
+    pub concurrency: Option<u64>,
+    /// Old per-call daily limit: `legacy_base + legacy_per_agent × agents`.
+    pub legacy_base: Option<u64>,
+    pub legacy_per_agent: Option<u64>,
+    /// Cap on purchased additional credits per day.
+    pub additional_max_per_day: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigration {
+    /// First credit-model day per data center.
+    pub dc_cutover: Option<BTreeMap<String, DateLit>>,
+    /// Orgs signed up before this date may be grandfathered.
+    pub new_signup_cutoff: Option<DateLit>,
+    /// Last day of grandfathering; absent = no end.
+    pub grandfather_until: Option<DateLit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBilling {
+    /// Statuses counted but never charged: `"429"`, `"5xx"`, or integers.
+    pub exempt_status: Option<Vec<StatusLit>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub near_limit_percent: Option<Vec<u64>>,
+    pub daily_summary: Option<String>,
+    pub ops_to: Option<Vec<String>>,
+    pub copy_ops: Option<bool>,
+    pub max_age: Option<String>,
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// How long after local midnight a day closes, e.g. `"2h"`.
+    pub close_grace: Option<String>,
+    /// Only orgs of these data centers; empty = all.
+    pub data_centers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    /// `smtp://`, `smtps://` (implicit TLS) or `smtp+starttls://` with an optional user.
+    pub url: String,
+    /// `"required"` (default) or `"none"` (loopback hosts only).
+    pub tls: Option<String>,
+}
+
+/// A date written as a TOML date or as a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DateLit {
+    Toml(toml::value::Datetime),
+    Text(String),
+}
+
+impl DateLit {
+    pub fn parse(&self, field: &str) -> anyhow::Result<NaiveDate> {
+        let text = match self {
+            DateLit::Toml(dt) => match (dt.date, dt.time) {
+                (Some(d), None) => format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
+                _ => bail!("{field}: expected a date like 2025-10-06, found {dt}"),
+            },
+            DateLit::Text(s) => s.clone(),
+        };
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .with_context(|| format!("{field}: expected a date like 2025-10-06, found {text:?}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StatusLit {
+    Int(u64),
+    Text(String),
+}
+
+/// A status or a class of statuses (`5xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPattern {
+    Exact(u16),
+    Class(u16),
+}
+
+impl StatusPattern {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusPattern::Exact(s) => s == status,
+            StatusPattern::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+/// The summary policy of `[alerts] daily_summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryPolicy {
+    All,
+    Alerted,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    pub near_limit_percent: Vec<u64>,
+    pub daily_summary: SummaryPolicy,
+    pub ops_to: Vec<String>,
+    pub copy_ops: bool,
+    pub max_age: Option<Duration>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub url: String,
+    pub tls_required: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub inbox: PathBuf,
+    pub state_dir: PathBuf,
+    pub orgs: PathBuf,
+    pub purchases: PathBuf,
+    pub pricing: Vec<PathBuf>,
+    pub jobs_dir: PathBuf,
+    pub editions: BTreeMap<String, EditionTerms>,
+    pub migration: Migration,
+    pub exempt_status: Vec<StatusPattern>,
+    pub alerts: Alerts,
+    pub close_grace: Duration,
+    pub data_centers: Vec<String>,
+    pub smtp: Option<Smtp>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(file: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read config file {}", file.display()))?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates `text` as the contents of `file`.
+    pub fn parse(file: &Path, text: &str) -> anyhow::Result<Config> {
+        let shown = file.display();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{shown}: {}", e.to_string().trim_end().replace('\n', "\n  "))
+        })?;
+        Config::from_raw(file, raw).with_context(|| format!("{shown}"))
+    }
+
+    fn from_raw(file: &Path, raw: RawConfig) -> anyhow::Result<Config> {
+        let base = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let resolve = |p: &Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
+        let pricing = match &raw.paths.pricing {
+            None => vec![base.join("sample-data/pricing.toml")],
+            Some(OneOrMany::One(p)) => vec![base.join(p)],
+            Some(OneOrMany::Many(ps)) => {
+                if ps.is_empty() {
+                    bail!("[paths] pricing: expected at least one catalog file");
+                }
+                ps.iter().map(|p| base.join(p)).collect()
+            }
+        };
+
+        let mut editions = BTreeMap::new();
+        for name in EDITIONS {
+            editions.insert(name.to_string(), default_edition(name).expect("built in"));
+        }
+        for (name, over) in &raw.editions {
+            let Some(e) = editions.get_mut(name) else {
+                bail!(
+                    "[editions.{name}]: unknown edition; expected one of {}",
+                    EDITIONS.join(", ")
+                );
+            };
+            let set = |slot: &mut u64, v: Option<u64>| {
+                if let Some(v) = v {
+                    *slot = v;
+                }
+            };
+            set(&mut e.base, over.base);
+            set(&mut e.per_agent, over.per_agent);
+            set(&mut e.concurrency, over.concurrency);
+            set(&mut e.legacy_base, over.legacy_base);
+            set(&mut e.legacy_per_agent, over.legacy_per_agent);
+            set(&mut e.additional_max_per_day, over.additional_max_per_day);
+            if e.base == 0 {
+                bail!("[editions.{name}] base: expected a positive number of credits, found 0");
+            }
+            if e.legacy_base == 0 {
+                bail!("[editions.{name}] legacy_base: expected a positive call limit, found 0");
+            }
+        }
+
+        let migration = {
+            let m = &raw.migration;
+            let dc_cutover = match &m.dc_cutover {
+                None => default_cutover(),
+                Some(map) => {
+                    let mut out = BTreeMap::new();
+                    for (dc, lit) in map {
+                        out.insert(dc.clone(), lit.parse(&format!("[migration] dc_cutover.{dc}"))?);
+                    }
+                    out
+                }
+            };
+            let new_signup_cutoff = match &m.new_signup_cutoff {
+                None => NaiveDate::from_ymd_opt(2025, 10, 30).expect("valid"),
+                Some(l) => l.parse("[migration] new_signup_cutoff")?,
+            };
+            let grandfather_until = m
+                .grandfather_until
+                .as_ref()
+                .map(|l| l.parse("[migration] grandfather_until"))
+                .transpose()?;
+            Migration {
+                dc_cutover,
+                new_signup_cutoff,
+                grandfather_until,
+            }
+        };
+
+        let exempt_status = match &raw.billing.exempt_status {
+            None => vec![StatusPattern::Exact(429), StatusPattern::Class(5)],
+            Some(list) => list
+                .iter()
+                .map(parse_status_pattern)
+                .collect::<anyhow::Result<_>>()?,
+        };
+
+        let a = &raw.alerts;
+        let near_limit_percent = a.near_limit_percent.clone().unwrap_or(vec![80, 90]);
+        for t in &near_limit_percent {
+            if !(1..=99).contains(t) {
+                bail!("[alerts] near_limit_percent: expected percentages from 1 to 99, found {t}");
+            }
+        }
+        let mut near_limit_percent = near_limit_percent;
+        near_limit_percent.sort_unstable();
+        near_limit_percent.dedup();
+        let daily_summary = match a.daily_summary.as_deref().unwrap_or("alerted") {
+            "all" => SummaryPolicy::All,
+            "alerted" => SummaryPolicy::Alerted,
+            "none" => SummaryPolicy::None,
+            other => {
+                bail!("[alerts] daily_summary: expected \"all\", \"alerted\" or \"none\", found {other:?}")
+            }
+        };
+        let max_age = a
+            .max_age
+            .as_deref()
+            .map(|s| parse_duration("[alerts] max_age", s))
+            .transpose()?;
+        let alerts = Alerts {
+            near_limit_percent,
+            daily_summary,
+            ops_to: a
+                .ops_to
+                .clone()
+                .unwrap_or(vec!["api-ops@example.com".to_string()]),
+            copy_ops: a.copy_ops.unwrap_or(false),
+            max_age,
+            from: a
+                .from
+                .clone()
+                .unwrap_or("creditd <creditd@example.com>".to_string()),
+        };
+
+        let close_grace = parse_duration(
+            "[daemon] close_grace",
+            raw.daemon.close_grace.as_deref().unwrap_or("2h"),
+        )?;
+        let smtp = raw
+            .smtp
+            .as_ref()
+            .map(|s| -> anyhow::Result<Smtp> {
+                let tls_required = match s.tls.as_deref().unwrap_or("required") {
+                    "required" => true,
+                    "none" => false,
+                    other => bail!("[smtp] tls: expected \"required\" or \"none\", found {other:?}"),
+                };
+                Ok(Smtp {
+                    url: s.url.clone(),
+                    tls_required,
+                })
+            })
+            .transpose()?;
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            inbox: resolve(&raw.paths.inbox, "sample-data/inbox"),
+            state_dir: resolve(&raw.paths.state_dir, "state"),
+            orgs: resolve(&raw.paths.orgs, "sample-data/orgs.csv"),
+            purchases: resolve(&raw.paths.purchases, "sample-data/credit-purchases.csv"),
+            pricing,
+            jobs_dir: resolve(&raw.paths.jobs_dir, "jobs"),
+            editions,
+            migration,
+            exempt_status,
+            alerts,
+            close_grace,
+            data_centers: raw.daemon.data_centers.clone().unwrap_or_default(),
+            smtp,
+        })
+    }
+
+    /// Whether calls with `status` are counted but never charged.
+    pub fn is_exempt(&self, status: u16) -> bool {
+        self.exempt_status.iter().any(|p| p.matches(status))
+    }
+}
+
+fn default_cutover() -> BTreeMap<String, NaiveDate> {
+    [
+        ("us", (2025, 10, 6)),
+        ("eu", (2025, 10, 7)),
+        ("in", (2025, 10, 7)),
+        ("au", (2025, 10, 8)),
+    ]
+    .into_iter()
+    .map(|(dc, (y, m, d))| {
+        (
+            dc.to_string(),
+            NaiveDate::from_ymd_opt(y, m, d).expect("valid"),
+        )
+    })
+    .collect()
+}
+
+fn parse_status_pattern(lit: &StatusLit) -> anyhow::Result<StatusPattern> {
+    let text = match lit {
+        StatusLit::Int(i) => i.to_string(),
+        StatusLit::Text(s) => s.trim().to_ascii_lowercase(),
+    };
+    let bytes = text.as_bytes();
+    let ok_class = bytes.len() == 3 && (b'1'..=b'5').contains(&bytes[0]);
+    if ok_class && &bytes[1..] == b"xx" {
+        return Ok(StatusPattern::Class((bytes[0] - b'0') as u16));
+    }
+    if ok_class && bytes[1..].iter().all(u8::is_ascii_digit) {
+        return Ok(StatusPattern::Exact(text.parse().expect("digits")));
+    }
+    bail!("[billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found {text:?}")
+}
+
+fn parse_duration(field: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .with_context(|| format!("{field}: expected a duration like \"2h\" or \"90m\", found {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(Path::new("/etc/creditd/creditd.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("").unwrap();
+        assert_eq!(c.inbox, Path::new("/etc/creditd/sample-data/inbox"));
+        assert_eq!(c.close_grace, Duration::from_secs(7200));
+        assert!(c.is_exempt(429) && c.is_exempt(503) && !c.is_exempt(404) && !c.is_exempt(200));
+        assert_eq!(c.alerts.near_limit_percent, vec![80, 90]);
+        assert_eq!(c.editions["professional"].base, 75_000);
+    }
+
+    #[test]
+    fn each_edition_key_overrides_alone() {
+        let c = parse("[editions.professional]\nper_agent = 700\n").unwrap();
+        let p = c.editions["professional"];
+        assert_eq!((p.base, p.per_agent, p.concurrency), (75_000, 700, 15));
+    }
+
+    #[test]
+    fn dates_as_toml_dates_or_strings() {
+        let c = parse(
+            "[migration]\ndc_cutover = { us = 2025-10-06, eu = \"2025-10-07\" }\nnew_signup_cutoff = \"2025-10-31\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.migration.dc_cutover["eu"].to_string(), "2025-10-07");
+        assert_eq!(c.migration.new_signup_cutoff.to_string(), "2025-10-31");
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        assert_eq!(
+            error("[paths]\ninbx = \"x\"\n"),
+            "/etc/creditd/creditd.toml: TOML parse error at line 2, column 1\n    |\n  2 | inbx = \"x\"\n    | ^^^^\n  unknown field `inbx`, expected one of `inbox`, `state_dir`, `orgs`, `purchases`, `pricing`, `jobs_dir`"
+        );
+        assert_eq!(
+            error("[migration]\ndc_cutover = { us = \"10/06/2025\" }\n"),
+            "/etc/creditd/creditd.toml: [migration] dc_cutover.us: expected a date like 2025-10-06, found \"10/06/2025\": input contains invalid characters"
+        );
+        assert_eq!(
+            error("[editions.gold]\nbase = 1\n"),
+            "/etc/creditd/creditd.toml: [editions.gold]: unknown edition; expected one of free, express, standard, professional, enterprise, zoho_one, crm_plus, service_plus"
+        );
+        assert_eq!(
+            error("[billing]\nexempt_status = [\"6xx\"]\n"),
+            "/etc/creditd/creditd.toml: [billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found \"6xx\""
+        );
+        assert_eq!(
+            error("[daemon]\nclose_grace = \"soon\"\n"),
+            "/etc/creditd/creditd.toml: [daemon] close_grace: expected a duration like \"2h\" or \"90m\", found \"soon\": expected number at 0"
+        );
+    }
+}

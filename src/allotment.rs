@@ -291,10 +291,14 @@ mod tests {
 
     fn migration(until: Option<&str>) -> Migration {
         Migration {
-            dc_cutover: [("us", "2025-10-06"), ("eu", "2025-10-07"), ("au", "2025-10-08")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), d(v)))
-                .collect(),
+            dc_cutover: [
+                ("us", "2025-10-06"),
+                ("eu", "2025-10-07"),
+                ("au", "2025-10-08"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), d(v)))
+            .collect(),
             new_signup_cutoff: d("2025-10-30"),
             grandfather_until: until.map(d),
         }
@@ -325,14 +329,34 @@ mod tests {
 
     #[test]
     fn legacy_before_the_data_center_cutover() {
-        let o = org("eu", "2024-01-01", vec![plan("professional", 10, true, None)]);
-        check(&o, "2025-10-06", &[], None, "legacy 96000 = 75000+5000+0 | legacy 96000");
-        check(&o, "2025-10-07", &[], None, "grandfathered 96000 = 75000+5000+0 | legacy 96000");
+        let o = org(
+            "eu",
+            "2024-01-01",
+            vec![plan("professional", 10, true, None)],
+        );
+        check(
+            &o,
+            "2025-10-06",
+            &[],
+            None,
+            "legacy 96000 = 75000+5000+0 | legacy 96000",
+        );
+        check(
+            &o,
+            "2025-10-07",
+            &[],
+            None,
+            "grandfathered 96000 = 75000+5000+0 | legacy 96000",
+        );
     }
 
     #[test]
     fn grandfathered_takes_the_higher_capacity_plus_purchases() {
-        let mut o = org("us", "2025-01-01", vec![plan("professional", 100, true, None)]);
+        let mut o = org(
+            "us",
+            "2025-01-01",
+            vec![plan("professional", 100, true, None)],
+        );
         // Credits 75000 + 50000 = 125000 beat legacy 90000 + 60000 = 150000? No: legacy wins.
         check(
             &o,
@@ -342,19 +366,55 @@ mod tests {
             "grandfathered 151000 = 75000+50000+1000 | legacy 150000",
         );
         o.plans[0].legacy_daily_limit = Some(10);
-        check(&o, "2025-10-10", &[], None, "grandfathered 125000 = 75000+50000+0 | legacy 10");
+        check(
+            &o,
+            "2025-10-10",
+            &[],
+            None,
+            "grandfathered 125000 = 75000+50000+0 | legacy 10",
+        );
     }
 
     #[test]
     fn credits_for_unpaid_late_signups_and_after_grandfathering() {
         let unpaid = org("us", "2025-01-01", vec![plan("free", 0, false, None)]);
-        check(&unpaid, "2025-10-10", &[], None, "credits 5000 = 5000+0+0 | legacy 5000");
+        check(
+            &unpaid,
+            "2025-10-10",
+            &[],
+            None,
+            "credits 5000 = 5000+0+0 | legacy 5000",
+        );
         let late = org("us", "2025-10-30", vec![plan("standard", 4, true, None)]);
-        check(&late, "2025-11-01", &[], None, "credits 51000 = 50000+1000+0 | legacy 61200");
+        check(
+            &late,
+            "2025-11-01",
+            &[],
+            None,
+            "credits 51000 = 50000+1000+0 | legacy 61200",
+        );
         let early = org("us", "2025-10-29", vec![plan("standard", 4, true, None)]);
-        check(&early, "2025-11-01", &[], Some("2026-10-30"), "grandfathered 61200 = 50000+1000+0 | legacy 61200");
-        check(&early, "2026-10-30", &[], Some("2026-10-30"), "grandfathered 61200 = 50000+1000+0 | legacy 61200");
-        check(&early, "2026-10-31", &[], Some("2026-10-30"), "credits 51000 = 50000+1000+0 | legacy 61200");
+        check(
+            &early,
+            "2025-11-01",
+            &[],
+            Some("2026-10-30"),
+            "grandfathered 61200 = 50000+1000+0 | legacy 61200",
+        );
+        check(
+            &early,
+            "2026-10-30",
+            &[],
+            Some("2026-10-30"),
+            "grandfathered 61200 = 50000+1000+0 | legacy 61200",
+        );
+        check(
+            &early,
+            "2026-10-31",
+            &[],
+            Some("2026-10-30"),
+            "credits 51000 = 50000+1000+0 | legacy 61200",
+        );
     }
 
     #[test]
@@ -368,9 +428,27 @@ mod tests {
                 plan("enterprise", 3, true, Some("2025-11-01")),
             ],
         );
-        check(&o, "2025-10-19", &[], None, "grandfathered 30150 = 25000+100+0 | legacy 30150");
-        check(&o, "2025-10-20", &[], None, "credits 25100 = 25000+100+0 | legacy 30150");
-        check(&o, "2025-11-01", &[], None, "grandfathered 123600 = 100000+3000+0 | legacy 123600");
+        check(
+            &o,
+            "2025-10-19",
+            &[],
+            None,
+            "grandfathered 30150 = 25000+100+0 | legacy 30150",
+        );
+        check(
+            &o,
+            "2025-10-20",
+            &[],
+            None,
+            "credits 25100 = 25000+100+0 | legacy 30150",
+        );
+        check(
+            &o,
+            "2025-11-01",
+            &[],
+            None,
+            "grandfathered 123600 = 100000+3000+0 | legacy 123600",
+        );
     }
 
     #[test]
@@ -400,12 +478,30 @@ mod tests {
             purchase(20_000, "2025-11-01", "2025-11-05"),
             purchase(10_000, "2025-11-05", "2025-11-06"),
         ];
-        check(&o, "2025-11-04", &ps, None, "credits 45000 = 25000+0+20000 | legacy 30000");
+        check(
+            &o,
+            "2025-11-04",
+            &ps,
+            None,
+            "credits 45000 = 25000+0+20000 | legacy 30000",
+        );
         // 30000 bought, the express cap is 25000: the excess is reported, not granted.
         let t = day_terms(&o, d("2025-11-05"), &editions(), &ps, &migration(None)).unwrap();
         assert_eq!((t.additional, t.additional_excess), (25_000, 5_000));
-        check(&o, "2025-11-06", &ps, None, "credits 35000 = 25000+0+10000 | legacy 30000");
-        check(&o, "2025-11-07", &ps, None, "credits 25000 = 25000+0+0 | legacy 30000");
+        check(
+            &o,
+            "2025-11-06",
+            &ps,
+            None,
+            "credits 35000 = 25000+0+10000 | legacy 30000",
+        );
+        check(
+            &o,
+            "2025-11-07",
+            &ps,
+            None,
+            "credits 25000 = 25000+0+0 | legacy 30000",
+        );
     }
 
     #[test]

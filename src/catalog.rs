@@ -77,7 +77,13 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
     let effective_from: Option<NaiveDate> = raw
         .effective_from
         .parse("effective_from")
-        .map_err(|e| problems.push(problem(None, Some("effective_from".into()), format!("{e:#}"))))
+        .map_err(|e| {
+            problems.push(problem(
+                None,
+                Some("effective_from".into()),
+                format!("{e:#}"),
+            ))
+        })
         .ok();
     let mut rules = Vec::new();
     for (i, spanned) in raw.rule.iter().enumerate() {
@@ -94,14 +100,23 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
                     problems.push(problem(
                         line,
                         at("method"),
-                        format!("expected GET, POST, PUT, PATCH, DELETE or *, found {:?}", r.method),
+                        format!(
+                            "expected GET, POST, PUT, PATCH, DELETE or *, found {:?}",
+                            r.method
+                        ),
                     ));
                     None
                 }
             }
         };
         let segments = Rule::parse_pattern(&r.path)
-            .map_err(|m| problems.push(problem(line, at("path"), format!("{m}, found {:?}", r.path))))
+            .map_err(|m| {
+                problems.push(problem(
+                    line,
+                    at("path"),
+                    format!("{m}, found {:?}", r.path),
+                ))
+            })
             .unwrap_or_default();
         if !r.tiers.is_empty() && r.offset_param.is_none() {
             problems.push(problem(
@@ -153,7 +168,11 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
 }
 
 fn line_of(text: &str, offset: usize) -> u64 {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() as u64 + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count() as u64
+        + 1
 }
 
 #[cfg(test)]
@@ -181,7 +200,11 @@ tiers = [ { upto = 2000, credits = 3 }, { upto = 10000, credits = 5 },
 "#;
         let c = parse("pricing.toml", text).unwrap();
         assert_eq!(c.rules().len(), 2);
-        assert_eq!(c.price(Method::Get, "/api/v1/tickets?from=2500&limit=100").credits, 5);
+        assert_eq!(
+            c.price(Method::Get, "/api/v1/tickets?from=2500&limit=100")
+                .credits,
+            5
+        );
         assert_eq!(c.price(Method::Get, "/api/v1/tasks/count").credits, 50);
     }
 
@@ -201,9 +224,16 @@ tiers = [ { upto = 2000, credits = 3 }, { upto = 10000, credits = 5 },
                 "p.toml:8: field rule[2].tiers[1]: only the last tier may omit upto",
             ]
         );
-        let bad = parse("p.toml", "effective_from = 2025-10-01\n[[rule]]\nmethod = \"GET\"\npath = \"/a\"\ncredit = 1\n")
-            .unwrap_err();
+        let bad = parse(
+            "p.toml",
+            "effective_from = 2025-10-01\n[[rule]]\nmethod = \"GET\"\npath = \"/a\"\ncredit = 1\n",
+        )
+        .unwrap_err();
         assert_eq!(bad[0].line, Some(5));
-        assert!(bad[0].message.contains("unknown field `credit`"), "{}", bad[0].message);
+        assert!(
+            bad[0].message.contains("unknown field `credit`"),
+            "{}",
+            bad[0].message
+        );
     }
 }

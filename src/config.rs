@@ -218,7 +218,10 @@ impl Config {
     pub fn parse(file: &Path, text: &str) -> anyhow::Result<Config> {
         let shown = file.display();
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!("{shown}: {}", e.to_string().trim_end().replace('\n', "\n  "))
+            anyhow::anyhow!(
+                "{shown}: {}",
+                e.to_string().trim_end().replace('\n', "\n  ")
+            )
         })?;
         Config::from_raw(file, raw).with_context(|| format!("{shown}"))
     }
@@ -233,7 +236,8 @@ impl Config {
         } else {
             base
         };
-        let resolve = |p: &Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
+        let resolve =
+            |p: &Option<String>, default: &str| base.join(p.as_deref().unwrap_or(default));
         let pricing = match &raw.paths.pricing {
             None => vec![base.join("sample-data/pricing.toml")],
             Some(OneOrMany::One(p)) => vec![base.join(p)],
@@ -282,7 +286,10 @@ impl Config {
                 Some(map) => {
                     let mut out = BTreeMap::new();
                     for (dc, lit) in map {
-                        out.insert(dc.clone(), lit.parse(&format!("[migration] dc_cutover.{dc}"))?);
+                        out.insert(
+                            dc.clone(),
+                            lit.parse(&format!("[migration] dc_cutover.{dc}"))?,
+                        );
                     }
                     out
                 }
@@ -360,7 +367,9 @@ impl Config {
                 let tls_required = match s.tls.as_deref().unwrap_or("required") {
                     "required" => true,
                     "none" => false,
-                    other => bail!("[smtp] tls: expected \"required\" or \"none\", found {other:?}"),
+                    other => {
+                        bail!("[smtp] tls: expected \"required\" or \"none\", found {other:?}")
+                    }
                 };
                 Ok(Smtp {
                     url: s.url.clone(),
@@ -427,8 +436,9 @@ fn parse_status_pattern(lit: &StatusLit) -> anyhow::Result<StatusPattern> {
 }
 
 fn parse_duration(field: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s)
-        .with_context(|| format!("{field}: expected a duration like \"2h\" or \"90m\", found {s:?}"))
+    humantime::parse_duration(s).with_context(|| {
+        format!("{field}: expected a duration like \"2h\" or \"90m\", found {s:?}")
+    })
 }
 
 #[cfg(test)]

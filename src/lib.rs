@@ -1,12 +1,21 @@
 //! creditd: reconciles API access logs into a daily credit ledger per organization.
 //!
 //! The rules (`pricing`, `allotment`, `localday`, `logline`) are plain functions over plain
-//! data; IO lives at the edges (`ingest`, `store`, `events`, the CLI).
+//! data; IO lives at the edges (`ingest`, `store`, `events`, `state`, the CLI).
 
 pub mod allotment;
 pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod events;
+pub mod files;
+pub mod ingest;
+pub mod ledger;
 pub mod localday;
 pub mod logline;
 pub mod pricing;
 pub mod registry;
+pub mod setup;
+pub mod state;
+pub mod store;
+pub mod usage;

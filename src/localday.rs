@@ -105,21 +105,37 @@ mod tests {
         let (s, e) = day_span(tz, d(date));
         assert_eq!(s, utc(start), "{zone} {date} start");
         assert_eq!(e, utc(end), "{zone} {date} end");
-        assert_eq!((e - s).num_minutes() as f64 / 60.0, hours, "{zone} {date} length");
+        assert_eq!(
+            (e - s).num_minutes() as f64 / 60.0,
+            hours,
+            "{zone} {date} length"
+        );
         // Every instant of the span belongs to the day, and the neighbours do not.
         let mut cursor = DayCursor::new(tz);
         assert_eq!(local_day(tz, s), d(date));
         assert_eq!(local_day(tz, e - Duration::milliseconds(1)), d(date));
-        assert_eq!(local_day(tz, s - Duration::milliseconds(1)), d(date).pred_opt().unwrap());
+        assert_eq!(
+            local_day(tz, s - Duration::milliseconds(1)),
+            d(date).pred_opt().unwrap()
+        );
         assert_eq!(local_day(tz, e), d(date).succ_opt().unwrap());
         assert_eq!(cursor.day_of(s.timestamp_millis()), d(date));
         assert_eq!(cursor.day_of(e.timestamp_millis() - 1), d(date));
-        assert_eq!(cursor.day_of(e.timestamp_millis()), d(date).succ_opt().unwrap());
+        assert_eq!(
+            cursor.day_of(e.timestamp_millis()),
+            d(date).succ_opt().unwrap()
+        );
     }
 
     #[test]
     fn ordinary_days() {
-        check("UTC", "2025-10-07", "2025-10-07T00:00:00Z", "2025-10-08T00:00:00Z", 24.0);
+        check(
+            "UTC",
+            "2025-10-07",
+            "2025-10-07T00:00:00Z",
+            "2025-10-08T00:00:00Z",
+            24.0,
+        );
         check(
             "Asia/Kolkata",
             "2025-10-08",

@@ -133,7 +133,8 @@ fn validate<'a>(fields: [Option<Cow<'a, str>>; 9]) -> Result<Call<'a>, Reason> {
         return Err(Reason::MissingField);
     }
     let ts_ms = parse_ts(ts.as_deref().expect("present")).ok_or(Reason::BadTimestamp)?;
-    let method = Method::parse(method.as_deref().expect("present").trim()).ok_or(Reason::BadMethod)?;
+    let method =
+        Method::parse(method.as_deref().expect("present").trim()).ok_or(Reason::BadMethod)?;
     let status = parse_status(status.as_deref().expect("present")).ok_or(Reason::BadStatus)?;
     let trim = |c: Cow<'a, str>| -> Cow<'a, str> {
         match c {
@@ -341,10 +342,19 @@ mod tests {
 
     #[test]
     fn timestamps_in_every_form() {
-        assert_eq!(parse_ts("2025-10-07T23:59:59.123Z"), Some(1_759_881_599_123));
-        assert_eq!(parse_ts("2025-10-08T05:29:59.123+05:30"), Some(1_759_881_599_123));
+        assert_eq!(
+            parse_ts("2025-10-07T23:59:59.123Z"),
+            Some(1_759_881_599_123)
+        );
+        assert_eq!(
+            parse_ts("2025-10-08T05:29:59.123+05:30"),
+            Some(1_759_881_599_123)
+        );
         // Digits below the millisecond are truncated, not rounded.
-        assert_eq!(parse_ts("2025-10-07T23:59:59.123999Z"), Some(1_759_881_599_123));
+        assert_eq!(
+            parse_ts("2025-10-07T23:59:59.123999Z"),
+            Some(1_759_881_599_123)
+        );
         assert_eq!(parse_ts("1759881599123"), Some(1_759_881_599_123));
         assert_eq!(parse_ts("2025-10-07T23:59:59"), None); // no offset
         assert_eq!(parse_ts("2025-10-07"), None);
@@ -375,27 +385,58 @@ mod tests {
         json("not json", "malformed");
         json("[1,2]", "malformed");
         json(r#"{"ts":1,"#, "malformed");
-        json(r#"{"request_id":"r","org_id":"1","method":"GET","path":"/x","status":200}"#, "missing_field");
-        json(r#"{"ts":1,"request_id":"","org_id":"1","method":"GET","path":"/x","status":200}"#, "missing_field");
-        json(r#"{"ts":1,"request_id":"r","org_id":null,"method":"GET","path":"/x","status":200}"#, "missing_field");
+        json(
+            r#"{"request_id":"r","org_id":"1","method":"GET","path":"/x","status":200}"#,
+            "missing_field",
+        );
+        json(
+            r#"{"ts":1,"request_id":"","org_id":"1","method":"GET","path":"/x","status":200}"#,
+            "missing_field",
+        );
+        json(
+            r#"{"ts":1,"request_id":"r","org_id":null,"method":"GET","path":"/x","status":200}"#,
+            "missing_field",
+        );
         // A bad timestamp is reported before a bad method.
-        json(r#"{"ts":"soon","request_id":"r","org_id":"1","method":"FETCH","path":"/x","status":200}"#, "bad_timestamp");
-        json(r#"{"ts":1.5,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":200}"#, "bad_timestamp");
-        json(r#"{"ts":1,"request_id":"r","org_id":"1","method":"HEAD","path":"/x","status":200}"#, "bad_method");
-        json(r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":600}"#, "bad_status");
-        json(r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":99}"#, "bad_status");
-        json(r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":"2xx"}"#, "bad_status");
+        json(
+            r#"{"ts":"soon","request_id":"r","org_id":"1","method":"FETCH","path":"/x","status":200}"#,
+            "bad_timestamp",
+        );
+        json(
+            r#"{"ts":1.5,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":200}"#,
+            "bad_timestamp",
+        );
+        json(
+            r#"{"ts":1,"request_id":"r","org_id":"1","method":"HEAD","path":"/x","status":200}"#,
+            "bad_method",
+        );
+        json(
+            r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":600}"#,
+            "bad_status",
+        );
+        json(
+            r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":99}"#,
+            "bad_status",
+        );
+        json(
+            r#"{"ts":1,"request_id":"r","org_id":"1","method":"GET","path":"/x","status":"2xx"}"#,
+            "bad_status",
+        );
     }
 
     #[test]
     fn csv_lines_any_column_order_extra_columns_ignored() {
-        let layout = CsvLayout::from_header("status,path,method,org_id,request_id,ts,region").unwrap();
+        let layout =
+            CsvLayout::from_header("status,path,method,org_id,request_id,ts,region").unwrap();
         assert_eq!(
             show(layout.decode("200,\"/a,b?x=\"\"1\"\"\",POST,7,r9,1000,eu")),
             "1000 r9 7 POST /a,b?x=\"1\" 200 None None None"
         );
         assert_eq!(show(layout.decode("200,/a,POST,7,r9,1000")), "malformed");
-        assert_eq!(show(layout.decode("200,/a,POST,7,,1000,eu")), "missing_field");
+        assert_eq!(
+            show(layout.decode("200,/a,POST,7,,1000,eu")),
+            "missing_field"
+        );
         assert_eq!(show(layout.decode("abc,/a,POST,7,r,1000,eu")), "bad_status");
     }
 

@@ -356,14 +356,19 @@ mod tests {
     fn tiered(pattern: &str) -> Rule {
         let mut r = rule("GET", pattern, 3);
         r.offset_param = Some("from".to_string());
-        r.tiers = [(Some(2000), 3), (Some(10000), 5), (Some(50000), 10), (Some(100000), 50)]
-            .into_iter()
-            .map(|(upto, credits)| Tier { upto, credits })
-            .chain([Tier {
-                upto: None,
-                credits: 100,
-            }])
-            .collect();
+        r.tiers = [
+            (Some(2000), 3),
+            (Some(10000), 5),
+            (Some(50000), 10),
+            (Some(100000), 50),
+        ]
+        .into_iter()
+        .map(|(upto, credits)| Tier { upto, credits })
+        .chain([Tier {
+            upto: None,
+            credits: 100,
+        }])
+        .collect();
         r
     }
 
@@ -390,8 +395,18 @@ mod tests {
             rule("GET", "/api/v1/tasks/count", 50),
             rule("GET", "/api/v1/{module}", 3),
         ]);
-        check(&cat, "GET", "/api/v1/tasks/count", "50 GET /api/v1/tasks/count");
-        check(&cat, "GET", "/api/v1/tickets/123", "1 GET /api/v1/{module}/{id}");
+        check(
+            &cat,
+            "GET",
+            "/api/v1/tasks/count",
+            "50 GET /api/v1/tasks/count",
+        );
+        check(
+            &cat,
+            "GET",
+            "/api/v1/tickets/123",
+            "1 GET /api/v1/{module}/{id}",
+        );
         check(&cat, "get", "/api/v1/tickets", "3 GET /api/v1/{module}");
     }
 
@@ -404,7 +419,12 @@ mod tests {
             rule("POST", "/api/v1/{module}", 4),
         ]);
         check(&cat, "POST", "/api/v1/tickets", "4 POST /api/v1/{module}");
-        check(&cat, "DELETE", "/api/v1/tickets", "5 DELETE /api/v1/{module}");
+        check(
+            &cat,
+            "DELETE",
+            "/api/v1/tickets",
+            "5 DELETE /api/v1/{module}",
+        );
         check(&cat, "GET", "/api/v1/tickets", "5 GET /api/v1/{module}");
         check(&cat, "GET", "/api/v1/tickets/1/threads", "6 GET /api/v1/**");
         check(&cat, "PATCH", "/api/v1/tickets/1", "7 PATCH /api/v1/**");
@@ -432,8 +452,18 @@ mod tests {
         let cat = catalog(vec![rule("GET", "/api/v1/tickets", 3)]);
         check(&cat, "GET", "/api/v1/tickets/", "3 GET /api/v1/tickets");
         check(&cat, "GET", "/api/v1/tickets?x=/y", "3 GET /api/v1/tickets");
-        check(&cat, "GET", "/api/v1/tickets/?limit=1", "3 GET /api/v1/tickets");
-        check(&cat, "GET", "/api/v1/ticketsx", "1 GET /api/v1/ticketsx unpriced");
+        check(
+            &cat,
+            "GET",
+            "/api/v1/tickets/?limit=1",
+            "3 GET /api/v1/tickets",
+        );
+        check(
+            &cat,
+            "GET",
+            "/api/v1/ticketsx",
+            "1 GET /api/v1/ticketsx unpriced",
+        );
         check(&cat, "GET", "/", "1 GET / unpriced");
     }
 
@@ -466,26 +496,38 @@ mod tests {
 
     #[test]
     fn newest_catalog_in_effect_prices_the_call() {
-        let old = Catalog::new(
-            "2025-10-01".parse().unwrap(),
-            1,
-            vec![rule("GET", "/a", 1)],
-        );
-        let new = Catalog::new(
-            "2025-11-01".parse().unwrap(),
-            2,
-            vec![rule("GET", "/a", 9)],
-        );
+        let old = Catalog::new("2025-10-01".parse().unwrap(), 1, vec![rule("GET", "/a", 1)]);
+        let new = Catalog::new("2025-11-01".parse().unwrap(), 2, vec![rule("GET", "/a", 9)]);
         let mut pricing = Pricing::new(vec![new, old]);
         let ms = |s: &str| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .unwrap()
                 .timestamp_millis()
         };
-        assert_eq!(pricing.price(ms("2025-09-30T23:59:59Z"), Method::Get, "/a").credits, 1);
-        assert_eq!(pricing.price(ms("2025-10-31T23:59:59.999Z"), Method::Get, "/a").credits, 1);
-        assert_eq!(pricing.price(ms("2025-11-01T00:00:00Z"), Method::Get, "/a").credits, 9);
-        assert_eq!(pricing.price(ms("2025-11-01T00:00:00Z"), Method::Get, "/b").credits, 2);
+        assert_eq!(
+            pricing
+                .price(ms("2025-09-30T23:59:59Z"), Method::Get, "/a")
+                .credits,
+            1
+        );
+        assert_eq!(
+            pricing
+                .price(ms("2025-10-31T23:59:59.999Z"), Method::Get, "/a")
+                .credits,
+            1
+        );
+        assert_eq!(
+            pricing
+                .price(ms("2025-11-01T00:00:00Z"), Method::Get, "/a")
+                .credits,
+            9
+        );
+        assert_eq!(
+            pricing
+                .price(ms("2025-11-01T00:00:00Z"), Method::Get, "/b")
+                .credits,
+            2
+        );
     }
 
     #[test]

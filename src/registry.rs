@@ -78,7 +78,9 @@ pub fn load(orgs: &Path, purchases: &Path, rules: &RegistryRules) -> (Registry, 
     let mut problems = Vec::new();
     let mut registry = Registry::default();
     match std::fs::read(orgs) {
-        Ok(bytes) => registry.orgs = parse_orgs(&orgs.display().to_string(), &bytes, rules, &mut problems),
+        Ok(bytes) => {
+            registry.orgs = parse_orgs(&orgs.display().to_string(), &bytes, rules, &mut problems)
+        }
         Err(e) => problems.push(Problem {
             file: orgs.display().to_string(),
             line: None,
@@ -106,6 +108,9 @@ pub fn load(orgs: &Path, purchases: &Path, rules: &RegistryRules) -> (Registry, 
     (registry, problems)
 }
 
+/// A CSV record and the line it starts on.
+type NumberedRecord = (u64, csv::StringRecord);
+
 /// A reader over CSV rows that reports problems against the file's line numbers.
 struct Rows<'a> {
     file: &'a str,
@@ -127,7 +132,7 @@ impl Rows<'_> {
         &mut self,
         bytes: &[u8],
         columns: &[&str],
-    ) -> Option<(Vec<usize>, Vec<(u64, csv::StringRecord)>)> {
+    ) -> Option<(Vec<usize>, Vec<NumberedRecord>)> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
@@ -153,7 +158,10 @@ impl Rows<'_> {
                         file: self.file.to_string(),
                         line: Some(1),
                         field: Some(col.to_string()),
-                        message: format!("missing column; the header must name {}", columns.join(",")),
+                        message: format!(
+                            "missing column; the header must name {}",
+                            columns.join(",")
+                        ),
                     });
                     return None;
                 }
@@ -216,7 +224,9 @@ pub fn plausible_address(s: &str) -> bool {
         && !domain.is_empty()
         && !domain.contains('@')
         && domain.contains('.')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
 }
 
 fn parse_orgs(
@@ -241,14 +251,19 @@ fn parse_orgs(
         }
         let name = rec.get(index[1]).unwrap_or("").to_string();
         let edition = f(2).to_string();
-        if !rules.editions.iter().any(|e| *e == edition) {
+        if !rules.editions.contains(&edition) {
             rows.problem(
                 line,
                 "edition",
-                format!("expected one of {}, found {edition:?}", rules.editions.join(", ")),
+                format!(
+                    "expected one of {}, found {edition:?}",
+                    rules.editions.join(", ")
+                ),
             );
         }
-        let agents = parse_count(f(3)).map_err(|m| rows.problem(line, "agents", m)).ok();
+        let agents = parse_count(f(3))
+            .map_err(|m| rows.problem(line, "agents", m))
+            .ok();
         let light_agents = if f(4).is_empty() {
             Some(0)
         } else {
@@ -262,12 +277,15 @@ fn parse_orgs(
                 rows.problem(
                     line,
                     "timezone",
-                    format!("expected an IANA time zone like Europe/Berlin, found {:?}", f(5)),
+                    format!(
+                        "expected an IANA time zone like Europe/Berlin, found {:?}",
+                        f(5)
+                    ),
                 )
             })
             .ok();
         let dc = f(6).to_string();
-        if !rules.data_centers.iter().any(|d| *d == dc) {
+        if !rules.data_centers.contains(&dc) {
             rows.problem(
                 line,
                 "data_center",
@@ -284,7 +302,11 @@ fn parse_orgs(
             "true" => Some(true),
             "false" => Some(false),
             other => {
-                rows.problem(line, "paid", format!("expected true or false, found {other:?}"));
+                rows.problem(
+                    line,
+                    "paid",
+                    format!("expected true or false, found {other:?}"),
+                );
                 None
             }
         };
@@ -293,7 +315,11 @@ fn parse_orgs(
         } else {
             match parse_count(f(9)) {
                 Ok(0) => {
-                    rows.problem(line, "legacy_daily_limit", "expected a positive limit or empty, found 0".into());
+                    rows.problem(
+                        line,
+                        "legacy_daily_limit",
+                        "expected a positive limit or empty, found 0".into(),
+                    );
                     None
                 }
                 Ok(n) => Some(Some(n)),
@@ -308,7 +334,11 @@ fn parse_orgs(
             if plausible_address(addr) {
                 report_to.push(addr.to_string());
             } else {
-                rows.problem(line, "report_to", format!("expected ';'-separated mail addresses, found {addr:?}"));
+                rows.problem(
+                    line,
+                    "report_to",
+                    format!("expected ';'-separated mail addresses, found {addr:?}"),
+                );
             }
         }
         let effective_from = if f(11).is_empty() {
@@ -322,8 +352,23 @@ fn parse_orgs(
         if rows.problems.len() > before {
             continue;
         }
-        let (Some(agents), Some(light_agents), Some(tz), Some(signup), Some(paid), Some(legacy), Some(effective_from)) =
-            (agents, light_agents, tz, signup, paid, legacy, effective_from)
+        let (
+            Some(agents),
+            Some(light_agents),
+            Some(tz),
+            Some(signup),
+            Some(paid),
+            Some(legacy),
+            Some(effective_from),
+        ) = (
+            agents,
+            light_agents,
+            tz,
+            signup,
+            paid,
+            legacy,
+            effective_from,
+        )
         else {
             continue;
         };
@@ -363,13 +408,36 @@ fn parse_orgs(
                 if org.timezone != tz {
                     conflict("timezone", org.timezone.name().into(), tz.name().into());
                 } else if org.signup_date != signup {
-                    conflict("signup_date", org.signup_date.to_string(), signup.to_string());
+                    conflict(
+                        "signup_date",
+                        org.signup_date.to_string(),
+                        signup.to_string(),
+                    );
                 } else if org.data_center != dc {
                     conflict("data_center", org.data_center.clone(), dc);
                 } else {
                     org.plans.push(plan);
                 }
             }
+        }
+    }
+    // Every day from signup on needs a plan: an org whose rows all take effect later has a gap.
+    for (org_id, org) in &orgs {
+        if org.plan_on(org.signup_date).is_none() {
+            let earliest = org
+                .plans
+                .iter()
+                .filter_map(|p| p.effective_from)
+                .min()
+                .expect("a plan without a date starts at signup");
+            rows.problem(
+                first_line[org_id],
+                "effective_from",
+                format!(
+                    "org {org_id} has no plan from its signup_date {} until {earliest}; add a row with an empty or earlier effective_from",
+                    org.signup_date
+                ),
+            );
         }
     }
     orgs
@@ -392,17 +460,31 @@ fn parse_purchases(
         let before = rows.problems.len();
         let id = f(0).to_string();
         if id.is_empty() {
-            rows.problem(line, "purchase_id", "expected a purchase id, found nothing".into());
+            rows.problem(
+                line,
+                "purchase_id",
+                "expected a purchase id, found nothing".into(),
+            );
         } else if !seen.insert(id.clone()) {
             rows.problem(line, "purchase_id", format!("{id:?} appears twice"));
         }
         let org_id = f(1).to_string();
         if !orgs.contains_key(&org_id) {
-            rows.problem(line, "org_id", format!("{org_id:?} is not in the org registry"));
+            rows.problem(
+                line,
+                "org_id",
+                format!("{org_id:?} is not in the org registry"),
+            );
         }
-        let credits = parse_count(f(2)).map_err(|m| rows.problem(line, "credits_per_day", m)).ok();
-        let from = parse_date(f(3)).map_err(|m| rows.problem(line, "valid_from", m)).ok();
-        let to = parse_date(f(4)).map_err(|m| rows.problem(line, "valid_to", m)).ok();
+        let credits = parse_count(f(2))
+            .map_err(|m| rows.problem(line, "credits_per_day", m))
+            .ok();
+        let from = parse_date(f(3))
+            .map_err(|m| rows.problem(line, "valid_from", m))
+            .ok();
+        let to = parse_date(f(4))
+            .map_err(|m| rows.problem(line, "valid_to", m))
+            .ok();
         if let (Some(a), Some(b)) = (from, to) {
             if b < a {
                 rows.problem(line, "valid_to", format!("{b} is before valid_from {a}"));
@@ -429,7 +511,10 @@ mod tests {
     const HEADER: &str = "org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from\n";
 
     fn parse(body: &str) -> (BTreeMap<String, Org>, Vec<String>) {
-        let editions: Vec<String> = crate::allotment::EDITIONS.iter().map(|s| s.to_string()).collect();
+        let editions: Vec<String> = crate::allotment::EDITIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let dcs = vec!["us".to_string(), "eu".to_string()];
         let rules = RegistryRules {
             editions: &editions,

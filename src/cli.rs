@@ -1,0 +1,238 @@
+//! The command line: parses arguments, runs one command, maps the outcome to an exit status
+//! (0 done, 1 done with failures, 2 usage or configuration error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::ingest::{self, Outcome};
+use crate::ledger;
+use crate::setup::Setup;
+use crate::state::State;
+use crate::usage;
+
+/// creditd reconciles API access logs into a daily credit ledger per organization.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The config file; relative paths inside it are relative to its directory.
+    #[arg(long, global = true, default_value = "creditd.toml")]
+    pub config: PathBuf,
+    /// Fix the clock of this command (RFC 3339), for tests and replays.
+    #[arg(long, global = true, value_parser = parse_now)]
+    pub now: Option<DateTime<Utc>>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one task now.
+    Run {
+        #[arg(value_enum)]
+        task: Task,
+    },
+    /// Export the ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// What happened to every input file, one row each.
+    Files {
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+    /// The "API details" view of one org-day.
+    Usage {
+        #[arg(long)]
+        org: String,
+        /// The org's local date; defaults to its current day.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Validate config, registry, purchases and pricing; exit 2 on any problem.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Ingest the inbox and update the ledger.
+    Ingest,
+    /// Every task, in pipeline order.
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// One row per org × local day with at least one accepted call.
+    Export {
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        #[arg(long)]
+        org: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 time like 2025-10-08T02:00:00Z: {e}"))
+}
+
+/// A configuration error: exit status 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let now = cli.now.unwrap_or_else(Utc::now);
+    match cli.command {
+        Command::Check => check(&cli.config),
+        Command::Run { task } => {
+            let setup = load_setup(&cli.config)?;
+            let mut state = State::open(&setup.config.state_dir)?;
+            let ok = match task {
+                Task::Ingest | Task::All => run_ingest(&setup, &mut state, now)?,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Ledger {
+            command:
+                LedgerCommand::Export {
+                    from,
+                    to,
+                    org,
+                    format,
+                },
+        } => {
+            let setup = load_setup(&cli.config)?;
+            let store = State::open_store_read_only(&setup.config.state_dir)?;
+            let rows = match store {
+                Some(store) => ledger::query(&store, from, to, &org)?,
+                None => Vec::new(),
+            };
+            let rows = ledger::export_rows(&setup, &rows, now);
+            match format {
+                Format::Csv => print!("{}", ledger::to_csv(&rows)),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Files { format } => {
+            let setup = load_setup(&cli.config)?;
+            let rows = match State::open_store_read_only(&setup.config.state_dir)? {
+                Some(store) => store.files()?,
+                None => Vec::new(),
+            };
+            print!("{}", crate::files::render(&rows, format == Format::Json)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage { org, date } => {
+            let setup = load_setup(&cli.config)?;
+            let store = State::open_store_read_only(&setup.config.state_dir)?;
+            print!(
+                "{}",
+                usage::render(&setup, store.as_ref(), &org, date, now)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_setup(config: &Path) -> anyhow::Result<Setup> {
+    let (setup, problems) = Setup::load(config).map_err(|e| ConfigError(format!("{e:#}")))?;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(ConfigError(format!(
+            "the inputs have {} problem(s); `creditd check` lists them:\n  {}",
+            list.len(),
+            list.join("\n  ")
+        ))
+        .into());
+    }
+    Ok(setup)
+}
+
+fn check(config: &Path) -> anyhow::Result<ExitCode> {
+    let (setup, problems) = Setup::load(config).map_err(|e| ConfigError(format!("{e:#}")))?;
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!("check: {} problem(s)", problems.len());
+        return Ok(ExitCode::from(2));
+    }
+    let plans: usize = setup.registry.orgs.values().map(|o| o.plans.len()).sum();
+    let rules: usize = setup.catalogs.iter().map(|c| c.rules().len()).sum();
+    println!(
+        "check: ok — {} orgs ({} plan rows), {} purchases, {} pricing catalog(s) with {} rules",
+        setup.registry.orgs.len(),
+        plans,
+        setup.registry.purchases.len(),
+        setup.catalogs.len(),
+        rules
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ingests the inbox and brings the ledger up to date; `false` if a file failed.
+fn run_ingest(setup: &Setup, state: &mut State, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let report = ingest::ingest_inbox(setup, state.store(), now)?;
+    for o in &report.outcomes {
+        match o {
+            Outcome::Ingested(r) => println!(
+                "ingested {}: {} lines, {} accepted ({} unique, {} duplicates), {} quarantined",
+                r.file,
+                r.counts.lines,
+                r.counts.accepted,
+                r.counts.unique,
+                r.counts.duplicates,
+                r.counts.quarantined_total()
+            ),
+            Outcome::DuplicateFile(r) => println!(
+                "duplicate file {}: same content as an ingested file; nothing charged",
+                r.file
+            ),
+            Outcome::ArchiveCompleted(f) => println!("archived {f} (ingested earlier)"),
+            Outcome::Failed { file, error } => {
+                eprintln!("failed {file}: {error} (left in the inbox; tried again next run)")
+            }
+        }
+    }
+    let days =
+        ledger::recompute_dirty(setup, state.store(), now).context("cannot update the ledger")?;
+    println!(
+        "ingest: {} file(s), {} failed; {} org-day(s) updated in {:.1}s",
+        report.outcomes.len(),
+        report.failures(),
+        days,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report.failures() == 0)
+}

@@ -1,0 +1,403 @@
+//! Ingest: inbox files → validated, deduplicated, priced, localized events.
+//!
+//! Each file is handled whole in one store transaction: its quarantined lines, its request-id
+//! claims, its Parquet parts and its `files` row commit together or not at all. Only then is
+//! the file moved to the archive. A file that cannot be read is recorded as failed, leaves
+//! nothing behind, and is tried again on the next run.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::events::{Event, PartWriter};
+use crate::localday::DayCursor;
+use crate::logline::{decode_json, Call, CsvLayout, Reason};
+use crate::pricing::Pricing;
+use crate::setup::Setup;
+use crate::store::{FileCounts, FileRow, Store};
+
+/// The formats of access-log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+/// How a file name is treated: `None` = not an access log (ignored).
+pub fn classify(name: &str) -> Option<(Format, bool)> {
+    if name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") {
+        return None;
+    }
+    let (stem, gz) = match name.strip_suffix(".gz") {
+        Some(s) => (s, true),
+        None => (name, false),
+    };
+    let format = if stem.ends_with(".ndjson") || stem.ends_with(".jsonl") {
+        Format::Ndjson
+    } else if stem.ends_with(".csv") {
+        Format::Csv
+    } else {
+        return None;
+    };
+    Some((format, gz))
+}
+
+/// What happened to one inbox file.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ingested(FileRow),
+    DuplicateFile(FileRow),
+    /// A file already ingested whose move to the archive had been interrupted.
+    ArchiveCompleted(String),
+    Failed {
+        file: String,
+        error: String,
+    },
+}
+
+/// The result of one ingest run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    pub fn failures(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Failed { .. }))
+            .count()
+    }
+}
+
+/// Ingests every access-log file in the inbox, in name order.
+pub fn ingest_inbox(
+    setup: &Setup,
+    store: &mut Store,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    let inbox = &setup.config.inbox;
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(inbox)
+        .with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if classify(&name).is_some() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut report = Report::default();
+    let mut ingester = Ingester::new(setup);
+    for name in names {
+        let outcome = ingester.ingest_file(store, &inbox.join(&name), &name, now);
+        report.outcomes.push(outcome);
+    }
+    Ok(report)
+}
+
+/// Holds what is worth keeping between files of one run: pricing memo and day cursors.
+pub struct Ingester<'s> {
+    setup: &'s Setup,
+    pricing: Pricing,
+    cursors: HashMap<String, DayCursor>,
+}
+
+impl<'s> Ingester<'s> {
+    pub fn new(setup: &'s Setup) -> Ingester<'s> {
+        Ingester {
+            setup,
+            pricing: Pricing::new(setup.catalogs.clone()),
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// Ingests one file and archives it; never returns an error, a failure is an outcome.
+    pub fn ingest_file(
+        &mut self,
+        store: &mut Store,
+        path: &Path,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        match self.try_ingest_file(store, path, name, now) {
+            Ok(o) => o,
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::error!(file = %path.display(), "{error}");
+                let row = FileRow {
+                    file: name.to_string(),
+                    sha256: String::new(),
+                    status: "failed".to_string(),
+                    counts: FileCounts::default(),
+                    archive_path: None,
+                    error: Some(error.clone()),
+                };
+                let recorded = store.transaction().and_then(|tx| {
+                    tx.record_file(&row, &stamp(now))?;
+                    tx.commit()
+                });
+                if let Err(e2) = recorded {
+                    tracing::error!("cannot record the failure of {}: {e2:#}", path.display());
+                }
+                Outcome::Failed {
+                    file: name.to_string(),
+                    error,
+                }
+            }
+        }
+    }
+
+    fn try_ingest_file(
+        &mut self,
+        store: &mut Store,
+        path: &Path,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Outcome> {
+        let (format, gz) = classify(name).expect("listed files are access logs");
+        let sha = sha256_file(path)?;
+        let state = &self.setup.config.state_dir;
+        let archive_rel = format!("archive/{}-{name}", &sha[..16]);
+
+        if let Some(orig) = store.ingested_file(&sha)? {
+            let orig_archive = orig.archive_path.as_deref().map(|p| state.join(p));
+            if orig_archive.is_some_and(|p| p.exists()) {
+                // The same content again: counted, never charged twice.
+                let rel = free_name(state, &archive_rel);
+                let counts = FileCounts {
+                    unique: 0,
+                    duplicates: orig.counts.accepted,
+                    ..orig.counts.clone()
+                };
+                let row = FileRow {
+                    file: name.to_string(),
+                    sha256: sha,
+                    status: "duplicate_file".to_string(),
+                    counts,
+                    archive_path: Some(rel.clone()),
+                    error: None,
+                };
+                let tx = store.transaction()?;
+                tx.record_file(&row, &stamp(now))?;
+                tx.commit()?;
+                archive(path, &state.join(&rel))?;
+                return Ok(Outcome::DuplicateFile(row));
+            }
+            // Ingested, but the move to the archive did not happen: finish it.
+            let target = orig
+                .archive_path
+                .clone()
+                .unwrap_or_else(|| archive_rel.clone());
+            archive(path, &state.join(target))?;
+            return Ok(Outcome::ArchiveCompleted(name.to_string()));
+        }
+
+        let mut counts = FileCounts::default();
+        let mut days: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
+        let tx = store.transaction()?;
+        let mut writer = PartWriter::new(state, &sha);
+        {
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let reader: Box<dyn Read> = if gz {
+                Box::new(flate2::read::MultiGzDecoder::new(file))
+            } else {
+                Box::new(file)
+            };
+            let mut reader = BufReader::with_capacity(1 << 20, reader);
+            let mut buf = Vec::new();
+            let mut line_no: u64 = 0;
+            let mut layout: Option<Option<CsvLayout>> = None;
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).with_context(|| {
+                    format!("cannot read {} after line {line_no}", path.display())
+                })?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                let mut bytes = buf.as_slice();
+                if let Some(b) = bytes.strip_suffix(b"\n") {
+                    bytes = b;
+                }
+                if let Some(b) = bytes.strip_suffix(b"\r") {
+                    bytes = b;
+                }
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let text = std::str::from_utf8(bytes);
+                if format == Format::Csv && layout.is_none() {
+                    // The first non-blank line is the header; an unreadable header makes
+                    // every line of the file malformed rather than guessed at.
+                    layout = Some(text.ok().and_then(CsvLayout::from_header));
+                    continue;
+                }
+                counts.lines += 1;
+                let decoded = match text {
+                    Err(_) => Err(Reason::Malformed),
+                    Ok(line) => match (format, &layout) {
+                        (Format::Ndjson, _) => decode_json(line),
+                        (Format::Csv, Some(Some(l))) => l.decode(line),
+                        (Format::Csv, _) => Err(Reason::Malformed),
+                    },
+                };
+                let checked = decoded.and_then(|call| self.check_org(call));
+                match checked {
+                    Err(reason) => {
+                        counts.count(reason);
+                        let raw = String::from_utf8_lossy(bytes);
+                        tx.quarantine(&sha, name, line_no, reason, &raw)?;
+                    }
+                    Ok((call, date)) => {
+                        counts.accepted += 1;
+                        if !tx.claim(&call.request_id)? {
+                            counts.duplicates += 1;
+                            continue;
+                        }
+                        counts.unique += 1;
+                        let price = self.pricing.price(call.ts_ms, call.method, &call.path);
+                        writer.push(&Event {
+                            request_id: &call.request_id,
+                            org_id: &call.org_id,
+                            ts_ms: call.ts_ms,
+                            local_date: date,
+                            method: call.method.as_str(),
+                            endpoint: &price.endpoint,
+                            status: call.status,
+                            billable: !self.setup.config.is_exempt(call.status),
+                            credits: price.credits,
+                            unpriced: price.unpriced,
+                            latency_ms: call.latency_ms,
+                            charged_credits: call.charged_credits,
+                            dc: call.dc.as_deref(),
+                            line: line_no,
+                        })?;
+                        if !days.contains(&(call.org_id.to_string(), date)) {
+                            days.insert((call.org_id.to_string(), date));
+                        }
+                    }
+                }
+            }
+        }
+        let parts = writer.finish()?;
+        for part in &parts {
+            tx.add_part(&part.path, &sha, &part.local_date.to_string(), part.rows)?;
+        }
+        for (org, date) in &days {
+            tx.mark_dirty(org, &date.to_string())?;
+        }
+        let row = FileRow {
+            file: name.to_string(),
+            sha256: sha,
+            status: "ingested".to_string(),
+            counts,
+            archive_path: Some(archive_rel.clone()),
+            error: None,
+        };
+        tx.record_file(&row, &stamp(now))?;
+        tx.commit()?;
+        archive(path, &state.join(&archive_rel))?;
+        tracing::info!(
+            file = name,
+            lines = row.counts.lines,
+            accepted = row.counts.accepted,
+            unique = row.counts.unique,
+            duplicates = row.counts.duplicates,
+            quarantined = row.counts.quarantined_total(),
+            "ingested"
+        );
+        Ok(Outcome::Ingested(row))
+    }
+
+    /// The org checks of DESIGN §2.1: known org, call not before its signup day.
+    fn check_org<'a>(&mut self, call: Call<'a>) -> Result<(Call<'a>, NaiveDate), Reason> {
+        let org = self.setup.org(&call.org_id).ok_or(Reason::UnknownOrg)?;
+        let cursor = match self.cursors.get_mut(org.org_id.as_str()) {
+            Some(c) => c,
+            None => self
+                .cursors
+                .entry(org.org_id.clone())
+                .or_insert_with(|| DayCursor::new(org.timezone)),
+        };
+        let date = cursor.day_of(call.ts_ms);
+        if date < org.signup_date {
+            return Err(Reason::BeforeSignup);
+        }
+        Ok((call, date))
+    }
+}
+
+fn stamp(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The SHA-256 of a file's bytes, hex.
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A relative archive path that is not taken yet.
+fn free_name(state: &Path, rel: &str) -> String {
+    if !state.join(rel).exists() {
+        return rel.to_string();
+    }
+    (1..)
+        .map(|i| format!("{rel}.{i}"))
+        .find(|r| !state.join(r).exists())
+        .expect("some name is free")
+}
+
+/// Moves an ingested file into the archive (rename, or copy and remove across devices).
+fn archive(from: &Path, to: &PathBuf) -> anyhow::Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    let tmp = to.with_extension("copying");
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("cannot copy {} to the archive", from.display()))?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, to)?;
+    std::fs::remove_file(from)
+        .with_context(|| format!("cannot remove {} from the inbox", from.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_names_are_access_logs() {
+        assert_eq!(classify("a.ndjson"), Some((Format::Ndjson, false)));
+        assert_eq!(classify("a.jsonl.gz"), Some((Format::Ndjson, true)));
+        assert_eq!(classify("a.csv.gz"), Some((Format::Csv, true)));
+        assert_eq!(classify(".a.csv"), None);
+        assert_eq!(classify("a.csv.tmp"), None);
+        assert_eq!(classify("a.csv.part"), None);
+        assert_eq!(classify("notes.txt"), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! The state directory: the store, the priced events, the archive, and the lock that keeps
+//! two writers apart.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::store::Store;
+
+/// The state directory, opened for writing and locked for as long as this value lives.
+pub struct State {
+    dir: PathBuf,
+    store: Store,
+    _lock: File,
+}
+
+/// The store's file name inside the state directory.
+pub const STORE_FILE: &str = "creditd.sqlite";
+
+impl State {
+    /// Creates the state directory if needed, takes its lock (waiting for another writer to
+    /// finish), and opens the store.
+    pub fn open(dir: &Path) -> anyhow::Result<State> {
+        create_private_dir(dir)?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the state lock {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::info!(
+                    "waiting for the state lock {} held by another creditd",
+                    lock_path.display()
+                );
+                eprintln!(
+                    "waiting for another creditd to release {}",
+                    lock_path.display()
+                );
+                lock.lock().with_context(|| {
+                    format!("cannot take the state lock {}", lock_path.display())
+                })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e)
+                    .with_context(|| format!("cannot take the state lock {}", lock_path.display()))
+            }
+        }
+        let store = Store::open(&dir.join(STORE_FILE))?;
+        Ok(State {
+            dir: dir.to_path_buf(),
+            store,
+            _lock: lock,
+        })
+    }
+
+    /// Opens the store of a state directory for reading; `None` if nothing was stored yet.
+    pub fn open_store_read_only(dir: &Path) -> anyhow::Result<Option<Store>> {
+        let path = dir.join(STORE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Store::open_read_only(&path).map(Some)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
+
+/// Creates a directory (and its parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))
+}

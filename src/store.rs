@@ -1,0 +1,512 @@
+//! The SQLite store: files, request-id claims, quarantine, event parts, the ledger.
+//!
+//! Architecture invariant: only this module speaks SQL. Every multi-step change is one
+//! transaction; unique keys make re-runs idempotent.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::logline::Reason;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- One row per input file; failed rows are keyed by name and replaced on retry.
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    status TEXT NOT NULL,
+    lines INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    uniq INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    malformed INTEGER NOT NULL DEFAULT 0,
+    missing_field INTEGER NOT NULL DEFAULT 0,
+    bad_timestamp INTEGER NOT NULL DEFAULT 0,
+    bad_method INTEGER NOT NULL DEFAULT 0,
+    bad_status INTEGER NOT NULL DEFAULT 0,
+    unknown_org INTEGER NOT NULL DEFAULT 0,
+    before_signup INTEGER NOT NULL DEFAULT 0,
+    archive_path TEXT,
+    error TEXT,
+    processed_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS files_ingested ON files (sha256) WHERE status = 'ingested';
+
+-- Every request id that has been charged once; the dedupe key of DESIGN §2.1.
+CREATE TABLE IF NOT EXISTS request_ids (request_id TEXT PRIMARY KEY) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    file_sha TEXT NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    PRIMARY KEY (file_sha, line)
+);
+
+-- Parquet files of priced events; only parts listed here are read.
+CREATE TABLE IF NOT EXISTS parts (
+    path TEXT PRIMARY KEY,
+    file_sha TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    rows INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parts_by_date ON parts (local_date);
+
+-- Org-days whose ledger row must be recomputed from their events.
+CREATE TABLE IF NOT EXISTS dirty (
+    org_id TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    PRIMARY KEY (org_id, local_date)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS ledger (
+    org_id TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    model TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    edition TEXT NOT NULL,
+    agents INTEGER NOT NULL,
+    light_agents INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    billable_calls INTEGER NOT NULL,
+    credits INTEGER NOT NULL,
+    base INTEGER NOT NULL,
+    variable INTEGER NOT NULL,
+    additional INTEGER NOT NULL,
+    additional_excess INTEGER NOT NULL,
+    legacy_limit INTEGER NOT NULL,
+    allotted INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    exceeded_at INTEGER,
+    concurrency INTEGER NOT NULL,
+    unpriced_calls INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, local_date)
+) WITHOUT ROWID;
+
+-- The first call at which an org-day reached each threshold (percent; 100 = above).
+CREATE TABLE IF NOT EXISTS crossings (
+    org_id TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (org_id, local_date, threshold)
+) WITHOUT ROWID;
+"#;
+
+/// Per-file counts, as `creditd files` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    pub lines: u64,
+    pub accepted: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    /// Indexed like [`Reason::ALL`].
+    pub quarantined: [u64; 7],
+}
+
+impl FileCounts {
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.iter().sum()
+    }
+
+    pub fn count(&mut self, reason: Reason) {
+        let i = Reason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("known");
+        self.quarantined[i] += 1;
+    }
+}
+
+/// One row of `creditd files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub file: String,
+    pub sha256: String,
+    pub status: String,
+    pub counts: FileCounts,
+    pub archive_path: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A ledger row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub org_id: String,
+    pub local_date: String,
+    pub model: String,
+    pub reason: String,
+    pub edition: String,
+    pub agents: u64,
+    pub light_agents: u64,
+    pub calls: u64,
+    pub billable_calls: u64,
+    pub credits: u64,
+    pub base: u64,
+    pub variable: u64,
+    pub additional: u64,
+    pub additional_excess: u64,
+    pub legacy_limit: u64,
+    pub allotted: u64,
+    pub used: u64,
+    pub exceeded_at: Option<i64>,
+    pub concurrency: u64,
+    pub unpriced_calls: u64,
+    /// 0 for the first computation; +1 each time late data changes it afterwards.
+    pub revision: u64,
+}
+
+/// A threshold crossing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub threshold: u64,
+    pub ts: i64,
+    pub request_id: String,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("cannot use the store {}", path.display()))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create the schema in {}", path.display()))?;
+        Ok(Store { conn })
+    }
+
+    /// Opens an existing store without the right to change it.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(Store { conn })
+    }
+
+    pub fn transaction(&mut self) -> anyhow::Result<Tx<'_>> {
+        Ok(Tx {
+            tx: self.conn.transaction()?,
+        })
+    }
+
+    /// The ingested file with this content, if any: (name, archive path).
+    pub fn ingested_file(&self, sha256: &str) -> anyhow::Result<Option<FileRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE sha256 = ?1 AND status = 'ingested'"
+        ))?;
+        Ok(stmt.query_row([sha256], file_row).optional()?)
+    }
+
+    /// Every file row in processing order.
+    pub fn files(&self) -> anyhow::Result<Vec<FileRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY seq"))?;
+        let rows = stmt.query_map([], file_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Parquet parts holding events of `local_date`.
+    pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
+        let rows = stmt.query_map([local_date], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every listed part path.
+    pub fn all_parts(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT path FROM parts")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Org-days waiting for recomputation, by date then org.
+    pub fn dirty(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT org_id, local_date FROM dirty ORDER BY local_date, org_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ledger rows, filtered, sorted by org id as text then date.
+    pub fn ledger(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        orgs: &[String],
+    ) -> anyhow::Result<Vec<LedgerRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger
+             WHERE (?1 IS NULL OR local_date >= ?1) AND (?2 IS NULL OR local_date <= ?2)
+             ORDER BY org_id, local_date"
+        ))?;
+        let rows = stmt.query_map(params![from, to], ledger_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r?;
+            if orgs.is_empty() || orgs.contains(&r.org_id) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Crossings of one org-day, by threshold.
+    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT threshold, ts, request_id FROM crossings
+             WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
+        )?;
+        let rows = stmt.query_map([org_id, local_date], |r| {
+            Ok(Crossing {
+                threshold: r.get::<_, i64>(0)? as u64,
+                ts: r.get(1)?,
+                request_id: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Quarantine counts by reason over all files.
+    pub fn quarantine_counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplicates, malformed, \
+     missing_field, bad_timestamp, bad_method, bad_status, unknown_org, before_signup, archive_path, error";
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+    Ok(FileRow {
+        file: r.get(0)?,
+        sha256: r.get(1)?,
+        status: r.get(2)?,
+        counts: FileCounts {
+            lines: n(3)?,
+            accepted: n(4)?,
+            unique: n(5)?,
+            duplicates: n(6)?,
+            quarantined: [n(7)?, n(8)?, n(9)?, n(10)?, n(11)?, n(12)?, n(13)?],
+        },
+        archive_path: r.get(14)?,
+        error: r.get(15)?,
+    })
+}
+
+const LEDGER_COLUMNS: &str = "org_id, local_date, model, reason, edition, agents, light_agents, \
+     calls, billable_calls, credits, base, variable, additional, additional_excess, legacy_limit, \
+     allotted, used, exceeded_at, concurrency, unpriced_calls, revision";
+
+fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+    Ok(LedgerRow {
+        org_id: r.get(0)?,
+        local_date: r.get(1)?,
+        model: r.get(2)?,
+        reason: r.get(3)?,
+        edition: r.get(4)?,
+        agents: n(5)?,
+        light_agents: n(6)?,
+        calls: n(7)?,
+        billable_calls: n(8)?,
+        credits: n(9)?,
+        base: n(10)?,
+        variable: n(11)?,
+        additional: n(12)?,
+        additional_excess: n(13)?,
+        legacy_limit: n(14)?,
+        allotted: n(15)?,
+        used: n(16)?,
+        exceeded_at: r.get(17)?,
+        concurrency: n(18)?,
+        unpriced_calls: n(19)?,
+        revision: n(20)?,
+    })
+}
+
+/// A write transaction; dropped without [`Tx::commit`] it rolls back.
+pub struct Tx<'c> {
+    tx: Transaction<'c>,
+}
+
+impl Tx<'_> {
+    pub fn commit(self) -> anyhow::Result<()> {
+        self.tx.commit().context("cannot commit to the store")
+    }
+
+    /// Claims a request id; `true` if it was not claimed before (the call is unique).
+    pub fn claim(&self, request_id: &str) -> anyhow::Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO request_ids (request_id) VALUES (?1)")?;
+        Ok(stmt.execute([request_id])? == 1)
+    }
+
+    pub fn quarantine(
+        &self,
+        file_sha: &str,
+        file: &str,
+        line: u64,
+        reason: Reason,
+        raw: &str,
+    ) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO quarantine (file_sha, file, line, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![file_sha, file, line as i64, reason.as_str(), raw])?;
+        Ok(())
+    }
+
+    pub fn add_part(
+        &self,
+        path: &str,
+        file_sha: &str,
+        local_date: &str,
+        rows: u64,
+    ) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR REPLACE INTO parts (path, file_sha, local_date, rows) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        stmt.execute(params![path, file_sha, local_date, rows as i64])?;
+        Ok(())
+    }
+
+    pub fn mark_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO dirty (org_id, local_date) VALUES (?1, ?2)")?;
+        stmt.execute([org_id, local_date])?;
+        Ok(())
+    }
+
+    pub fn clear_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("DELETE FROM dirty WHERE org_id = ?1 AND local_date = ?2")?;
+        stmt.execute([org_id, local_date])?;
+        Ok(())
+    }
+
+    /// Records a processed file; a failed row of the same name is replaced.
+    pub fn record_file(&self, row: &FileRow, processed_at: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "DELETE FROM files WHERE file = ?1 AND status = 'failed'",
+            [&row.file],
+        )?;
+        let c = &row.counts;
+        let q = &c.quarantined;
+        self.tx.execute(
+            &format!("INSERT INTO files ({FILE_COLUMNS}, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            params![
+                row.file,
+                row.sha256,
+                row.status,
+                c.lines as i64,
+                c.accepted as i64,
+                c.unique as i64,
+                c.duplicates as i64,
+                q[0] as i64,
+                q[1] as i64,
+                q[2] as i64,
+                q[3] as i64,
+                q[4] as i64,
+                q[5] as i64,
+                q[6] as i64,
+                row.archive_path,
+                row.error,
+                processed_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The stored ledger row of an org-day, if any.
+    pub fn ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<Option<LedgerRow>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE org_id = ?1 AND local_date = ?2"
+        ))?;
+        Ok(stmt
+            .query_row([org_id, local_date], ledger_row)
+            .optional()?)
+    }
+
+    pub fn put_ledger_row(&self, row: &LedgerRow) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO ledger ({LEDGER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+        ))?;
+        let n = |v: u64| v as i64;
+        stmt.execute(params![
+            row.org_id,
+            row.local_date,
+            row.model,
+            row.reason,
+            row.edition,
+            n(row.agents),
+            n(row.light_agents),
+            n(row.calls),
+            n(row.billable_calls),
+            n(row.credits),
+            n(row.base),
+            n(row.variable),
+            n(row.additional),
+            n(row.additional_excess),
+            n(row.legacy_limit),
+            n(row.allotted),
+            n(row.used),
+            row.exceeded_at,
+            n(row.concurrency),
+            n(row.unpriced_calls),
+            n(row.revision),
+        ])?;
+        Ok(())
+    }
+
+    /// Replaces the crossings of an org-day.
+    pub fn put_crossings(
+        &self,
+        org_id: &str,
+        local_date: &str,
+        crossings: &[Crossing],
+    ) -> anyhow::Result<()> {
+        self.tx.execute(
+            "DELETE FROM crossings WHERE org_id = ?1 AND local_date = ?2",
+            [org_id, local_date],
+        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO crossings (org_id, local_date, threshold, ts, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for c in crossings {
+            stmt.execute(params![
+                org_id,
+                local_date,
+                c.threshold as i64,
+                c.ts,
+                c.request_id
+            ])?;
+        }
+        Ok(())
+    }
+}

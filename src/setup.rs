@@ -21,7 +21,10 @@ impl Setup {
     /// config file is an error; problems in the other inputs are returned beside the setup.
     pub fn load(config_file: &Path) -> anyhow::Result<(Setup, Vec<Problem>)> {
         let config = Config::load(config_file)?;
-        let editions: Vec<String> = config.editions.keys().cloned().collect();
+        let editions: Vec<String> = crate::allotment::EDITIONS
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         let dcs: Vec<String> = config.migration.dc_cutover.keys().cloned().collect();
         let rules = RegistryRules {
             editions: &editions,

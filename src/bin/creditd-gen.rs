@@ -273,7 +273,7 @@ fn make_orgs(rng: &mut Rng, n: usize, first: NaiveDate, last: NaiveDate) -> Vec<
             9 if n > 9 => first + Duration::days(((last - first).num_days() / 2).max(1)),
             _ => d("2024-01-01") + Duration::days(rng.below(500) as i64),
         };
-        let paid = edition != "free" && !(i % 13 == 5);
+        let paid = edition != "free" && i % 13 != 5;
         let agents = if edition == "free" {
             0
         } else {
@@ -351,7 +351,7 @@ fn write_registry(dir: &Path, orgs: &[GenOrg], purchases: &[GenPurchase]) -> any
                 o.signup,
                 p.paid,
                 p.legacy_limit.map(|l| l.to_string()).unwrap_or_default(),
-                format!("admin@org{}.example.com;ops@org{}.example.com", o.id, o.id),
+                format_args!("admin@org{}.example.com;ops@org{}.example.com", o.id, o.id),
                 p.from.map(|f| f.to_string()).unwrap_or_default()
             );
         }
@@ -615,9 +615,9 @@ fn main() -> anyhow::Result<()> {
         let n = lines.len();
         // Repeats of earlier calls of this file; the first occurrence stays the charged one.
         let mut dups = Vec::new();
-        for i in 0..n {
+        for line in lines.iter().take(n) {
             if rng.chance(args.dup_per_mille) {
-                if let Line::Call(c) = &lines[i] {
+                if let Line::Call(c) = line {
                     let mut again = c.clone();
                     again.ts += 1 + rng.below(5000) as i64;
                     dups.push(Line::Dup(again));
@@ -775,7 +775,7 @@ fn bad_line(rng: &mut Rng, orgs: &[GenOrg], k: usize, at: i64) -> Line {
     let ts = when.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let (json, csv) = match reason {
         "malformed" => (
-            if k % 2 == 0 {
+            if k.is_multiple_of(2) {
                 "{\"ts\": \"oops\"".to_string()
             } else {
                 "[1,2,3]".to_string()

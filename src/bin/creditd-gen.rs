@@ -547,7 +547,15 @@ fn main() -> anyhow::Result<()> {
     let mut hot: HashMap<(usize, NaiveDate), u64> = HashMap::new();
     let targets = [85u64, 95, 112, 140];
     for k in 0..args.hot_days.min(orgs.len() * dates.len()) {
-        let oi = rng.below(orgs.len() as u64) as usize;
+        // Every third hot day is a free org's: credits only, and cheap to push over.
+        let free: Vec<usize> = (0..orgs.len())
+            .filter(|i| orgs[*i].plans[0].edition == "free")
+            .collect();
+        let oi = if k % 3 == 0 && !free.is_empty() {
+            *rng.pick(&free)
+        } else {
+            rng.below(orgs.len() as u64) as usize
+        };
         let day = *rng.pick(&dates);
         hot.insert((oi, day), targets[k % targets.len()]);
     }

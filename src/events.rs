@@ -393,7 +393,8 @@ pub fn reconcile_day(
         .group_by([col("org_id")])
         .agg(aggs)
         .sort(["org_id"], SortMultipleOptions::default())
-        .collect()?;
+        .collect_with_engine(Engine::Streaming)?
+        .unwrap_single();
 
     let org = df.column("org_id")?.str()?.clone();
     let num = |name: &str| -> PolarsResult<Int64Chunked> {

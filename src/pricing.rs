@@ -201,7 +201,12 @@ impl Catalog {
     /// Prices one call; `path_and_query` may carry a query string.
     pub fn price(&self, method: Method, path_and_query: &str) -> Price {
         let (path, query) = split_query(path_and_query);
-        match self.rule_for(method, path) {
+        self.price_by(self.rule_for(method, path), method, path, query)
+    }
+
+    /// The price of a call once its rule (if any) is known.
+    fn price_by(&self, rule: Option<usize>, method: Method, path: &str, query: &str) -> Price {
+        match rule {
             Some(i) => {
                 let rule = &self.rules[i];
                 Price {
@@ -273,21 +278,7 @@ impl Pricing {
                 r
             }
         };
-        match rule {
-            Some(i) => {
-                let rule = &catalog.rules[i];
-                Price {
-                    credits: rule.credits_for(query),
-                    endpoint: format!("{} {}", method.as_str(), rule.pattern),
-                    unpriced: false,
-                }
-            }
-            None => Price {
-                credits: catalog.unpriced_credits,
-                endpoint: format!("{} {}", method.as_str(), normalize_path(path)),
-                unpriced: true,
-            },
-        }
+        catalog.price_by(rule, method, path, query)
     }
 
     pub fn catalogs(&self) -> &[Catalog] {

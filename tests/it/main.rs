@@ -2,6 +2,7 @@
 
 mod check;
 mod ingest;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -231,6 +231,12 @@ impl<'s> Ingester<'s> {
                 if let Some(b) = bytes.strip_suffix(b"\r") {
                     bytes = b;
                 }
+                if line_no == 1 {
+                    // A byte-order mark some writers put first is not part of the data.
+                    if let Some(b) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+                        bytes = b;
+                    }
+                }
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }

@@ -459,7 +459,7 @@ fn csv_logs_with_quotes_and_any_column_order() {
     let dir = small_dir();
     dir.write(
         "inbox/a.csv",
-        "status,path,extra,method,org_id,request_id,ts\n\
+        "\u{feff}status,path,extra,method,org_id,request_id,ts\r\n\
          200,\"/api/v1/tickets?from=1,2\",\"x,y\",get,200,r1,1759917600000\n\
          200,/api/v1/tickets,\"unbalanced,GET,200,r2,1759917600000\n\
          200,/api/v1/tickets,x,GET,200,r3,1759917600000\n\

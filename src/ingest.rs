@@ -196,6 +196,10 @@ impl<'s> Ingester<'s> {
                 .clone()
                 .unwrap_or_else(|| archive_rel.clone());
             archive(path, &state.join(target))?;
+            // A failure recorded when only the move went wrong is now moot.
+            let tx = store.transaction()?;
+            tx.clear_failed(name)?;
+            tx.commit()?;
             return Ok(Outcome::ArchiveCompleted(name.to_string()));
         }
 

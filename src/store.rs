@@ -410,12 +410,18 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records a processed file; a failed row of the same name is replaced.
-    pub fn record_file(&self, row: &FileRow, processed_at: &str) -> anyhow::Result<()> {
+    /// Forgets the failure recorded for a file name.
+    pub fn clear_failed(&self, file: &str) -> anyhow::Result<()> {
         self.tx.execute(
             "DELETE FROM files WHERE file = ?1 AND status = 'failed'",
-            [&row.file],
+            [file],
         )?;
+        Ok(())
+    }
+
+    /// Records a processed file; a failed row of the same name is replaced.
+    pub fn record_file(&self, row: &FileRow, processed_at: &str) -> anyhow::Result<()> {
+        self.clear_failed(&row.file)?;
         let c = &row.counts;
         let q = &c.quarantined;
         self.tx.execute(

@@ -471,3 +471,32 @@ fn csv_logs_with_quotes_and_any_column_order() {
     let rows = csv_rows(&dir.export());
     assert_eq!((rows[1][5].as_str(), rows[1][7].as_str()), ("2", "6"));
 }
+
+#[test]
+fn an_interrupted_move_to_the_archive_is_finished_without_a_second_count() {
+    let dir = small_dir();
+    dir.write(
+        "inbox/a.ndjson",
+        call("2025-10-08T10:00:00Z", "a1", "200", "/api/v1/tickets", 200),
+    );
+    dir.expect(0, &["run", "ingest"]);
+    let before = dir.export();
+    // As if creditd had died after committing but before moving the file.
+    let archive = dir.path().join("state/archive");
+    let archived = std::fs::read_dir(&archive)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::rename(&archived, dir.path().join("inbox/a.ndjson")).unwrap();
+    let out = dir.expect(0, &["run", "ingest"]);
+    assert!(
+        out.contains("archived a.ndjson (ingested earlier)"),
+        "{out}"
+    );
+    assert!(archived.exists());
+    assert!(dir.inbox().is_empty());
+    assert_eq!(dir.export(), before);
+    assert_eq!(file_counts(&dir).len(), 1, "still one row in files");
+}

@@ -61,6 +61,8 @@ pub enum Command {
 pub enum Task {
     /// Ingest the inbox and update the ledger.
     Ingest,
+    /// Close every org-day whose local midnight plus close_grace has passed.
+    CloseDays,
     /// Every task, in pipeline order.
     All,
 }
@@ -113,7 +115,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let setup = load_setup(&cli.config)?;
             let mut state = State::open(&setup.config.state_dir)?;
             let ok = match task {
-                Task::Ingest | Task::All => run_ingest(&setup, &mut state, now)?,
+                Task::Ingest => run_ingest(&setup, &mut state, now)?,
+                Task::CloseDays => run_close_days(&setup, &mut state, now)?,
+                Task::All => {
+                    let ingested = run_ingest(&setup, &mut state, now)?;
+                    run_close_days(&setup, &mut state, now)? && ingested
+                }
             };
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -179,7 +186,15 @@ fn load_setup(config: &Path) -> anyhow::Result<Setup> {
 }
 
 fn check(config: &Path) -> anyhow::Result<ExitCode> {
-    let (setup, problems) = Setup::load(config).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let (setup, mut problems) = Setup::load(config).map_err(|e| ConfigError(format!("{e:#}")))?;
+    // A missing jobs directory means no jobs (the daemon refuses to start without any).
+    let jobs = if setup.config.jobs_dir.exists() {
+        let (jobs, job_problems) = crate::jobs::load(&setup.config.jobs_dir);
+        problems.extend(job_problems);
+        jobs.len()
+    } else {
+        0
+    };
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");
@@ -190,14 +205,22 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
     let plans: usize = setup.registry.orgs.values().map(|o| o.plans.len()).sum();
     let rules: usize = setup.catalogs.iter().map(|c| c.rules().len()).sum();
     println!(
-        "check: ok — {} orgs ({} plan rows), {} purchases, {} pricing catalog(s) with {} rules",
+        "check: ok — {} orgs ({} plan rows), {} purchases, {} pricing catalog(s) with {} rules, {} job(s)",
         setup.registry.orgs.len(),
         plans,
         setup.registry.purchases.len(),
         setup.catalogs.len(),
-        rules
+        rules,
+        jobs
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Closes the org-days that are due.
+fn run_close_days(setup: &Setup, state: &mut State, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    let closed = ledger::close_days(setup, state.store(), now)?;
+    println!("close-days: {} org-day(s) closed", closed.len());
+    Ok(true)
 }
 
 /// Ingests the inbox and brings the ledger up to date; `false` if a file failed.

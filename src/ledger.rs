@@ -134,6 +134,52 @@ fn recompute_date(
     Ok(count)
 }
 
+/// An org-day closed by a sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub org_id: String,
+    pub local_date: NaiveDate,
+    /// When it was due: next local midnight plus the grace period.
+    pub due_at: DateTime<Utc>,
+}
+
+/// Closes every org-day whose close time has passed at `now`, each exactly once (a day missed
+/// while the daemon was down closes at the first sweep after). Returns the days closed now.
+pub fn close_days(
+    setup: &Setup,
+    store: &mut Store,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<Closed>> {
+    let mut due = Vec::new();
+    for (org_id, date) in store.unclosed_days()? {
+        let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
+        let tz = setup.org(&org_id).map_or(chrono_tz::UTC, |o| o.timezone);
+        let at = close_time(tz, day, setup.config.close_grace);
+        if now >= at {
+            due.push(Closed {
+                org_id,
+                local_date: day,
+                due_at: at,
+            });
+        }
+    }
+    let tx = store.transaction()?;
+    let mut closed = Vec::new();
+    for c in due {
+        let date = c.local_date.to_string();
+        if tx.close_day(
+            &c.org_id,
+            &date,
+            c.due_at.timestamp_millis(),
+            now.timestamp_millis(),
+        )? {
+            closed.push(c);
+        }
+    }
+    tx.commit()?;
+    Ok(closed)
+}
+
 /// When day `date` of a zone closes: the next day's start plus the grace period.
 pub fn close_time(tz: chrono_tz::Tz, date: NaiveDate, grace: std::time::Duration) -> DateTime<Utc> {
     let next = date.succ_opt().expect("date in range");

@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod files;
 pub mod ingest;
+pub mod jobs;
 pub mod ledger;
 pub mod localday;
 pub mod logline;

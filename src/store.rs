@@ -89,6 +89,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (org_id, local_date)
 ) WITHOUT ROWID;
 
+-- Org-days that have closed: when they were due and when the close sweep saw them.
+CREATE TABLE IF NOT EXISTS closes (
+    org_id TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    closed_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, local_date)
+) WITHOUT ROWID;
+
 -- The first call at which an org-day reached each threshold (percent; 100 = above).
 CREATE TABLE IF NOT EXISTS crossings (
     org_id TEXT NOT NULL,
@@ -285,6 +294,34 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Ledger org-days not closed yet, by org then date.
+    pub fn unclosed_days(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.org_id, l.local_date FROM ledger l
+             LEFT JOIN closes c ON c.org_id = l.org_id AND c.local_date = l.local_date
+             WHERE c.org_id IS NULL ORDER BY l.org_id, l.local_date",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every close: (org_id, local_date, due_at, closed_at).
+    pub fn closes(&self) -> anyhow::Result<Vec<(String, String, i64, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT org_id, local_date, due_at, closed_at FROM closes ORDER BY org_id, local_date",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether an org-day has closed.
+    pub fn is_closed(&self, org_id: &str, local_date: &str) -> anyhow::Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM closes WHERE org_id = ?1 AND local_date = ?2")?;
+        Ok(stmt.exists([org_id, local_date])?)
+    }
+
     /// Quarantine counts by reason over all files.
     pub fn quarantine_counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
         let mut stmt = self
@@ -408,6 +445,20 @@ impl Tx<'_> {
             .prepare_cached("DELETE FROM dirty WHERE org_id = ?1 AND local_date = ?2")?;
         stmt.execute([org_id, local_date])?;
         Ok(())
+    }
+
+    /// Records that an org-day closed; `false` if it had closed before.
+    pub fn close_day(
+        &self,
+        org_id: &str,
+        local_date: &str,
+        due_at: i64,
+        closed_at: i64,
+    ) -> anyhow::Result<bool> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO closes (org_id, local_date, due_at, closed_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        Ok(stmt.execute(params![org_id, local_date, due_at, closed_at])? == 1)
     }
 
     /// Forgets the failure recorded for a file name.

@@ -3,15 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::ingest::{self, Outcome};
 use crate::ledger;
 use crate::setup::Setup;
 use crate::state::State;
+use crate::tasks;
 use crate::usage;
 
 /// creditd reconciles API access logs into a daily credit ledger per organization.
@@ -114,15 +114,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { task } => {
             let setup = load_setup(&cli.config)?;
             let mut state = State::open(&setup.config.state_dir)?;
-            let ok = match task {
-                Task::Ingest => run_ingest(&setup, &mut state, now)?,
-                Task::CloseDays => run_close_days(&setup, &mut state, now)?,
-                Task::All => {
-                    let ingested = run_ingest(&setup, &mut state, now)?;
-                    run_close_days(&setup, &mut state, now)? && ingested
-                }
+            let name = match task {
+                Task::Ingest => "ingest",
+                Task::CloseDays => "close-days",
+                Task::All => "all",
             };
-            Ok(if ok {
+            let report = tasks::run(name, &setup, &mut state, now, &AtomicBool::new(false))?;
+            for line in &report.details {
+                println!("{line}");
+            }
+            for line in &report.problems {
+                eprintln!("{line}");
+            }
+            println!("{}", report.summary);
+            Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -214,48 +219,4 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
         jobs
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Closes the org-days that are due.
-fn run_close_days(setup: &Setup, state: &mut State, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    let closed = ledger::close_days(setup, state.store(), now)?;
-    println!("close-days: {} org-day(s) closed", closed.len());
-    Ok(true)
-}
-
-/// Ingests the inbox and brings the ledger up to date; `false` if a file failed.
-fn run_ingest(setup: &Setup, state: &mut State, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    let started = std::time::Instant::now();
-    let report = ingest::ingest_inbox(setup, state.store(), now)?;
-    for o in &report.outcomes {
-        match o {
-            Outcome::Ingested(r) => println!(
-                "ingested {}: {} lines, {} accepted ({} unique, {} duplicates), {} quarantined",
-                r.file,
-                r.counts.lines,
-                r.counts.accepted,
-                r.counts.unique,
-                r.counts.duplicates,
-                r.counts.quarantined_total()
-            ),
-            Outcome::DuplicateFile(r) => println!(
-                "duplicate file {}: same content as an ingested file; nothing charged",
-                r.file
-            ),
-            Outcome::ArchiveCompleted(f) => println!("archived {f} (ingested earlier)"),
-            Outcome::Failed { file, error } => {
-                eprintln!("failed {file}: {error} (left in the inbox; tried again next run)")
-            }
-        }
-    }
-    let days =
-        ledger::recompute_dirty(setup, state.store(), now).context("cannot update the ledger")?;
-    println!(
-        "ingest: {} file(s), {} failed; {} org-day(s) updated in {:.1}s",
-        report.outcomes.len(),
-        report.failures(),
-        days,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(report.failures() == 0)
 }

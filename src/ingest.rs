@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -75,11 +76,13 @@ impl Report {
     }
 }
 
-/// Ingests every access-log file in the inbox, in name order.
+/// Ingests every access-log file in the inbox, in name order. `stop` is checked between
+/// files: once set, the run ends early, every file before it whole.
 pub fn ingest_inbox(
     setup: &Setup,
     store: &mut Store,
     now: DateTime<Utc>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
     let inbox = &setup.config.inbox;
     let mut names = Vec::new();
@@ -96,6 +99,9 @@ pub fn ingest_inbox(
     let mut report = Report::default();
     let mut ingester = Ingester::new(setup);
     for name in names {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let outcome = ingester.ingest_file(store, &inbox.join(&name), &name, now);
         report.outcomes.push(outcome);
     }

@@ -19,4 +19,5 @@ pub mod registry;
 pub mod setup;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod usage;

@@ -71,7 +71,7 @@ fn every_org_day_closes_once_on_time_across_dst_and_downtime() {
     assert!(problems.is_empty(), "{problems:?}");
     let mut state = State::open(&setup.config.state_dir).unwrap();
     let start = Utc.with_ymd_and_hms(2025, 10, 24, 0, 0, 0).unwrap();
-    creditd::ingest::ingest_inbox(&setup, state.store(), start).unwrap();
+    creditd::ingest::ingest_inbox(&setup, state.store(), start, &Default::default()).unwrap();
     creditd::ledger::recompute_dirty(&setup, state.store(), start).unwrap();
 
     // Sweep every 15 minutes for two weeks, with the daemon down for 9 hours in the middle.

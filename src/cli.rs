@@ -53,8 +53,10 @@ pub enum Command {
         #[arg(long)]
         date: Option<NaiveDate>,
     },
-    /// Validate config, registry, purchases and pricing; exit 2 on any problem.
+    /// Validate config, registry, purchases, pricing and job files; exit 2 on any problem.
     Check,
+    /// Run the jobs of jobs/*.toml on their schedules until SIGTERM or SIGINT.
+    Daemon,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +113,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let now = cli.now.unwrap_or_else(Utc::now);
     match cli.command {
         Command::Check => check(&cli.config),
+        Command::Daemon => {
+            crate::daemon::run(cli.config.clone()).map_err(|e| ConfigError(format!("{e:#}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { task } => {
             let setup = load_setup(&cli.config)?;
             let mut state = State::open(&setup.config.state_dir)?;

@@ -7,6 +7,7 @@ pub mod allotment;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod files;
 pub mod ingest;

@@ -5,14 +5,20 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let cli = creditd::cli::Cli::parse();
+    // The daemon logs a line per job run (journald reads stderr); commands only warnings.
+    let default = match cli.command {
+        creditd::cli::Command::Daemon => "info,tokio_cron_scheduler=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CREDITD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
-    let cli = creditd::cli::Cli::parse();
     match creditd::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -20,8 +20,14 @@ pub const STORE_FILE: &str = "creditd.sqlite";
 
 impl State {
     /// Creates the state directory if needed, takes its lock (waiting for another writer to
-    /// finish), and opens the store.
+    /// finish, and saying so on stderr), and opens the store.
     pub fn open(dir: &Path) -> anyhow::Result<State> {
+        State::open_announced(dir, true)
+    }
+
+    /// Like [`State::open`]; `announce = false` waits for the lock without a word (the daemon's
+    /// own jobs take turns all the time).
+    pub fn open_announced(dir: &Path, announce: bool) -> anyhow::Result<State> {
         create_private_dir(dir)?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -33,14 +39,12 @@ impl State {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    "waiting for the state lock {} held by another creditd",
-                    lock_path.display()
-                );
-                eprintln!(
-                    "waiting for another creditd to release {}",
-                    lock_path.display()
-                );
+                if announce {
+                    eprintln!(
+                        "waiting for another creditd to release {}",
+                        lock_path.display()
+                    );
+                }
                 lock.lock().with_context(|| {
                     format!("cannot take the state lock {}", lock_path.display())
                 })?;
@@ -73,6 +77,36 @@ impl State {
 
     pub fn store(&mut self) -> &mut Store {
         &mut self.store
+    }
+}
+
+/// The lock a daemon holds for its whole life: one daemon per state directory.
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    /// Takes the daemon lock, or says which directory another daemon already runs on.
+    pub fn acquire(dir: &Path) -> anyhow::Result<DaemonLock> {
+        create_private_dir(dir)?;
+        let path = dir.join("daemon.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the daemon lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DaemonLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another creditd daemon is already running on {} (it holds {})",
+                dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot take the daemon lock {}", path.display()))
+            }
+        }
     }
 }
 

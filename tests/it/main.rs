@@ -1,6 +1,7 @@
 //! Integration tests: the real `creditd` binary against real files in a temporary directory.
 
 mod check;
+mod daemon;
 mod days;
 mod ingest;
 mod tidy;

@@ -4,6 +4,7 @@ mod check;
 mod daemon;
 mod days;
 mod ingest;
+mod systemd;
 mod tidy;
 
 use std::path::{Path, PathBuf};

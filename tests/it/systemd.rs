@@ -1,0 +1,28 @@
+//! The systemd units pass `systemd-analyze verify`.
+
+use std::process::Command;
+
+#[test]
+fn units_verify() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Verify against the binary just built, where the unit expects the installed one.
+        let text = text.replace("/usr/local/bin/creditd", env!("CARGO_BIN_EXE_creditd"));
+        let dest = tmp.path().join(p.file_name().unwrap());
+        std::fs::write(&dest, text).unwrap();
+        units.push(dest);
+    }
+    assert!(units.len() >= 3, "{units:?}");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .expect("systemd-analyze is installed (.ci/run installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.trim().is_empty(), "warnings:\n{stderr}");
+}

@@ -30,7 +30,26 @@ impl Setup {
             editions: &editions,
             data_centers: &dcs,
         };
-        let (registry, mut problems) = registry::load(&config.orgs, &config.purchases, &rules);
+        let (mut registry, mut problems) = registry::load(&config.orgs, &config.purchases, &rules);
+        // An instance owns the orgs of its data centers; the others are not in its registry,
+        // so their lines quarantine as unknown_org.
+        for dc in &config.data_centers {
+            if !dcs.contains(dc) {
+                problems.push(Problem {
+                    file: config.file.display().to_string(),
+                    line: None,
+                    field: Some("[daemon] data_centers".into()),
+                    message: format!("{dc:?} has no [migration] dc_cutover date"),
+                });
+            }
+        }
+        if !config.data_centers.is_empty() {
+            registry
+                .orgs
+                .retain(|_, o| config.data_centers.contains(&o.data_center));
+            let orgs = &registry.orgs;
+            registry.purchases.retain(|p| orgs.contains_key(&p.org_id));
+        }
         let mut catalogs = Vec::new();
         for path in &config.pricing {
             match catalog::load(path) {

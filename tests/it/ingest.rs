@@ -500,3 +500,28 @@ fn an_interrupted_move_to_the_archive_is_finished_without_a_second_count() {
     assert_eq!(dir.export(), before);
     assert_eq!(file_counts(&dir).len(), 1, "still one row in files");
 }
+
+#[test]
+fn an_instance_owns_only_the_orgs_of_its_data_centers() {
+    let dir = small_dir();
+    let cfg = dir.read("creditd.toml") + "\n[daemon]\ndata_centers = [\"eu\"]\n";
+    dir.write("creditd.toml", cfg);
+    let mut lines = call("2025-10-08T10:00:00Z", "e1", "100", "/api/v1/tickets", 200);
+    lines.push_str(&call(
+        "2025-10-08T10:00:00Z",
+        "u1",
+        "200",
+        "/api/v1/tickets",
+        200,
+    ));
+    dir.write("inbox/a.ndjson", lines);
+    dir.expect(0, &["run", "ingest"]);
+    // Org 100 is in eu; org 200 is in us, not this instance's: unknown here.
+    assert_eq!(
+        file_counts(&dir)["a.ndjson"],
+        vec![2, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+    );
+    let rows = csv_rows(&dir.export());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1][0], "100");
+}

@@ -1,5 +1,6 @@
 //! The real daemon: second-level schedules, files dropped while it runs, SIGTERM.
 
+use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,17 +43,32 @@ fn daemon_ingests_dropped_files_and_stops_cleanly_on_sigterm() {
         "schedule = \"*/2 * * * * *\"\ntask = \"close-days\"\ntimezone = \"Asia/Kathmandu\"\n",
     );
     let err_path = dir.path().join("daemon.err");
+    // Stand in for systemd: receive the daemon's notifications on a datagram socket.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let mut notes: Vec<String> = Vec::new();
+    let mut drain = |notes: &mut Vec<String>| {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = notify.recv(&mut buf) {
+            notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_creditd"))
         .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
         .args(["--config", "creditd.toml", "daemon"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
-    wait_for("the daemon to be ready", Duration::from_secs(30), || {
-        log().contains("creditd daemon ready")
+    wait_for("READY=1 from the daemon", Duration::from_secs(30), || {
+        drain(&mut notes);
+        notes.iter().any(|n| n.contains("READY=1"))
     });
+    assert!(log().contains("creditd daemon ready"));
 
     // A second daemon on the same state is refused with a clear message.
     let second = dir.creditd(&["daemon"]);
@@ -107,6 +123,9 @@ fn daemon_ingests_dropped_files_and_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?}\n{}", log());
     assert!(log().contains("stopped"), "{}", log());
+    drain(&mut notes);
+    assert!(notes.iter().any(|n| n.contains("WATCHDOG=1")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("STOPPING=1")), "{notes:?}");
 
     // Nothing lost: every file ingested once, the inbox empty, the ledger complete.
     assert!(dir.inbox().is_empty(), "{:?}", dir.inbox());

@@ -48,7 +48,7 @@ fn daemon_ingests_dropped_files_and_stops_cleanly_on_sigterm() {
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_nonblocking(true).unwrap();
     let mut notes: Vec<String> = Vec::new();
-    let mut drain = |notes: &mut Vec<String>| {
+    let drain = |notes: &mut Vec<String>| {
         let mut buf = [0u8; 512];
         while let Ok(n) = notify.recv(&mut buf) {
             notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());

@@ -533,3 +533,164 @@ mod tests {
         assert_eq!(figs[0].crossings, vec![]);
     }
 }
+
+/// What the reports show about one org-day beyond its ledger row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayDetails {
+    /// (endpoint, calls, credits charged), most credits first, at most 5.
+    pub top_endpoints: Vec<(String, u64, u64)>,
+    /// Units used (credits, or billable calls on legacy days) per hour since the day began.
+    pub hourly: Vec<u64>,
+    /// Most calls in flight at once, from `ts` and `latency_ms`.
+    pub peak_concurrency: u64,
+    /// (endpoint, calls) of calls no rule priced.
+    pub unpriced: Vec<(String, u64)>,
+    /// Calls that carried `charged_credits`, what the gateway charged and what creditd computed.
+    pub drift: (u64, u64, u64),
+}
+
+/// Computes the details of `org_id`'s day from the day's parts. `day_start_ms` anchors the
+/// hourly buckets; `hours` is the day's length in hours (rounded up).
+pub fn day_details(
+    events: LazyFrame,
+    org_id: &str,
+    day_start_ms: i64,
+    hours: usize,
+    legacy: bool,
+) -> PolarsResult<DayDetails> {
+    let df = events
+        .filter(col("org_id").eq(lit(org_id)))
+        .select([
+            col("ts"),
+            col("endpoint"),
+            col("billable"),
+            col("credits"),
+            col("unpriced"),
+            col("latency_ms"),
+            col("charged_credits"),
+        ])
+        .collect()?;
+    let mut out = DayDetails {
+        hourly: vec![0; hours.max(1)],
+        ..Default::default()
+    };
+    if df.height() == 0 {
+        return Ok(out);
+    }
+    let charged = when(col("billable"))
+        .then(col("credits"))
+        .otherwise(lit(0i64));
+    let top = df
+        .clone()
+        .lazy()
+        .group_by([col("endpoint")])
+        .agg([
+            len().cast(DataType::Int64).alias("calls"),
+            charged.clone().sum().alias("credits"),
+        ])
+        .sort_by_exprs(
+            [col("credits"), col("calls"), col("endpoint")],
+            SortMultipleOptions::default().with_order_descending_multi([true, true, false]),
+        )
+        .limit(5)
+        .collect()?;
+    let names = top.column("endpoint")?.str()?.clone();
+    let calls = top.column("calls")?.i64()?.clone();
+    let credits = top
+        .column("credits")?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .clone();
+    for i in 0..top.height() {
+        out.top_endpoints.push((
+            names.get(i).unwrap_or_default().to_string(),
+            calls.get(i).unwrap_or(0) as u64,
+            credits.get(i).unwrap_or(0) as u64,
+        ));
+    }
+
+    let unit = if legacy {
+        col("billable").cast(DataType::Int64)
+    } else {
+        charged
+    };
+    let hourly = df
+        .clone()
+        .lazy()
+        .with_column(((col("ts") - lit(day_start_ms)) / lit(3_600_000i64)).alias("hour"))
+        .group_by([col("hour")])
+        .agg([unit.sum().cast(DataType::Int64).alias("units")])
+        .collect()?;
+    let hs = hourly
+        .column("hour")?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .clone();
+    let us = hourly.column("units")?.i64()?.clone();
+    for i in 0..hourly.height() {
+        if let (Some(h), Some(u)) = (hs.get(i), us.get(i)) {
+            let idx = (h.max(0) as usize).min(out.hourly.len() - 1);
+            out.hourly[idx] += u as u64;
+        }
+    }
+
+    let unpriced = df
+        .clone()
+        .lazy()
+        .filter(col("unpriced"))
+        .group_by([col("endpoint")])
+        .agg([len().cast(DataType::Int64).alias("calls")])
+        .sort_by_exprs(
+            [col("calls"), col("endpoint")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .limit(10)
+        .collect()?;
+    let names = unpriced.column("endpoint")?.str()?.clone();
+    let counts = unpriced.column("calls")?.i64()?.clone();
+    for i in 0..unpriced.height() {
+        out.unpriced.push((
+            names.get(i).unwrap_or_default().to_string(),
+            counts.get(i).unwrap_or(0) as u64,
+        ));
+    }
+
+    // Peak concurrency: +1 at each start, -1 at each end; ends sort before starts at the
+    // same instant, so back-to-back calls do not overlap.
+    let starts = df
+        .clone()
+        .lazy()
+        .select([col("ts").alias("at"), lit(1i64).alias("delta")]);
+    let ends = df.clone().lazy().select([
+        (col("ts") + col("latency_ms").fill_null(lit(0i64))).alias("at"),
+        lit(-1i64).alias("delta"),
+    ]);
+    let peak = concat([starts, ends], UnionArgs::default())?
+        .sort_by_exprs([col("at"), col("delta")], SortMultipleOptions::default())
+        .select([col("delta").cum_sum(false).max().alias("peak")])
+        .collect()?;
+    out.peak_concurrency = peak.column("peak")?.i64()?.get(0).unwrap_or(0).max(0) as u64;
+
+    let drift = df
+        .lazy()
+        .filter(col("charged_credits").is_not_null())
+        .select([
+            len().cast(DataType::Int64).alias("n"),
+            col("charged_credits")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("charged"),
+            when(col("billable"))
+                .then(col("credits"))
+                .otherwise(lit(0i64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("computed"),
+        ])
+        .collect()?;
+    let get = |c: &str| -> PolarsResult<u64> {
+        Ok(drift.column(c)?.i64()?.get(0).unwrap_or(0).max(0) as u64)
+    };
+    out.drift = (get("n")?, get("charged")?, get("computed")?);
+    Ok(out)
+}

@@ -1,0 +1,310 @@
+//! Messages as MIME (lettre), the hourly chart as PNG (plotters), and delivery of the outbox:
+//! `.eml` files without `[smtp]`, SMTP with retries and backoff otherwise.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::Smtp;
+use crate::report::{one_line, Rendered};
+
+/// The `X-Creditd-Key` header: the message's outbox key.
+#[derive(Debug, Clone)]
+struct XCreditdKey(String);
+
+impl lettre::message::header::Header for XCreditdKey {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Creditd-Key")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(XCreditdKey(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The Message-ID derived from an outbox key: `<near.100.2025-10-07.80@creditd>`.
+pub fn message_id(key: &str) -> String {
+    let id: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("<{id}@creditd>")
+}
+
+/// A file name for a key: `near.100.2025-10-07.80.eml`.
+pub fn eml_name(key: &str) -> String {
+    let id = message_id(key);
+    format!("{}.eml", &id[1..id.len() - "@creditd>".len()])
+}
+
+/// Builds the raw message (RFC 5322 bytes) for `rendered`.
+pub fn build(
+    key: &str,
+    from: &str,
+    to: &[String],
+    rendered: &Rendered,
+    date: DateTime<Utc>,
+) -> anyhow::Result<Vec<u8>> {
+    let from: Mailbox = from
+        .parse()
+        .with_context(|| format!("[alerts] from: not a mail address: {from:?}"))?;
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(one_line(&rendered.subject))
+        .message_id(Some(message_id(key)))
+        .date(SystemTime::from(date))
+        .header(XCreditdKey(key.to_string()));
+    for addr in to {
+        let mbox: Mailbox = addr
+            .parse()
+            .with_context(|| format!("not a mail address: {addr:?}"))?;
+        builder = builder.to(mbox);
+    }
+    let text = SinglePart::plain(rendered.text.clone());
+    let body = match &rendered.chart {
+        None => MultiPart::alternative()
+            .singlepart(text)
+            .singlepart(SinglePart::html(rendered.html.clone())),
+        Some(hourly) => MultiPart::alternative().singlepart(text).multipart(
+            MultiPart::related()
+                .singlepart(SinglePart::html(rendered.html.clone()))
+                .singlepart(
+                    Attachment::new_inline("chart".to_string())
+                        .body(chart_png(hourly)?, ContentType::parse("image/png")?),
+                ),
+        ),
+    };
+    let message = builder
+        .multipart(body)
+        .context("cannot build the message")?;
+    Ok(message.formatted())
+}
+
+/// Draws hourly usage as a bar chart, 600×200 PNG.
+pub fn chart_png(hourly: &[u64]) -> anyhow::Result<Vec<u8>> {
+    use plotters::prelude::*;
+    let (w, h) = (600u32, 200u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+        let max = hourly.iter().copied().max().unwrap_or(0).max(1);
+        let n = hourly.len().max(1) as u32;
+        let (left, bottom, top) = (10i32, (h - 10) as i32, 10i32);
+        let slot = (w - 20) / n;
+        let grey = RGBColor(200, 200, 200);
+        for q in 0..=4 {
+            let y = bottom - (bottom - top) * q / 4;
+            root.draw(&PathElement::new(
+                vec![(left, y), ((w - 10) as i32, y)],
+                grey,
+            ))
+            .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+        }
+        let bar = RGBColor(52, 101, 164);
+        for (i, u) in hourly.iter().enumerate() {
+            let x0 = left + (i as u32 * slot) as i32 + 1;
+            let x1 = x0 + slot.saturating_sub(2) as i32;
+            let y0 = bottom - ((bottom - top) as u64 * u / max) as i32;
+            root.draw(&Rectangle::new([(x0, y0), (x1, bottom)], bar.filled()))
+                .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+        }
+        root.present().map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&rgb)?;
+    }
+    Ok(png_bytes)
+}
+
+/// Writes a message as `<dir>/<key>.eml`, atomically.
+pub fn write_eml(dir: &Path, key: &str, raw: &[u8]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(eml_name(key));
+    let tmp = path.with_extension("eml.tmp");
+    std::fs::write(&tmp, raw).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The SMTP password: `CREDITD_SMTP_PASSWORD`, or the systemd credential `smtp-password`.
+/// Never from the config file, never logged.
+pub fn smtp_password() -> anyhow::Result<Option<String>> {
+    if let Ok(p) = std::env::var("CREDITD_SMTP_PASSWORD") {
+        return Ok(Some(p));
+    }
+    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("smtp-password");
+        if path.exists() {
+            let p = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the credential {}", path.display()))?;
+            return Ok(Some(p.trim_end_matches(['\r', '\n']).to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// A connection to the SMTP server of `[smtp]`.
+pub struct Sender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Sender {
+    /// Builds the transport: `smtps://` is implicit TLS, `smtp://` uses STARTTLS (required)
+    /// unless `tls = "none"`, which only a loopback host may use.
+    pub fn new(smtp: &Smtp) -> anyhow::Result<Sender> {
+        let url = url_parts(&smtp.url)?;
+        let mut builder = match (url.scheme.as_str(), smtp.tls_required) {
+            ("smtps", _) => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)?,
+            ("smtp", true) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)?,
+            ("smtp", false) => {
+                if !is_loopback(&url.host) {
+                    bail!(
+                        "[smtp] tls = \"none\" is only allowed to a loopback host, not {:?}",
+                        url.host
+                    );
+                }
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host)
+            }
+            (other, _) => bail!("[smtp] url: expected smtp:// or smtps://, found {other}://"),
+        };
+        if let Some(port) = url.port {
+            builder = builder.port(port);
+        }
+        if let Some(user) = url.user {
+            let password = smtp_password()?.context(
+                "[smtp] url names a user but no password was given: set CREDITD_SMTP_PASSWORD or the systemd credential smtp-password",
+            )?;
+            builder = builder.credentials(Credentials::new(user, password));
+        }
+        let transport = builder.timeout(Some(Duration::from_secs(30))).build();
+        Ok(Sender { transport })
+    }
+
+    /// Sends one raw message; `Err` carries the server's answer (a 4xx or 5xx, or no answer).
+    pub async fn send(&self, from: &str, to: &[String], raw: &[u8]) -> anyhow::Result<()> {
+        let from: Mailbox = from.parse()?;
+        let to: Vec<lettre::Address> = to
+            .iter()
+            .map(|a| a.parse::<Mailbox>().map(|m| m.email))
+            .collect::<Result<_, _>>()?;
+        let envelope = lettre::address::Envelope::new(Some(from.email), to)?;
+        self.transport.send_raw(&envelope, raw).await?;
+        Ok(())
+    }
+}
+
+struct UrlParts {
+    scheme: String,
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+/// Splits `scheme://[user@]host[:port]`; a password in the URL is refused.
+fn url_parts(url: &str) -> anyhow::Result<UrlParts> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| "[smtp] url: expected scheme://[user@]host[:port]".to_string())?;
+    let rest = rest.trim_end_matches('/');
+    let (user, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => {
+            if u.contains(':') {
+                bail!("[smtp] url: no password in the url; use CREDITD_SMTP_PASSWORD or the systemd credential smtp-password");
+            }
+            (Some(u.to_string()), h)
+        }
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+            let port = p
+                .parse()
+                .with_context(|| format!("[smtp] url: bad port {p:?}"))?;
+            (h.trim_matches(['[', ']']).to_string(), Some(port))
+        }
+        _ => (hostport.to_string(), None),
+    };
+    Ok(UrlParts {
+        scheme: scheme.to_string(),
+        user,
+        host,
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_message_ids_and_file_names() {
+        assert_eq!(
+            message_id("near:100:2025-10-07:80"),
+            "<near.100.2025-10-07.80@creditd>"
+        );
+        assert_eq!(
+            eml_name("summary:100:2025-10-07:r1"),
+            "summary.100.2025-10-07.r1.eml"
+        );
+    }
+
+    #[test]
+    fn tls_none_is_for_loopback_only() {
+        let plain = |url: &str| Smtp {
+            url: url.to_string(),
+            tls_required: false,
+        };
+        assert!(Sender::new(&plain("smtp://127.0.0.1:2525")).is_ok());
+        assert!(Sender::new(&plain("smtp://localhost:2525")).is_ok());
+        let err = Sender::new(&plain("smtp://mail.example.com:25"))
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "[smtp] tls = \"none\" is only allowed to a loopback host, not \"mail.example.com\""
+        );
+        let err = url_parts("smtps://bob:hunter2@mail.example.com:465")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_chart_is_a_png() {
+        let png = chart_png(&[0, 5, 10, 3]).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}

@@ -1,0 +1,508 @@
+//! The words and tables of every email: near-limit and overage alerts, the daily summary, the
+//! ops digest. Pure code: views in, subject + plain text + HTML out. Every org-supplied string
+//! is escaped for HTML and stripped of control characters for headers.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use crate::allotment::{format_pct, pct_hundredths};
+use crate::events::DayDetails;
+use crate::store::{Crossing, LedgerRow};
+
+/// A rendered message, before it becomes MIME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Hourly usage, drawn as the inline chart `cid:chart` when present.
+    pub chart: Option<Vec<u64>>,
+}
+
+/// One org-day, as the org-facing messages see it.
+pub struct OrgDayView<'a> {
+    pub org_name: &'a str,
+    pub tz: Tz,
+    pub row: &'a LedgerRow,
+    pub crossings: &'a [Crossing],
+    pub details: &'a DayDetails,
+}
+
+/// Escapes text for HTML.
+pub fn html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes text safe for a header or a single line: control characters become spaces.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn local(tz: Tz, ts: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ts)
+        .expect("in range")
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+fn unit(row: &LedgerRow) -> &'static str {
+    if row.model == "legacy" {
+        "calls"
+    } else {
+        "credits"
+    }
+}
+
+fn breakdown(v: &OrgDayView<'_>, text: &mut String, out_html: &mut String) {
+    let r = v.row;
+    let pct = format_pct(pct_hundredths(r.used, r.allotted));
+    let rows: Vec<(&str, String)> = vec![
+        ("Org ID", r.org_id.clone()),
+        ("Edition", format!("{} ({} agents)", r.edition, r.agents)),
+        ("Model", format!("{} — {}", r.model, r.reason)),
+        ("Base credits", r.base.to_string()),
+        ("Variable credits", r.variable.to_string()),
+        ("Additional credits", r.additional.to_string()),
+        ("Allotted", format!("{} {}", r.allotted, unit(r))),
+        ("Used", format!("{} {}", r.used, unit(r))),
+        ("% used", pct),
+    ];
+    let _ = writeln!(out_html, "<table>");
+    for (k, val) in rows {
+        let _ = writeln!(text, "  {k:<20} {}", one_line(&val));
+        let _ = writeln!(
+            out_html,
+            "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+            html(k),
+            html(&val)
+        );
+    }
+    let _ = writeln!(out_html, "</table>");
+}
+
+fn endpoints(v: &OrgDayView<'_>, text: &mut String, out_html: &mut String) {
+    if v.details.top_endpoints.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, "\nTop endpoints by credits:");
+    let _ = writeln!(out_html, "<h3>Top endpoints by credits</h3><table><tr><th align=\"left\">Endpoint</th><th>Calls</th><th>Credits</th></tr>");
+    for (e, calls, credits) in &v.details.top_endpoints {
+        let _ = writeln!(
+            text,
+            "  {:<44} {calls:>8} calls {credits:>10} credits",
+            one_line(e)
+        );
+        let _ = writeln!(out_html, "<tr><td><code>{}</code></td><td align=\"right\">{calls}</td><td align=\"right\">{credits}</td></tr>", html(e));
+    }
+    let _ = writeln!(out_html, "</table>");
+}
+
+const NEXT_STEPS: &str = "At 100 % of the allotment, further API calls are rejected with HTTP 429 \
+THRESHOLD_EXCEEDED until the allotment resets at the next local midnight. To keep calling, buy \
+additional credits per day (Setup → Developer Space → API → Buy credits); they apply from the \
+day they are valid.";
+
+/// A near-limit alert: `threshold` % was reached at `at`.
+pub fn near_limit(
+    v: &OrgDayView<'_>,
+    threshold: u64,
+    at: &Crossing,
+    now: DateTime<Utc>,
+) -> Rendered {
+    crossing_message(
+        v,
+        &format!("reached {threshold}% of its daily API allotment"),
+        at,
+        now,
+    )
+}
+
+/// An overage alert: the allotment was exceeded at `at`.
+pub fn overage(v: &OrgDayView<'_>, at: &Crossing, now: DateTime<Utc>) -> Rendered {
+    crossing_message(v, "exceeded its daily API allotment", at, now)
+}
+
+fn crossing_message(v: &OrgDayView<'_>, news: &str, at: &Crossing, now: DateTime<Utc>) -> Rendered {
+    let r = v.row;
+    let name = one_line(v.org_name);
+    let subject = format!("[creditd] {name} ({}) {news} on {}", r.org_id, r.local_date);
+    let when = local(v.tz, at.ts);
+    let late = now.timestamp_millis() - at.ts > 3_600_000;
+    let mut text = String::new();
+    let mut h = String::new();
+    let _ = writeln!(
+        text,
+        "{name} (org {}) {news} on {}.",
+        r.org_id, r.local_date
+    );
+    let _ = writeln!(
+        text,
+        "It happened at {when} (request {}).",
+        one_line(&at.request_id)
+    );
+    let _ = writeln!(
+        h,
+        "<p><b>{}</b> (org {}) {} on {}.</p>",
+        html(&name),
+        html(&r.org_id),
+        html(news),
+        r.local_date
+    );
+    let _ = writeln!(
+        h,
+        "<p>It happened at <b>{}</b> (request <code>{}</code>).</p>",
+        html(&when),
+        html(&at.request_id)
+    );
+    if late {
+        let seen = now.with_timezone(&v.tz).format("%Y-%m-%d %H:%M %Z");
+        let _ = writeln!(
+            text,
+            "This is reported late: the logs showing it arrived by {seen}."
+        );
+        let _ = writeln!(
+            h,
+            "<p><i>Reported late: the logs showing it arrived by {}.</i></p>",
+            html(&seen.to_string())
+        );
+    }
+    let _ = writeln!(text);
+    breakdown(v, &mut text, &mut h);
+    endpoints(v, &mut text, &mut h);
+    let _ = writeln!(text, "\nWhat happens next: {NEXT_STEPS}");
+    let _ = writeln!(h, "<h3>What happens next</h3><p>{}</p>", html(NEXT_STEPS));
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
+/// The daily summary at close; `revision` marks an amended summary.
+pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Rendered {
+    let r = v.row;
+    let name = one_line(v.org_name);
+    let amended = if revision > 0 {
+        format!(" (amended, revision {revision})")
+    } else {
+        String::new()
+    };
+    let subject = format!(
+        "[creditd] {name} ({}) daily API usage for {}: {}% used{amended}",
+        r.org_id,
+        r.local_date,
+        format_pct(pct_hundredths(r.used, r.allotted))
+    );
+    let mut text = String::new();
+    let mut h = String::new();
+    let _ = writeln!(
+        text,
+        "API details for {name} (org {}), local day {} ({}){amended}.\n",
+        r.org_id,
+        r.local_date,
+        v.tz.name()
+    );
+    let _ = writeln!(
+        h,
+        "<h2>API details — {} (org {})</h2><p>Local day {} ({}){}</p>",
+        html(&name),
+        html(&r.org_id),
+        r.local_date,
+        html(v.tz.name()),
+        html(&amended)
+    );
+    breakdown(v, &mut text, &mut h);
+    let _ = writeln!(text, "  {:<20} {concurrency_limit}", "Concurrency limit");
+    let _ = writeln!(
+        text,
+        "  {:<20} {}",
+        "Peak concurrency", v.details.peak_concurrency
+    );
+    let _ = writeln!(
+        text,
+        "  {:<20} {} ({} billable, {} unpriced)",
+        "Calls", r.calls, r.billable_calls, r.unpriced_calls
+    );
+    let _ = writeln!(h, "<p>Concurrency limit {concurrency_limit}; observed peak {}. Calls: {} ({} billable, {} unpriced).</p>", v.details.peak_concurrency, r.calls, r.billable_calls, r.unpriced_calls);
+    for c in v.crossings {
+        let what = if c.threshold == 100 {
+            "Exceeded the allotment".to_string()
+        } else {
+            format!("Reached {}%", c.threshold)
+        };
+        let _ = writeln!(text, "  {what} at {}", local(v.tz, c.ts));
+        let _ = writeln!(h, "<p>{} at {}</p>", html(&what), html(&local(v.tz, c.ts)));
+    }
+    let _ = writeln!(
+        text,
+        "\nHourly usage ({} per hour from local midnight):",
+        unit(r)
+    );
+    let max = v.details.hourly.iter().copied().max().unwrap_or(0).max(1);
+    for (i, u) in v.details.hourly.iter().enumerate() {
+        let bar = "#".repeat(((u * 40).div_ceil(max)) as usize);
+        let _ = writeln!(text, "  +{i:02}h {u:>9} {bar}");
+    }
+    let _ = writeln!(h, "<h3>Hourly usage</h3><p><img src=\"cid:chart\" alt=\"Hourly usage chart\" width=\"600\" height=\"200\"></p>");
+    endpoints(v, &mut text, &mut h);
+    if !v.details.unpriced.is_empty() {
+        let _ = writeln!(text, "\nUnpriced calls (no pricing rule matched):");
+        let _ = writeln!(h, "<h3>Unpriced calls</h3><ul>");
+        for (e, n) in &v.details.unpriced {
+            let _ = writeln!(text, "  {:<44} {n:>8}", one_line(e));
+            let _ = writeln!(h, "<li><code>{}</code>: {n}</li>", html(e));
+        }
+        let _ = writeln!(h, "</ul>");
+    }
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: Some(v.details.hourly.clone()),
+    }
+}
+
+/// Everything the ops digest shows.
+#[derive(Debug, Clone, Default)]
+pub struct DigestView {
+    pub date: NaiveDate,
+    /// (org_id, name, local_date, model, pct, over?)
+    pub limits: Vec<(String, String, String, String, String, bool)>,
+    /// (org_id, name, local_date, legacy_limit, credit allotment, headroom)
+    pub grandfathered: Vec<(String, String, String, u64, u64, u64)>,
+    /// (reason, count)
+    pub quarantine: Vec<(String, u64)>,
+    /// (file, reason, count)
+    pub quarantine_by_file: Vec<(String, String, u64)>,
+    /// (endpoint, calls)
+    pub unpriced: Vec<(String, u64)>,
+    /// (org_id, calls with charged_credits, charged, computed)
+    pub drift: Vec<(String, u64, u64, u64)>,
+    /// (file, status, lines, accepted, unique, duplicates, quarantined)
+    pub files: Vec<(String, String, u64, u64, u64, u64, u64)>,
+    /// Crossings too old to mail (`max_age`): (key, when)
+    pub expired: Vec<(String, String)>,
+}
+
+fn table(text: &mut String, h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>]) {
+    let _ = writeln!(text, "\n{title}");
+    let _ = writeln!(h, "<h3>{}</h3>", html(title));
+    if rows.is_empty() {
+        let _ = writeln!(text, "  (none)");
+        let _ = writeln!(h, "<p>(none)</p>");
+        return;
+    }
+    let _ = writeln!(text, "  {}", head.join(" | "));
+    let _ = write!(h, "<table><tr>");
+    for c in head {
+        let _ = write!(h, "<th align=\"left\">{}</th>", html(c));
+    }
+    let _ = writeln!(h, "</tr>");
+    for r in rows {
+        let cells: Vec<String> = r.iter().map(|c| one_line(c)).collect();
+        let _ = writeln!(text, "  {}", cells.join(" | "));
+        let _ = write!(h, "<tr>");
+        for c in r {
+            let _ = write!(h, "<td>{}</td>", html(c));
+        }
+        let _ = writeln!(h, "</tr>");
+    }
+    let _ = writeln!(h, "</table>");
+}
+
+/// The daily ops digest.
+pub fn digest(d: &DigestView) -> Rendered {
+    let over = d.limits.iter().filter(|l| l.5).count();
+    let subject = format!(
+        "[creditd] ops digest {}: {} org-day(s) over, {} near the limit, {} quarantined line(s)",
+        d.date,
+        over,
+        d.limits.len() - over,
+        d.quarantine.iter().map(|q| q.1).sum::<u64>()
+    );
+    let mut text = format!("creditd ops digest for {}\n", d.date);
+    let mut h = format!("<h2>creditd ops digest for {}</h2>\n", d.date);
+    let s = |v: &dyn ToString| v.to_string();
+    table(
+        &mut text,
+        &mut h,
+        "Orgs over or near their limits",
+        &["org", "name", "day", "model", "% used", "over"],
+        &d.limits
+            .iter()
+            .map(|l| {
+                vec![
+                    l.0.clone(),
+                    l.1.clone(),
+                    l.2.clone(),
+                    l.3.clone(),
+                    l.4.clone(),
+                    if l.5 { "over".into() } else { "near".into() },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Migration impact: grandfathered orgs",
+        &[
+            "org",
+            "name",
+            "day",
+            "legacy limit",
+            "credit allotment",
+            "headroom",
+        ],
+        &d.grandfathered
+            .iter()
+            .map(|g| {
+                vec![
+                    g.0.clone(),
+                    g.1.clone(),
+                    g.2.clone(),
+                    s(&g.3),
+                    s(&g.4),
+                    s(&g.5),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Quarantined lines by reason",
+        &["reason", "lines"],
+        &d.quarantine
+            .iter()
+            .map(|q| vec![q.0.clone(), s(&q.1)])
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Quarantined lines by file",
+        &["file", "reason", "lines"],
+        &d.quarantine_by_file
+            .iter()
+            .map(|q| vec![q.0.clone(), q.1.clone(), s(&q.2)])
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Unpriced endpoints",
+        &["endpoint", "calls"],
+        &d.unpriced
+            .iter()
+            .map(|u| vec![u.0.clone(), s(&u.1)])
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Gateway drift (charged_credits vs computed)",
+        &["org", "calls", "charged", "computed", "difference"],
+        &d.drift
+            .iter()
+            .map(|x| {
+                vec![
+                    x.0.clone(),
+                    s(&x.1),
+                    s(&x.2),
+                    s(&x.3),
+                    format!("{:+}", x.2 as i64 - x.3 as i64),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    table(
+        &mut text,
+        &mut h,
+        "Input files",
+        &[
+            "file",
+            "status",
+            "lines",
+            "accepted",
+            "unique",
+            "duplicates",
+            "quarantined",
+        ],
+        &d.files
+            .iter()
+            .map(|f| {
+                vec![
+                    f.0.clone(),
+                    f.1.clone(),
+                    s(&f.2),
+                    s(&f.3),
+                    s(&f.4),
+                    s(&f.5),
+                    s(&f.6),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    if !d.expired.is_empty() {
+        table(
+            &mut text,
+            &mut h,
+            "Crossings older than max_age (not mailed)",
+            &["message", "when"],
+            &d.expired
+                .iter()
+                .map(|e| vec![e.0.clone(), e.1.clone()])
+                .collect::<Vec<_>>(),
+        );
+    }
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
+fn wrap(body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n{body}</body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_one_line() {
+        assert_eq!(
+            html("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(
+            one_line("Evil\r\nBcc: victim@example.com\tCorp"),
+            "Evil Bcc: victim@example.com Corp"
+        );
+    }
+}

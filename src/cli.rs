@@ -65,7 +65,11 @@ pub enum Task {
     Ingest,
     /// Close every org-day whose local midnight plus close_grace has passed.
     CloseDays,
-    /// Every task, in pipeline order.
+    /// Send queued messages (SMTP, or .eml files without [smtp]).
+    Deliver,
+    /// Queue today's ops digest.
+    OpsDigest,
+    /// Every task, in pipeline order: ingest, close-days, ops-digest, deliver.
     All,
 }
 
@@ -123,6 +127,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let name = match task {
                 Task::Ingest => "ingest",
                 Task::CloseDays => "close-days",
+                Task::Deliver => "deliver",
+                Task::OpsDigest => "ops-digest",
                 Task::All => "all",
             };
             let report = tasks::run(name, &setup, &mut state, now, &AtomicBool::new(false))?;

@@ -667,7 +667,11 @@ pub fn day_details(
     ]);
     let peak = concat([starts, ends], UnionArgs::default())?
         .sort_by_exprs([col("at"), col("delta")], SortMultipleOptions::default())
-        .select([col("delta").cum_sum(false).max().alias("peak")])
+        .select([col("delta")
+            .cum_sum(false)
+            .max()
+            .cast(DataType::Int64)
+            .alias("peak")])
         .collect()?;
     out.peak_concurrency = peak.column("peak")?.i64()?.get(0).unwrap_or(0).max(0) as u64;
 
@@ -692,5 +696,99 @@ pub fn day_details(
         Ok(drift.column(c)?.i64()?.get(0).unwrap_or(0).max(0) as u64)
     };
     out.drift = (get("n")?, get("charged")?, get("computed")?);
+    Ok(out)
+}
+
+/// Unpriced endpoints and gateway drift over many org-days, for the ops digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestFigures {
+    /// (endpoint, calls), most calls first.
+    pub unpriced: Vec<(String, u64)>,
+    /// (org_id, calls carrying charged_credits, charged, computed), by org.
+    pub drift: Vec<(String, u64, u64, u64)>,
+}
+
+/// Computes [`DigestFigures`] over `events` restricted to the (org_id, local_date) pairs given.
+pub fn digest_figures(
+    events: LazyFrame,
+    org_days: &[(String, NaiveDate)],
+) -> PolarsResult<DigestFigures> {
+    let mut out = DigestFigures::default();
+    if org_days.is_empty() {
+        return Ok(out);
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    let keys = DataFrame::new(
+        org_days.len(),
+        vec![
+            Column::new(
+                "org_id".into(),
+                org_days.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "local_date".into(),
+                org_days
+                    .iter()
+                    .map(|o| o.1.signed_duration_since(epoch).num_days() as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .cast(&DataType::Date)?,
+        ],
+    )?;
+    let base = events.join(
+        keys.lazy(),
+        [col("org_id"), col("local_date")],
+        [col("org_id"), col("local_date")],
+        JoinArgs::new(JoinType::Semi),
+    );
+    let unpriced = base
+        .clone()
+        .filter(col("unpriced"))
+        .group_by([col("endpoint")])
+        .agg([len().cast(DataType::Int64).alias("calls")])
+        .sort_by_exprs(
+            [col("calls"), col("endpoint")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .limit(20)
+        .collect()?;
+    let names = unpriced.column("endpoint")?.str()?.clone();
+    let calls = unpriced.column("calls")?.i64()?.clone();
+    for i in 0..unpriced.height() {
+        out.unpriced.push((
+            names.get(i).unwrap_or_default().to_string(),
+            calls.get(i).unwrap_or(0) as u64,
+        ));
+    }
+    let drift = base
+        .filter(col("charged_credits").is_not_null())
+        .group_by([col("org_id")])
+        .agg([
+            len().cast(DataType::Int64).alias("n"),
+            col("charged_credits")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("charged"),
+            when(col("billable"))
+                .then(col("credits"))
+                .otherwise(lit(0i64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("computed"),
+        ])
+        .sort(["org_id"], SortMultipleOptions::default())
+        .collect()?;
+    let org = drift.column("org_id")?.str()?.clone();
+    let n = drift.column("n")?.i64()?.clone();
+    let charged = drift.column("charged")?.i64()?.clone();
+    let computed = drift.column("computed")?.i64()?.clone();
+    for i in 0..drift.height() {
+        out.drift.push((
+            org.get(i).unwrap_or_default().to_string(),
+            n.get(i).unwrap_or(0) as u64,
+            charged.get(i).unwrap_or(0) as u64,
+            computed.get(i).unwrap_or(0) as u64,
+        ));
+    }
     Ok(out)
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use crate::alerts;
 use crate::allotment::{format_pct, pct_hundredths, Model};
 use crate::events::{reconcile_day, scan_parts, Measure};
 use crate::localday::day_start;
@@ -107,6 +108,7 @@ fn recompute_date(
             unpriced_calls: f.unpriced_calls,
             revision: 0,
         };
+        let mut amended = false;
         if let Some(prev) = prev {
             let changed = LedgerRow {
                 revision: prev.revision,
@@ -114,7 +116,8 @@ fn recompute_date(
             } != prev;
             let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
             // Late data for a closed day amends it: the revision counts the amendments.
-            row.revision = prev.revision + u64::from(changed && closed);
+            amended = changed && closed;
+            row.revision = prev.revision + u64::from(amended);
         }
         tx.put_ledger_row(&row)?;
         let crossings: Vec<Crossing> = f
@@ -127,6 +130,10 @@ fn recompute_date(
             })
             .collect();
         tx.put_crossings(org_id, date, &crossings)?;
+        alerts::queue_crossing_alerts(setup, &tx, &row, &crossings, now)?;
+        if amended {
+            alerts::queue_amended_summary(setup, &tx, &row, now)?;
+        }
         tx.clear_dirty(org_id, date)?;
         count += 1;
     }
@@ -173,6 +180,9 @@ pub fn close_days(
             c.due_at.timestamp_millis(),
             now.timestamp_millis(),
         )? {
+            if let Some(row) = tx.ledger_row(&c.org_id, &date)? {
+                alerts::queue_summary(setup, &tx, &row, now)?;
+            }
             closed.push(c);
         }
     }

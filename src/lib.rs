@@ -3,6 +3,7 @@
 //! The rules (`pricing`, `allotment`, `localday`, `logline`) are plain functions over plain
 //! data; IO lives at the edges (`ingest`, `store`, `events`, `state`, the CLI).
 
+pub mod alerts;
 pub mod allotment;
 pub mod catalog;
 pub mod cli;

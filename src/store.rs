@@ -98,6 +98,24 @@ CREATE TABLE IF NOT EXISTS closes (
     PRIMARY KEY (org_id, local_date)
 ) WITHOUT ROWID;
 
+-- Every message, written before it is sent; the key is sent once, ever.
+CREATE TABLE IF NOT EXISTS outbox (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    org_id TEXT,
+    local_date TEXT,
+    recipients TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    sent_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+
 -- The first call at which an org-day reached each threshold (percent; 100 = above).
 CREATE TABLE IF NOT EXISTS crossings (
     org_id TEXT NOT NULL,
@@ -170,6 +188,19 @@ pub struct LedgerRow {
     pub unpriced_calls: u64,
     /// 0 for the first computation; +1 each time late data changes it afterwards.
     pub revision: u64,
+}
+
+/// A message of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub key: String,
+    pub kind: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub message: Vec<u8>,
+    pub status: String,
+    pub attempts: u64,
+    pub last_error: Option<String>,
 }
 
 /// A threshold crossing.
@@ -322,6 +353,65 @@ impl Store {
         Ok(stmt.exists([org_id, local_date])?)
     }
 
+    /// Queued messages due at `now_ms`, oldest first.
+    pub fn due_messages(&self, now_ms: i64) -> anyhow::Result<Vec<OutboxMessage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, kind, recipients, subject, message, status, attempts, last_error FROM outbox
+             WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY created_at, key",
+        )?;
+        let rows = stmt.query_map([now_ms], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every message, by key.
+    pub fn outbox(&self) -> anyhow::Result<Vec<OutboxMessage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, kind, recipients, subject, message, status, attempts, last_error FROM outbox ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], outbox_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// When the newest ops digest was queued (epoch ms), if any.
+    pub fn last_digest_at(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(created_at) FROM outbox WHERE kind = 'digest'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Org-days closed after `since_ms`: (org_id, local_date).
+    pub fn closed_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT org_id, local_date FROM closes WHERE closed_at > ?1 ORDER BY org_id, local_date",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Quarantine counts by file and reason for files processed after `since` (RFC 3339).
+    pub fn quarantine_by_file(&self, since: &str) -> anyhow::Result<Vec<(String, String, u64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT q.file, q.reason, COUNT(*) FROM quarantine q
+             JOIN files f ON f.sha256 = q.file_sha AND f.status = 'ingested'
+             WHERE f.processed_at > ?1 GROUP BY q.file, q.reason ORDER BY q.file, q.reason",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// File rows processed after `since` (RFC 3339), in order.
+    pub fn files_since(&self, since: &str) -> anyhow::Result<Vec<FileRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE processed_at > ?1 ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([since], file_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Quarantine counts by reason over all files.
     pub fn quarantine_counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
         let mut stmt = self
@@ -330,6 +420,24 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
+    let recipients: String = r.get(2)?;
+    Ok(OutboxMessage {
+        key: r.get(0)?,
+        kind: r.get(1)?,
+        recipients: recipients
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        subject: r.get(3)?,
+        message: r.get(4)?,
+        status: r.get(5)?,
+        attempts: r.get::<_, i64>(6)? as u64,
+        last_error: r.get(7)?,
+    })
 }
 
 const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplicates, malformed, \
@@ -459,6 +567,97 @@ impl Tx<'_> {
             "INSERT OR IGNORE INTO closes (org_id, local_date, due_at, closed_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
         Ok(stmt.execute(params![org_id, local_date, due_at, closed_at])? == 1)
+    }
+
+    /// The status of an outbox key, if it exists.
+    pub fn outbox_status(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT status FROM outbox WHERE key = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+
+    /// Queues a message under `key` unless the key exists; `status` is `queued`, or `expired`
+    /// for a crossing too old to mail. Returns whether it was added.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue(
+        &self,
+        key: &str,
+        kind: &str,
+        org_day: Option<(&str, &str)>,
+        recipients: &[String],
+        subject: &str,
+        message: &[u8],
+        status: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (key, kind, org_id, local_date, recipients, subject, message, status, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )?;
+        let n = stmt.execute(params![
+            key,
+            kind,
+            org_day.map(|o| o.0),
+            org_day.map(|o| o.1),
+            recipients.join(","),
+            subject,
+            message,
+            status,
+            now_ms
+        ])?;
+        Ok(n == 1)
+    }
+
+    /// Replaces the content of a message that has not been sent yet.
+    pub fn replace_queued(&self, key: &str, subject: &str, message: &[u8]) -> anyhow::Result<bool> {
+        let n = self.tx.execute(
+            "UPDATE outbox SET subject = ?2, message = ?3 WHERE key = ?1 AND status = 'queued'",
+            params![key, subject, message],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Marks a message sent (only after the server accepted it, or its file was written).
+    pub fn mark_sent(&self, key: &str, now_ms: i64) -> anyhow::Result<()> {
+        self.tx.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL WHERE key = ?1",
+            params![key, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub fn mark_failed(&self, key: &str, error: &str, next_attempt_ms: i64) -> anyhow::Result<()> {
+        self.tx.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE key = ?1",
+            params![key, error, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Crossings of one org-day, by threshold.
+    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT threshold, ts, request_id FROM crossings WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
+        )?;
+        let rows = stmt.query_map([org_id, local_date], |r| {
+            Ok(Crossing {
+                threshold: r.get::<_, i64>(0)? as u64,
+                ts: r.get(1)?,
+                request_id: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Parquet parts holding events of `local_date`.
+    pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
+        let rows = stmt.query_map([local_date], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Forgets the failure recorded for a file name.

@@ -1,13 +1,17 @@
 //! The tasks the CLI and the daemon run: each takes the setup, the locked state, the clock and
 //! a stop flag, and reports what it did.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::events;
 use crate::ingest::{self, Outcome};
 use crate::ledger;
+use crate::mail;
+use crate::report::{self, DigestView};
 use crate::setup::Setup;
 use crate::state::State;
 
@@ -21,7 +25,7 @@ pub struct TaskReport {
 }
 
 /// The tasks available in this build.
-pub const AVAILABLE: [&str; 3] = ["ingest", "close-days", "all"];
+pub const AVAILABLE: [&str; 5] = ["ingest", "close-days", "deliver", "ops-digest", "all"];
 
 /// Runs one task by name.
 pub fn run(
@@ -34,13 +38,20 @@ pub fn run(
     match task {
         "ingest" => ingest(setup, state, now, stop),
         "close-days" => close_days(setup, state, now),
+        "deliver" => deliver(setup, state, now, stop),
+        "ops-digest" => ops_digest(setup, state, now),
         "all" => {
             let mut a = ingest(setup, state, now, stop)?;
-            let b = close_days(setup, state, now)?;
-            a.details.extend(b.details);
-            a.problems.extend(b.problems);
-            a.summary = format!("{}; {}", a.summary, b.summary);
-            a.ok &= b.ok;
+            for b in [
+                close_days(setup, state, now)?,
+                ops_digest(setup, state, now)?,
+                deliver(setup, state, now, stop)?,
+            ] {
+                a.details.extend(b.details);
+                a.problems.extend(b.problems);
+                a.summary = format!("{}; {}", a.summary, b.summary);
+                a.ok &= b.ok;
+            }
             Ok(a)
         }
         other => anyhow::bail!(
@@ -128,6 +139,220 @@ pub fn close_days(
             closed.len(),
             started.elapsed().as_secs_f64()
         ),
+        ok: true,
+    })
+}
+
+/// How long to wait before the next attempt after `attempts` failures: 30 s doubling, at most
+/// an hour.
+pub fn backoff(attempts: u64) -> Duration {
+    let secs = 30u64.saturating_mul(1 << attempts.min(7));
+    Duration::from_secs(secs.min(3600))
+}
+
+/// Sends every due message: `.eml` files without `[smtp]`, SMTP otherwise. A message is marked
+/// sent only after its file is written or the server accepted it; a failure waits its backoff.
+pub fn deliver(
+    setup: &Setup,
+    state: &mut State,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> anyhow::Result<TaskReport> {
+    let started = std::time::Instant::now();
+    let due = state.store().due_messages(now.timestamp_millis())?;
+    let mut out = TaskReport {
+        ok: true,
+        ..Default::default()
+    };
+    let (mut sent, mut failed) = (0, 0);
+    let sender = match &setup.config.smtp {
+        None => None,
+        Some(smtp) => Some(mail::Sender::new(smtp)?),
+    };
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(_) => None,
+        Err(_) => Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime for SMTP")?,
+        ),
+    };
+    for m in due {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let result = match &sender {
+            None => mail::write_eml(&setup.config.state_dir.join("outbox"), &m.key, &m.message),
+            Some(s) => {
+                let fut = s.send(&setup.config.alerts.from, &m.recipients, &m.message);
+                match &runtime {
+                    Some(rt) => rt.block_on(fut),
+                    None => tokio::runtime::Handle::current().block_on(fut),
+                }
+            }
+        };
+        let tx = state.store().transaction()?;
+        match result {
+            Ok(()) => {
+                tx.mark_sent(&m.key, now.timestamp_millis())?;
+                sent += 1;
+                out.details
+                    .push(format!("sent {} to {}", m.key, m.recipients.join(", ")));
+            }
+            Err(e) => {
+                let wait = backoff(m.attempts);
+                let next = now + chrono::Duration::from_std(wait).expect("fits");
+                tx.mark_failed(&m.key, &format!("{e:#}"), next.timestamp_millis())?;
+                failed += 1;
+                out.problems.push(format!(
+                    "could not send {}: {e:#} (attempt {}; next try in {}s)",
+                    m.key,
+                    m.attempts + 1,
+                    wait.as_secs()
+                ));
+            }
+        }
+        tx.commit()?;
+    }
+    out.summary = format!(
+        "deliver: {sent} sent, {failed} left queued for retry in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+/// Queues the ops digest of `now`'s UTC date (once per date), covering the org-days closed and
+/// the files processed since the previous digest.
+pub fn ops_digest(
+    setup: &Setup,
+    state: &mut State,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TaskReport> {
+    let date = now.date_naive();
+    let key = format!("digest:{date}");
+    let store = state.store();
+    let since_ms = store.last_digest_at()?.unwrap_or(i64::MIN);
+    let since = if since_ms == i64::MIN {
+        String::new()
+    } else {
+        ledger::format_ts(since_ms)
+    };
+    let closed = store.closed_since(since_ms)?;
+    let mut view = DigestView {
+        date,
+        ..Default::default()
+    };
+    let min_threshold = setup
+        .config
+        .alerts
+        .near_limit_percent
+        .first()
+        .copied()
+        .unwrap_or(100);
+    let mut org_days = Vec::new();
+    let mut dates = std::collections::BTreeSet::new();
+    for (org_id, local_date) in &closed {
+        let rows = store.ledger(
+            Some(local_date),
+            Some(local_date),
+            std::slice::from_ref(org_id),
+        )?;
+        let Some(r) = rows.first() else { continue };
+        let name = setup
+            .org(org_id)
+            .and_then(|o| o.plan_on(local_date.parse().expect("ISO date")))
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        if crate::allotment::reached(r.used, r.allotted, min_threshold) {
+            view.limits.push((
+                org_id.clone(),
+                name.clone(),
+                local_date.clone(),
+                r.model.clone(),
+                crate::allotment::format_pct(crate::allotment::pct_hundredths(r.used, r.allotted)),
+                r.used > r.allotted,
+            ));
+        }
+        if r.model == "grandfathered" {
+            let credit = r.base + r.variable + r.additional;
+            view.grandfathered.push((
+                org_id.clone(),
+                name,
+                local_date.clone(),
+                r.legacy_limit,
+                credit,
+                r.allotted.saturating_sub(credit),
+            ));
+        }
+        org_days.push((org_id.clone(), local_date.parse().expect("ISO date")));
+        dates.insert(local_date.clone());
+    }
+    let mut parts = Vec::new();
+    for d in &dates {
+        parts.extend(store.parts_on(d)?);
+    }
+    if !parts.is_empty() {
+        let figures = events::digest_figures(
+            events::scan_parts(&setup.config.state_dir, &parts)?,
+            &org_days,
+        )?;
+        view.unpriced = figures.unpriced;
+        view.drift = figures.drift;
+    }
+    view.quarantine_by_file = store.quarantine_by_file(&since)?;
+    let mut by_reason = std::collections::BTreeMap::new();
+    for (_, reason, n) in &view.quarantine_by_file {
+        *by_reason.entry(reason.clone()).or_insert(0) += n;
+    }
+    view.quarantine = by_reason.into_iter().collect();
+    view.files = store
+        .files_since(&since)?
+        .into_iter()
+        .map(|f| {
+            (
+                f.file,
+                f.status,
+                f.counts.lines,
+                f.counts.accepted,
+                f.counts.unique,
+                f.counts.duplicates,
+                f.counts.quarantined_total(),
+            )
+        })
+        .collect();
+    view.expired = store
+        .outbox()?
+        .into_iter()
+        .filter(|m| m.status == "expired")
+        .map(|m| (m.key, m.subject))
+        .collect();
+    let rendered = report::digest(&view);
+    let to = setup.config.alerts.ops_to.clone();
+    let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
+    let tx = store.transaction()?;
+    let queued = tx.enqueue(
+        &key,
+        "digest",
+        None,
+        &to,
+        &rendered.subject,
+        &raw,
+        "queued",
+        now.timestamp_millis(),
+    )?;
+    tx.commit()?;
+    Ok(TaskReport {
+        details: Vec::new(),
+        problems: Vec::new(),
+        summary: if queued {
+            format!(
+                "ops-digest: {key} queued ({} org-day(s) closed since the last one)",
+                closed.len()
+            )
+        } else {
+            format!("ops-digest: {key} was queued before")
+        },
         ok: true,
     })
 }

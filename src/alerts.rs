@@ -1,0 +1,215 @@
+//! Which messages to queue, and when: near-limit and overage alerts as crossings are found,
+//! daily summaries as days close, amended summaries when late data changes a summarized day,
+//! and the daily ops digest. Every message goes into the outbox under its deterministic key in
+//! the same transaction as the change that caused it; a key is queued once, ever.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::config::SummaryPolicy;
+use crate::events::{day_details, scan_parts, DayDetails};
+use crate::localday::day_span;
+use crate::mail;
+use crate::report::{self, OrgDayView, Rendered};
+use crate::setup::Setup;
+use crate::store::{Crossing, LedgerRow, Tx};
+
+/// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
+/// with `copy_ops`; ops alone when the org names nobody.
+fn recipients(setup: &Setup, row: &LedgerRow) -> Vec<String> {
+    let day: NaiveDate = row.local_date.parse().expect("ISO date");
+    let mut to: Vec<String> = setup
+        .org(&row.org_id)
+        .and_then(|o| o.plan_on(day))
+        .map(|p| p.report_to.clone())
+        .unwrap_or_default();
+    if to.is_empty() || setup.config.alerts.copy_ops {
+        to.extend(setup.config.alerts.ops_to.iter().cloned());
+    }
+    to.dedup();
+    to
+}
+
+fn org_name(setup: &Setup, row: &LedgerRow) -> String {
+    let day: NaiveDate = row.local_date.parse().expect("ISO date");
+    setup
+        .org(&row.org_id)
+        .and_then(|o| o.plan_on(day))
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| format!("org {}", row.org_id))
+}
+
+/// The details of an org-day from its Parquet parts.
+pub fn details(setup: &Setup, tx: &Tx<'_>, row: &LedgerRow) -> anyhow::Result<DayDetails> {
+    let day: NaiveDate = row.local_date.parse()?;
+    let tz = setup
+        .org(&row.org_id)
+        .map_or(chrono_tz::UTC, |o| o.timezone);
+    let (start, end) = day_span(tz, day);
+    let hours = ((end - start).num_minutes() as usize).div_ceil(60);
+    let parts = tx.parts_on(&row.local_date)?;
+    if parts.is_empty() {
+        return Ok(DayDetails {
+            hourly: vec![0; hours],
+            ..Default::default()
+        });
+    }
+    let events = scan_parts(&setup.config.state_dir, &parts)?;
+    Ok(day_details(
+        events,
+        &row.org_id,
+        start.timestamp_millis(),
+        hours,
+        row.model == "legacy",
+    )?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn queue(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    key: &str,
+    kind: &str,
+    row: &LedgerRow,
+    rendered: &Rendered,
+    status: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let to = recipients(setup, row);
+    let raw = mail::build(key, &setup.config.alerts.from, &to, rendered, now)?;
+    tx.enqueue(
+        key,
+        kind,
+        Some((&row.org_id, &row.local_date)),
+        &to,
+        &rendered.subject,
+        &raw,
+        status,
+        now.timestamp_millis(),
+    )
+}
+
+/// Queues one alert per crossing of the org-day not queued before. Crossings older than
+/// `max_age` are recorded as expired (listed in the ops digest, never mailed).
+pub fn queue_crossing_alerts(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    crossings: &[Crossing],
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let mut fresh = Vec::new();
+    for c in crossings {
+        let key = if c.threshold == 100 {
+            format!("over:{}:{}", row.org_id, row.local_date)
+        } else {
+            format!("near:{}:{}:{}", row.org_id, row.local_date, c.threshold)
+        };
+        if tx.outbox_status(&key)?.is_none() {
+            fresh.push((key, c));
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let details = details(setup, tx, row)?;
+    let tz = setup
+        .org(&row.org_id)
+        .map_or(chrono_tz::UTC, |o| o.timezone);
+    let name = org_name(setup, row);
+    let view = OrgDayView {
+        org_name: &name,
+        tz,
+        row,
+        crossings,
+        details: &details,
+    };
+    let mut queued = 0;
+    for (key, c) in fresh {
+        let (kind, rendered) = if c.threshold == 100 {
+            ("over", report::overage(&view, c, now))
+        } else {
+            ("near", report::near_limit(&view, c.threshold, c, now))
+        };
+        let too_old = setup
+            .config
+            .alerts
+            .max_age
+            .is_some_and(|age| now.timestamp_millis() - c.ts > age.as_millis() as i64);
+        let status = if too_old { "expired" } else { "queued" };
+        if queue(setup, tx, &key, kind, row, &rendered, status, now)? && !too_old {
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
+/// Queues the daily summary of a day that just closed, as the policy says.
+pub fn queue_summary(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let crossings = tx.crossings(&row.org_id, &row.local_date)?;
+    let wanted = match setup.config.alerts.daily_summary {
+        SummaryPolicy::All => true,
+        SummaryPolicy::Alerted => !crossings.is_empty(),
+        SummaryPolicy::None => false,
+    };
+    if !wanted {
+        return Ok(false);
+    }
+    let key = format!("summary:{}:{}", row.org_id, row.local_date);
+    let rendered = render_summary(setup, tx, row, &crossings, row.revision)?;
+    queue(setup, tx, &key, "summary", row, &rendered, "queued", now)
+}
+
+/// After late data changed a closed day: refreshes its summary if not sent yet, or queues the
+/// amended summary `summary:<org>:<date>:r<N>` if it was.
+pub fn queue_amended_summary(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let key = format!("summary:{}:{}", row.org_id, row.local_date);
+    let crossings = tx.crossings(&row.org_id, &row.local_date)?;
+    match tx.outbox_status(&key)?.as_deref() {
+        None => Ok(false),
+        Some("queued") => {
+            let rendered = render_summary(setup, tx, row, &crossings, 0)?;
+            let to = recipients(setup, row);
+            let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
+            tx.replace_queued(&key, &rendered.subject, &raw)
+        }
+        Some(_) => {
+            let amended = format!("{key}:r{}", row.revision);
+            let rendered = render_summary(setup, tx, row, &crossings, row.revision)?;
+            queue(
+                setup, tx, &amended, "summary", row, &rendered, "queued", now,
+            )
+        }
+    }
+}
+
+fn render_summary(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    crossings: &[Crossing],
+    revision: u64,
+) -> anyhow::Result<Rendered> {
+    let details = details(setup, tx, row)?;
+    let tz = setup
+        .org(&row.org_id)
+        .map_or(chrono_tz::UTC, |o| o.timezone);
+    let name = org_name(setup, row);
+    let view = OrgDayView {
+        org_name: &name,
+        tz,
+        row,
+        crossings,
+        details: &details,
+    };
+    Ok(report::summary(&view, revision, row.concurrency))
+}

@@ -4,6 +4,7 @@ mod check;
 mod daemon;
 mod days;
 mod ingest;
+mod mail;
 mod systemd;
 mod tidy;
 

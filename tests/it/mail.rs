@@ -1,0 +1,338 @@
+//! Email: the outbox, `.eml` files, and delivery to a real SMTP server on loopback.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::{csv_rows, Dir};
+
+/// A real SMTP server (aiosmtpd, from Debian's python3-aiosmtpd) on a loopback port; it
+/// records what it accepts as files and is stopped when dropped.
+struct SmtpServer {
+    child: Child,
+    out: PathBuf,
+}
+
+impl SmtpServer {
+    /// Starts the server on `port`, refusing the first `refuse` messages with a 451.
+    fn start(port: u16, out: &Path, refuse: usize) -> SmtpServer {
+        std::fs::create_dir_all(out).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(out)
+            .arg(refuse.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd (Debian: python3-aiosmtpd; .ci/run installs it)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the SMTP server did not start");
+        SmtpServer {
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// Every accepted message: (envelope recipients, raw message), in arrival order.
+    fn received(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for n in 1.. {
+            let eml = self.out.join(format!("{n}.eml"));
+            if !eml.exists() {
+                break;
+            }
+            let rcpt = std::fs::read_to_string(self.out.join(format!("{n}.rcpt"))).unwrap();
+            out.push((
+                rcpt.lines().map(String::from).collect(),
+                std::fs::read(eml).unwrap(),
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on loopback that nothing listens on (yet).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn header(raw: &[u8], name: &str) -> String {
+    let (headers, _) = mailparse::parse_headers(raw).unwrap();
+    headers
+        .iter()
+        .find(|h| h.get_key().eq_ignore_ascii_case(name))
+        .map(|h| h.get_value())
+        .unwrap_or_default()
+}
+
+/// The content types of every MIME part, depth first.
+fn parts(raw: &[u8]) -> Vec<String> {
+    fn walk(p: &mailparse::ParsedMail<'_>, out: &mut Vec<String>) {
+        out.push(p.ctype.mimetype.clone());
+        for s in &p.subparts {
+            walk(s, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mailparse::parse_mail(raw).unwrap(), &mut out);
+    out
+}
+
+fn body_of(raw: &[u8], mimetype: &str) -> String {
+    fn find(p: &mailparse::ParsedMail<'_>, t: &str) -> Option<String> {
+        if p.ctype.mimetype == t {
+            return Some(p.get_body().unwrap());
+        }
+        p.subparts.iter().find_map(|s| find(s, t))
+    }
+    find(&mailparse::parse_mail(raw).unwrap(), mimetype).unwrap_or_default()
+}
+
+fn eml_keys(dir: &Dir) -> BTreeSet<String> {
+    let out = dir.path().join("state/outbox");
+    std::fs::read_dir(out)
+        .map(|rd| {
+            rd.map(|e| {
+                let raw = std::fs::read(e.unwrap().path()).unwrap();
+                header(&raw, "X-Creditd-Key")
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sample_run_writes_each_alert_and_summary_once_as_eml() {
+    let dir = Dir::sample();
+    dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
+    // Expected messages, from the independently computed ledger: 80 % and 90 % reached
+    // (exactly: 100 × used ≥ t × allotted), over when above; a summary for each alerted day.
+    let mut expected = BTreeSet::new();
+    for r in &csv_rows(&dir.read("expected-ledger.csv"))[1..] {
+        let (org, day) = (&r[0], &r[1]);
+        let allotted: u128 = r[12].parse().unwrap();
+        let used: u128 = r[13].parse().unwrap();
+        let mut alerted = false;
+        for t in [80u128, 90] {
+            if 100 * used >= t * allotted {
+                expected.insert(format!("near:{org}:{day}:{t}"));
+                alerted = true;
+            }
+        }
+        if used > allotted {
+            expected.insert(format!("over:{org}:{day}"));
+            alerted = true;
+        }
+        if alerted {
+            expected.insert(format!("summary:{org}:{day}"));
+        }
+    }
+    expected.insert("digest:2026-01-02".to_string());
+    assert!(expected.len() > 20);
+    assert_eq!(eml_keys(&dir), expected);
+
+    // One over-limit message, read as a mail client would.
+    let over = expected.iter().find(|k| k.starts_with("over:")).unwrap();
+    let name = over.replace(':', ".") + ".eml";
+    let raw = std::fs::read(dir.path().join("state/outbox").join(name)).unwrap();
+    assert_eq!(
+        header(&raw, "Message-ID"),
+        format!("<{}@creditd>", over.replace(':', "."))
+    );
+    assert!(header(&raw, "Subject").contains("exceeded its daily API allotment"));
+    assert!(header(&raw, "To").contains("admin@org"));
+    assert_eq!(
+        parts(&raw),
+        vec!["multipart/alternative", "text/plain", "text/html"]
+    );
+    let text = body_of(&raw, "text/plain");
+    for want in [
+        "Base credits",
+        "Variable credits",
+        "Additional credits",
+        "Allotted",
+        "% used",
+        "It happened at",
+        "Top endpoints by credits",
+        "429 THRESHOLD_EXCEEDED",
+        "buy additional credits",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let summary = expected.iter().find(|k| k.starts_with("summary:")).unwrap();
+    let raw = std::fs::read(
+        dir.path()
+            .join("state/outbox")
+            .join(summary.replace(':', ".") + ".eml"),
+    )
+    .unwrap();
+    assert_eq!(
+        parts(&raw),
+        vec![
+            "multipart/alternative",
+            "text/plain",
+            "multipart/related",
+            "text/html",
+            "image/png"
+        ]
+    );
+    assert!(body_of(&raw, "text/html").contains("<img src=\"cid:chart\""));
+
+    // Re-running changes nothing: every key is sent once, ever.
+    let out = dir.expect(0, &["--now", "2026-01-02T13:00:00Z", "run", "all"]);
+    assert!(out.contains("deliver: 0 sent"), "{out}");
+    assert_eq!(eml_keys(&dir), expected);
+}
+
+const ORGS: &str = "org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from\n\
+300,\"<script>alert(1)</script>\r\nBcc: evil@attacker.example\",free,0,0,Europe/Berlin,eu,2025-01-01,false,,admin@three.example;boss@three.example,\n";
+
+fn calls(day: &str, prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"ts\":\"{day}T10:{:02}:{:02}.000Z\",\"request_id\":\"{prefix}{i}\",\"org_id\":\"300\",\"method\":\"GET\",\"path\":\"/api/v1/tasks/count\",\"status\":200}}\n",
+                i / 60,
+                i % 60
+            )
+        })
+        .collect()
+}
+
+fn mail_dir(smtp_port: Option<u16>) -> Dir {
+    let dir = Dir::empty();
+    dir.write("orgs.csv", ORGS);
+    dir.write(
+        "pricing.toml",
+        "effective_from = \"2025-10-01\"\n[[rule]]\nmethod = \"GET\"\npath = \"/api/v1/tasks/count\"\ncredits = 50\n",
+    );
+    if let Some(port) = smtp_port {
+        let cfg = dir.read("creditd.toml")
+            + &format!("\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\ntls = \"none\"\n");
+        dir.write("creditd.toml", cfg);
+    }
+    dir
+}
+
+#[test]
+fn smtp_down_then_4xx_then_delivered_exactly_once_and_escaped() {
+    let port = free_port();
+    let dir = mail_dir(Some(port));
+    // 110 calls × 50 credits on a 5000-credit day: 80 %, 90 % and over.
+    dir.write("inbox/a.ndjson", calls("2025-10-08", "a", 110));
+
+    // The server is down: the run does its job, the messages stay queued.
+    let out = dir.creditd(&["--now", "2025-10-09T12:00:00Z", "run", "all"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not send"), "{stderr}");
+
+    // Back, but refusing the first message with 451: that one waits for its backoff.
+    let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 1);
+    let out = dir.expect(0, &["--now", "2025-10-09T12:01:00Z", "run", "deliver"]);
+    assert!(out.contains("deliver: 4 sent, 1 left queued"), "{out}");
+    let out = dir.expect(0, &["--now", "2025-10-09T12:01:10Z", "run", "deliver"]);
+    assert!(
+        out.contains("deliver: 0 sent, 0 left queued"),
+        "the retry waits: {out}"
+    );
+    let out = dir.expect(0, &["--now", "2025-10-09T12:30:00Z", "run", "deliver"]);
+    assert!(out.contains("deliver: 1 sent"), "{out}");
+    dir.expect(0, &["--now", "2025-10-09T13:00:00Z", "run", "all"]);
+
+    let received = server.received();
+    let keys: Vec<String> = received
+        .iter()
+        .map(|(_, raw)| header(raw, "X-Creditd-Key"))
+        .collect();
+    let unique: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), unique.len(), "a key arrived twice: {keys:?}");
+    let expected: BTreeSet<String> = [
+        "near:300:2025-10-08:80",
+        "near:300:2025-10-08:90",
+        "over:300:2025-10-08",
+        "summary:300:2025-10-08",
+        "digest:2025-10-09",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
+
+    for (to, raw) in &received {
+        let key = header(raw, "X-Creditd-Key");
+        if key.starts_with("digest") {
+            assert_eq!(to, &vec!["api-ops@example.com".to_string()]);
+            continue;
+        }
+        assert_eq!(
+            to,
+            &vec![
+                "admin@three.example".to_string(),
+                "boss@three.example".to_string()
+            ]
+        );
+        // The hostile name neither injects a header nor HTML.
+        let (headers, _) = mailparse::parse_headers(raw).unwrap();
+        assert!(
+            headers
+                .iter()
+                .all(|h| !h.get_key().eq_ignore_ascii_case("Bcc")),
+            "{key}"
+        );
+        let html = body_of(raw, "text/html");
+        assert!(!html.contains("<script>"), "{key}: {html}");
+        assert!(html.contains("&lt;script&gt;"), "{key}");
+        assert!(header(raw, "Subject").contains("300"), "{key}");
+    }
+}
+
+#[test]
+fn late_data_amends_a_sent_summary_and_never_repeats_alerts() {
+    let dir = mail_dir(None);
+    dir.write("inbox/a.ndjson", calls("2025-10-08", "a", 85));
+    dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "all"]);
+    let first = eml_keys(&dir);
+    assert!(first.contains("summary:300:2025-10-08"), "{first:?}");
+    assert!(first.contains("near:300:2025-10-08:80"));
+    assert!(!first.contains("over:300:2025-10-08"));
+
+    // Late logs push the closed day over its allotment.
+    dir.write("inbox/b.ndjson", calls("2025-10-08", "b", 30));
+    dir.expect(0, &["--now", "2025-10-11T12:00:00Z", "run", "all"]);
+    let second = eml_keys(&dir);
+    let added: Vec<&String> = second.difference(&first).collect();
+    assert_eq!(
+        added,
+        vec![
+            "digest:2025-10-11",
+            "near:300:2025-10-08:90",
+            "over:300:2025-10-08",
+            "summary:300:2025-10-08:r1"
+        ]
+    );
+    // The late crossing says when it happened.
+    let raw = std::fs::read(dir.path().join("state/outbox/over.300.2025-10-08.eml")).unwrap();
+    assert!(body_of(&raw, "text/plain").contains("reported late"));
+}

@@ -263,7 +263,17 @@ pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Ren
         let bar = "#".repeat(((u * 40).div_ceil(max)) as usize);
         let _ = writeln!(text, "  +{i:02}h {u:>9} {bar}");
     }
-    let _ = writeln!(h, "<h3>Hourly usage</h3><p><img src=\"cid:chart\" alt=\"Hourly usage chart\" width=\"600\" height=\"200\"></p>");
+    let caption = format!(
+        "One bar per hour from local midnight (left) to the next (right), {} hours; \
+         the top line is the busiest hour, {max} {}, the others its quarters.",
+        v.details.hourly.len(),
+        unit(r)
+    );
+    let _ = writeln!(
+        h,
+        "<h3>Hourly usage</h3><p><img src=\"cid:chart\" alt=\"Hourly usage chart\" width=\"600\" height=\"200\"><br><small>{}</small></p>",
+        html(&caption)
+    );
     endpoints(v, &mut text, &mut h);
     if !v.details.unpriced.is_empty() {
         let _ = writeln!(text, "\nUnpriced calls (no pricing rule matched):");
@@ -362,6 +372,16 @@ pub fn digest(d: &DigestView) -> Rendered {
             })
             .collect::<Vec<_>>(),
     );
+    // One row per org and figures: consecutive days with the same limits share a row.
+    type Figures<'a> = (&'a str, &'a str, u64, u64, u64);
+    let mut impact: Vec<(Figures<'_>, Vec<&str>)> = Vec::new();
+    for g in &d.grandfathered {
+        let k = (g.0.as_str(), g.1.as_str(), g.3, g.4, g.5);
+        match impact.iter_mut().find(|(key, _)| *key == k) {
+            Some((_, days)) => days.push(&g.2),
+            None => impact.push((k, vec![&g.2])),
+        }
+    }
     table(
         &mut text,
         &mut h,
@@ -369,25 +389,37 @@ pub fn digest(d: &DigestView) -> Rendered {
         &[
             "org",
             "name",
-            "day",
+            "days",
             "legacy limit",
             "credit allotment",
             "headroom",
         ],
-        &d.grandfathered
+        &impact
             .iter()
-            .map(|g| {
+            .map(|((org, name, legacy, credit, headroom), days)| {
+                let days = match days.as_slice() {
+                    [one] => one.to_string(),
+                    [first, .., last] => format!("{first} to {last} ({} days)", days.len()),
+                    [] => String::new(),
+                };
                 vec![
-                    g.0.clone(),
-                    g.1.clone(),
-                    g.2.clone(),
-                    s(&g.3),
-                    s(&g.4),
-                    s(&g.5),
+                    org.to_string(),
+                    name.to_string(),
+                    days,
+                    s(legacy),
+                    s(credit),
+                    s(headroom),
                 ]
             })
             .collect::<Vec<_>>(),
     );
+    if !impact.is_empty() {
+        let note =
+            "A grandfathered day is allotted max(legacy limit, base + variable) + additional; \
+                    the headroom is what that gives above the credit allotment alone.";
+        let _ = writeln!(text, "  {note}");
+        let _ = writeln!(h, "<p>{}</p>", html(note));
+    }
     table(
         &mut text,
         &mut h,
@@ -504,5 +536,36 @@ mod tests {
             one_line("Evil\r\nBcc: victim@example.com\tCorp"),
             "Evil Bcc: victim@example.com Corp"
         );
+    }
+
+    #[test]
+    fn digest_folds_days_with_the_same_migration_figures_into_one_row() {
+        let g = |day: &str, legacy: u64| {
+            let org = ("7".to_string(), "Seven <b>".to_string());
+            (org.0, org.1, day.to_string(), legacy, 50_000, 10_000)
+        };
+        let view = DigestView {
+            date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
+            grandfathered: vec![
+                g("2025-10-30", 60_000),
+                g("2025-10-31", 60_000),
+                g("2025-11-01", 60_000),
+                g("2025-11-02", 70_000),
+            ],
+            ..Default::default()
+        };
+        let r = digest(&view);
+        assert!(
+            r.text.contains(
+                "7 | Seven <b> | 2025-10-30 to 2025-11-01 (3 days) | 60000 | 50000 | 10000"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(r
+            .text
+            .contains("7 | Seven <b> | 2025-11-02 | 70000 | 50000 | 10000"));
+        assert!(r.html.contains("Seven &lt;b&gt;") && !r.html.contains("Seven <b>"));
+        assert!(r.subject.contains("0 org-day(s) over"), "{}", r.subject);
     }
 }

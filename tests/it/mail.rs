@@ -119,12 +119,10 @@ fn eml_keys(dir: &Dir) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn sample_run_writes_each_alert_and_summary_once_as_eml() {
-    let dir = Dir::sample();
-    dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
-    // Expected messages, from the independently computed ledger: 80 % and 90 % reached
-    // (exactly: 100 × used ≥ t × allotted), over when above; a summary for each alerted day.
+/// The messages the sample data must produce, from its independently computed ledger: 80 % and
+/// 90 % reached (exactly: 100 × used ≥ t × allotted), over when above, and a summary for each
+/// alerted day (the default policy).
+fn expected_alerts(dir: &Dir) -> BTreeSet<String> {
     let mut expected = BTreeSet::new();
     for r in &csv_rows(&dir.read("expected-ledger.csv"))[1..] {
         let (org, day) = (&r[0], &r[1]);
@@ -145,6 +143,14 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
             expected.insert(format!("summary:{org}:{day}"));
         }
     }
+    expected
+}
+
+#[test]
+fn sample_run_writes_each_alert_and_summary_once_as_eml() {
+    let dir = Dir::sample();
+    dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
+    let mut expected = expected_alerts(&dir);
     expected.insert("digest:2026-01-02".to_string());
     assert!(expected.len() > 20);
     assert_eq!(eml_keys(&dir), expected);
@@ -200,6 +206,73 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
     let out = dir.expect(0, &["--now", "2026-01-02T13:00:00Z", "run", "all"]);
     assert!(out.contains("deliver: 0 sent"), "{out}");
     assert_eq!(eml_keys(&dir), expected);
+}
+
+#[test]
+fn sample_run_against_a_real_smtp_server_delivers_each_message_exactly_once() {
+    let dir = Dir::sample();
+    let port = free_port();
+    let cfg = dir.read("creditd.toml")
+        + &format!("\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\ntls = \"none\"\n");
+    dir.write("creditd.toml", cfg);
+    let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 0);
+    let mut expected = expected_alerts(&dir);
+    expected.insert("digest:2026-01-02".to_string());
+    dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
+    dir.expect(0, &["--now", "2026-01-02T12:05:00Z", "run", "all"]);
+
+    let received = server.received();
+    let keys: Vec<String> = received
+        .iter()
+        .map(|(_, raw)| header(raw, "X-Creditd-Key"))
+        .collect();
+    assert_eq!(keys.len(), expected.len(), "one copy of each: {keys:?}");
+    assert_eq!(keys.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(
+        !dir.path().join("state/outbox").exists(),
+        "no .eml files when [smtp] is set"
+    );
+
+    // Recipients are the org's report_to (from the registry); the digest goes to ops.
+    let orgs = csv_rows(&dir.read("orgs.csv"));
+    let report_to = |org: &str| -> Vec<String> {
+        let row = orgs.iter().find(|r| r[0] == org).unwrap();
+        row[10].split(';').map(|a| a.trim().to_string()).collect()
+    };
+    for (to, raw) in &received {
+        let key = header(raw, "X-Creditd-Key");
+        let subject = header(raw, "Subject");
+        let fields: Vec<&str> = key.split(':').collect();
+        if fields[0] == "digest" {
+            assert_eq!(to, &vec!["api-ops@example.com".to_string()]);
+            assert!(subject.contains("ops digest 2026-01-02"), "{subject}");
+            continue;
+        }
+        let (org, day) = (fields[1], fields[2]);
+        assert_eq!(to, &report_to(org), "{key}");
+        assert!(
+            subject.contains(org) && subject.contains(day),
+            "{key}: {subject}"
+        );
+        let news = match fields[0] {
+            "near" => format!("reached {}%", fields[3]),
+            "over" => "exceeded its daily API allotment".to_string(),
+            _ => "daily API usage".to_string(),
+        };
+        assert!(subject.contains(&news), "{key}: {subject}");
+        let want: &[&str] = if fields[0] == "summary" {
+            &[
+                "multipart/alternative",
+                "text/plain",
+                "multipart/related",
+                "text/html",
+                "image/png",
+            ]
+        } else {
+            &["multipart/alternative", "text/plain", "text/html"]
+        };
+        assert_eq!(parts(raw), want, "{key}");
+    }
 }
 
 const ORGS: &str = "org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from\n\

@@ -41,7 +41,7 @@ pub struct Event<'a> {
     pub ts_ms: i64,
     pub local_date: NaiveDate,
     pub method: &'static str,
-    pub endpoint: &'a str,
+    pub endpoint: String,
     pub status: u16,
     pub billable: bool,
     pub credits: u64,
@@ -49,6 +49,8 @@ pub struct Event<'a> {
     pub latency_ms: Option<i64>,
     pub charged_credits: Option<i64>,
     pub dc: Option<&'a str>,
+    /// The sha256 of the input file the call came from, and its line there.
+    pub file: &'a str,
     pub line: u64,
 }
 
@@ -67,6 +69,7 @@ struct Columns {
     latency_ms: Vec<Option<i64>>,
     charged_credits: Vec<Option<i64>>,
     dc: Vec<Option<String>>,
+    file: Vec<String>,
     line: Vec<i64>,
 }
 
@@ -76,7 +79,7 @@ impl Columns {
         self.org_id.push(e.org_id.to_string());
         self.ts.push(e.ts_ms);
         self.method.push(e.method);
-        self.endpoint.push(e.endpoint.to_string());
+        self.endpoint.push(e.endpoint.clone());
         self.status.push(e.status as i32);
         self.billable.push(e.billable);
         self.credits.push(e.credits as i64);
@@ -84,6 +87,7 @@ impl Columns {
         self.latency_ms.push(e.latency_ms);
         self.charged_credits.push(e.charged_credits);
         self.dc.push(e.dc.map(str::to_string));
+        self.file.push(e.file.to_string());
         self.line.push(e.line as i64);
     }
 
@@ -91,7 +95,7 @@ impl Columns {
         self.ts.len()
     }
 
-    fn take_frame(&mut self, date: NaiveDate, file: &str) -> PolarsResult<DataFrame> {
+    fn take_frame(&mut self, date: NaiveDate) -> PolarsResult<DataFrame> {
         let c = std::mem::take(self);
         let n = c.ts.len();
         let days = date
@@ -114,7 +118,7 @@ impl Columns {
                 Column::new("latency_ms".into(), c.latency_ms),
                 Column::new("charged_credits".into(), c.charged_credits),
                 Column::new("dc".into(), c.dc),
-                Column::new("file".into(), vec![file; n]),
+                Column::new("file".into(), c.file),
                 Column::new("line".into(), c.line),
             ],
         )
@@ -176,7 +180,7 @@ impl PartWriter {
             if cols.len() == 0 {
                 continue;
             }
-            let df = cols.take_frame(date, &self.file_sha)?;
+            let df = cols.take_frame(date)?;
             if !self.open.contains_key(&date) {
                 let rel = part_path(date, &self.file_sha);
                 let path = self.state_dir.join(&rel);

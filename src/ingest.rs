@@ -213,93 +213,26 @@ impl<'s> Ingester<'s> {
         let mut days: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
         let tx = store.transaction()?;
         let mut writer = PartWriter::new(state, &sha);
-        {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let reader: Box<dyn Read> = if gz {
-                Box::new(flate2::read::MultiGzDecoder::new(file))
-            } else {
-                Box::new(file)
-            };
-            let mut reader = BufReader::with_capacity(1 << 20, reader);
-            let mut buf = Vec::new();
-            let mut line_no: u64 = 0;
-            let mut layout: Option<Option<CsvLayout>> = None;
-            loop {
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).with_context(|| {
-                    format!("cannot read {} after line {line_no}", path.display())
-                })?;
-                if n == 0 {
-                    break;
+        let mut reader = LogReader::open(path, format, gz)?;
+        while let Some((line_no, bytes, decoded)) = reader.next_line()? {
+            counts.lines += 1;
+            let checked = decoded.and_then(|call| self.check_org(call));
+            match checked {
+                Err(reason) => {
+                    counts.count(reason);
+                    let raw = String::from_utf8_lossy(bytes);
+                    tx.quarantine(&sha, name, line_no, reason, &raw)?;
                 }
-                line_no += 1;
-                let mut bytes = buf.as_slice();
-                if let Some(b) = bytes.strip_suffix(b"\n") {
-                    bytes = b;
-                }
-                if let Some(b) = bytes.strip_suffix(b"\r") {
-                    bytes = b;
-                }
-                if line_no == 1 {
-                    // A byte-order mark some writers put first is not part of the data.
-                    if let Some(b) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-                        bytes = b;
+                Ok((call, date)) => {
+                    counts.accepted += 1;
+                    if !tx.claim(&call.request_id)? {
+                        counts.duplicates += 1;
+                        continue;
                     }
-                }
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let text = std::str::from_utf8(bytes);
-                if format == Format::Csv && layout.is_none() {
-                    // The first non-blank line is the header; an unreadable header makes
-                    // every line of the file malformed rather than guessed at.
-                    layout = Some(text.ok().and_then(CsvLayout::from_header));
-                    continue;
-                }
-                counts.lines += 1;
-                let decoded = match text {
-                    Err(_) => Err(Reason::Malformed),
-                    Ok(line) => match (format, &layout) {
-                        (Format::Ndjson, _) => decode_json(line),
-                        (Format::Csv, Some(Some(l))) => l.decode(line),
-                        (Format::Csv, _) => Err(Reason::Malformed),
-                    },
-                };
-                let checked = decoded.and_then(|call| self.check_org(call));
-                match checked {
-                    Err(reason) => {
-                        counts.count(reason);
-                        let raw = String::from_utf8_lossy(bytes);
-                        tx.quarantine(&sha, name, line_no, reason, &raw)?;
-                    }
-                    Ok((call, date)) => {
-                        counts.accepted += 1;
-                        if !tx.claim(&call.request_id)? {
-                            counts.duplicates += 1;
-                            continue;
-                        }
-                        counts.unique += 1;
-                        let price = self.pricing.price(call.ts_ms, call.method, &call.path);
-                        writer.push(&Event {
-                            request_id: &call.request_id,
-                            org_id: &call.org_id,
-                            ts_ms: call.ts_ms,
-                            local_date: date,
-                            method: call.method.as_str(),
-                            endpoint: &price.endpoint,
-                            status: call.status,
-                            billable: !self.setup.config.is_exempt(call.status),
-                            credits: price.credits,
-                            unpriced: price.unpriced,
-                            latency_ms: call.latency_ms,
-                            charged_credits: call.charged_credits,
-                            dc: call.dc.as_deref(),
-                            line: line_no,
-                        })?;
-                        if !days.contains(&(call.org_id.to_string(), date)) {
-                            days.insert((call.org_id.to_string(), date));
-                        }
+                    counts.unique += 1;
+                    writer.push(&self.event(&call, date, &sha, line_no))?;
+                    if !days.contains(&(call.org_id.to_string(), date)) {
+                        days.insert((call.org_id.to_string(), date));
                     }
                 }
             }
@@ -334,8 +267,36 @@ impl<'s> Ingester<'s> {
         Ok(Outcome::Ingested(row))
     }
 
+    /// The priced event of an accepted call.
+    pub fn event<'c>(
+        &mut self,
+        call: &'c Call<'_>,
+        date: NaiveDate,
+        file_sha: &'c str,
+        line: u64,
+    ) -> Event<'c> {
+        let price = self.pricing.price(call.ts_ms, call.method, &call.path);
+        Event {
+            request_id: &call.request_id,
+            org_id: &call.org_id,
+            ts_ms: call.ts_ms,
+            local_date: date,
+            method: call.method.as_str(),
+            endpoint: price.endpoint,
+            status: call.status,
+            billable: !self.setup.config.is_exempt(call.status),
+            credits: price.credits,
+            unpriced: price.unpriced,
+            latency_ms: call.latency_ms,
+            charged_credits: call.charged_credits,
+            dc: call.dc.as_deref(),
+            file: file_sha,
+            line,
+        }
+    }
+
     /// The org checks of DESIGN §2.1: known org, call not before its signup day.
-    fn check_org<'a>(&mut self, call: Call<'a>) -> Result<(Call<'a>, NaiveDate), Reason> {
+    pub fn check_org<'a>(&mut self, call: Call<'a>) -> Result<(Call<'a>, NaiveDate), Reason> {
         let org = self.setup.org(&call.org_id).ok_or(Reason::UnknownOrg)?;
         let cursor = match self.cursors.get_mut(org.org_id.as_str()) {
             Some(c) => c,
@@ -350,6 +311,94 @@ impl<'s> Ingester<'s> {
         }
         Ok((call, date))
     }
+}
+
+/// Reads the data lines of one access-log file: skips blank lines and a CSV header, strips
+/// line ends and a leading byte-order mark, and decodes each line on its own.
+pub struct LogReader {
+    reader: BufReader<Box<dyn Read>>,
+    path: PathBuf,
+    format: Format,
+    buf: Vec<u8>,
+    line_no: u64,
+    layout: Option<Option<CsvLayout>>,
+}
+
+impl LogReader {
+    pub fn open(path: &Path, format: Format, gz: bool) -> anyhow::Result<LogReader> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let reader: Box<dyn Read> = if gz {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        Ok(LogReader {
+            reader: BufReader::with_capacity(1 << 20, reader),
+            path: path.to_path_buf(),
+            format,
+            buf: Vec::new(),
+            line_no: 0,
+            layout: None,
+        })
+    }
+
+    /// The next data line: its number in the file, its bytes, and the decoded call or the
+    /// reason it cannot be one. `None` at the end of the file.
+    #[allow(clippy::type_complexity)]
+    pub fn next_line(&mut self) -> anyhow::Result<Option<(u64, &[u8], Result<Call<'_>, Reason>)>> {
+        loop {
+            self.buf.clear();
+            let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
+                format!("cannot read {} after line {}", self.path.display(), self.line_no)
+            })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let (start, end) = trimmed(&self.buf, self.line_no == 1);
+            let bytes = &self.buf[start..end];
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = std::str::from_utf8(bytes);
+            if self.format == Format::Csv && self.layout.is_none() {
+                // The first non-blank line is the header; an unreadable header makes every
+                // line of the file malformed rather than guessed at.
+                self.layout = Some(text.ok().and_then(CsvLayout::from_header));
+                continue;
+            }
+            break;
+        }
+        let (start, end) = trimmed(&self.buf, self.line_no == 1);
+        let bytes = &self.buf[start..end];
+        let decoded = match std::str::from_utf8(bytes) {
+            Err(_) => Err(Reason::Malformed),
+            Ok(line) => match (self.format, &self.layout) {
+                (Format::Ndjson, _) => decode_json(line),
+                (Format::Csv, Some(Some(l))) => l.decode(line),
+                (Format::Csv, _) => Err(Reason::Malformed),
+            },
+        };
+        Ok(Some((self.line_no, bytes, decoded)))
+    }
+}
+
+/// The span of a line without its line end (and, on the first line, a byte-order mark some
+/// writers put first).
+fn trimmed(buf: &[u8], first: bool) -> (usize, usize) {
+    let mut end = buf.len();
+    if buf[..end].ends_with(b"\n") {
+        end -= 1;
+    }
+    if buf[..end].ends_with(b"\r") {
+        end -= 1;
+    }
+    let start = if first && buf[..end].starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    (start, end)
 }
 
 fn stamp(now: DateTime<Utc>) -> String {

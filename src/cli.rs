@@ -57,6 +57,26 @@ pub enum Command {
     Check,
     /// Run the jobs of jobs/*.toml on their schedules until SIGTERM or SIGINT.
     Daemon,
+    /// Recompute org-days from the archived raw files with today's registry, purchases and
+    /// pricing; print what changed and queue the diff as a report to ops.
+    Backfill {
+        /// First local date of the range.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last local date of the range (inclusive).
+        #[arg(long)]
+        to: NaiveDate,
+        /// Only these orgs (repeatable); every org when absent.
+        #[arg(long)]
+        org: Vec<String>,
+        /// Print the diff and change nothing: the state directory stays byte-identical.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also queue alerts for crossings the backfill reveals and amended summaries of
+        /// closed days that changed.
+        #[arg(long)]
+        resend: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +165,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Backfill {
+            from,
+            to,
+            org,
+            dry_run,
+            resend,
+        } => {
+            let setup = load_setup(&cli.config)?;
+            let opts = crate::backfill::Options {
+                from,
+                to,
+                orgs: org,
+                dry_run,
+                resend,
+            };
+            backfill(&setup, &opts, now)
+        }
         Command::Ledger {
             command:
                 LedgerCommand::Export {
@@ -186,6 +223,137 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn backfill(
+    setup: &Setup,
+    opts: &crate::backfill::Options,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let mut bar;
+    let mut lines;
+    let progress: &mut dyn crate::backfill::Progress = if std::io::stderr().is_terminal() {
+        bar = BarProgress::default();
+        &mut bar
+    } else {
+        lines = LineProgress;
+        &mut lines
+    };
+    let mut state;
+    let mut read_only;
+    let store = if opts.dry_run {
+        read_only = State::open_locked_read_only(&setup.config.state_dir)?;
+        match &mut read_only {
+            // The lock (the pair's first half) is held until the end of this function.
+            Some((_lock, store)) => store,
+            None => {
+                println!(
+                    "backfill: nothing stored yet in {}",
+                    setup.config.state_dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    } else {
+        state = State::open(&setup.config.state_dir)?;
+        state.store()
+    };
+    let out = crate::backfill::run(setup, store, opts, now, progress)?;
+    for c in &out.changes {
+        println!(
+            "{} {} {}: {} → {}",
+            c.org_id, c.local_date, c.column, c.before, c.after
+        );
+    }
+    if out.no_data() {
+        println!(
+            "backfill {} to {}: no data in this range (no events, no ledger rows); nothing changed",
+            opts.from, opts.to
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let view = crate::report::BackfillView {
+        id: &out.id,
+        from: opts.from,
+        to: opts.to,
+        orgs: &opts.orgs,
+        changes: &out.changes,
+        changed_org_days: out.changed_org_days,
+        rows_before: out.rows_before,
+        rows_after: out.rows_after,
+        recovered: out.recovered,
+        quarantined: out.quarantined,
+        resend: opts.resend,
+    };
+    println!(
+        "{} Read {} file(s), {} line(s).",
+        crate::report::backfill_summary(&view),
+        out.files,
+        out.lines
+    );
+    if opts.dry_run {
+        println!("Dry run: nothing was written.");
+    } else if out.queued.is_empty() {
+        println!("Nothing changed, so nothing was queued.");
+    } else {
+        println!("Queued: {}", out.queued.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar with rows/s and ETA, on a terminal.
+#[derive(Default)]
+struct BarProgress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: u64,
+    started: Option<std::time::Instant>,
+}
+
+impl crate::backfill::Progress for BarProgress {
+    fn start(&mut self, files: usize, bytes: u64) {
+        let bar = indicatif::ProgressBar::new(bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "backfill [{bar:30}] {bytes}/{total_bytes}  {msg}  ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("0 of {files} file(s)"));
+        self.bar = Some(bar);
+        self.started = Some(std::time::Instant::now());
+    }
+
+    fn file_done(&mut self, _name: &str, bytes: u64, lines: u64) {
+        self.lines += lines;
+        if let (Some(bar), Some(t)) = (&self.bar, self.started) {
+            bar.inc(bytes);
+            let rate = self.lines as f64 / t.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{} rows, {rate:.0} rows/s", self.lines));
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One log line per file read, when stderr is not a terminal.
+struct LineProgress;
+
+impl crate::backfill::Progress for LineProgress {
+    fn start(&mut self, files: usize, bytes: u64) {
+        tracing::info!(files, bytes, "backfill: reading the archive");
+    }
+
+    fn file_done(&mut self, name: &str, _bytes: u64, lines: u64) {
+        tracing::info!(file = name, lines, "backfill: read");
+    }
+
+    fn finish(&mut self) {}
 }
 
 fn load_setup(config: &Path) -> anyhow::Result<Setup> {

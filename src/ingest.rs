@@ -348,9 +348,16 @@ impl LogReader {
     pub fn next_line(&mut self) -> anyhow::Result<Option<(u64, &[u8], Result<Call<'_>, Reason>)>> {
         loop {
             self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).with_context(|| {
-                format!("cannot read {} after line {}", self.path.display(), self.line_no)
-            })?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .with_context(|| {
+                    format!(
+                        "cannot read {} after line {}",
+                        self.path.display(),
+                        self.line_no
+                    )
+                })?;
             if n == 0 {
                 return Ok(None);
             }

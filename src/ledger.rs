@@ -33,13 +33,23 @@ pub fn recompute_dirty(
     Ok(count)
 }
 
-fn recompute_date(
+/// A freshly computed ledger row (revision 0) and its crossings.
+#[derive(Debug, Clone)]
+pub struct Computed {
+    pub row: LedgerRow,
+    pub crossings: Vec<Crossing>,
+}
+
+/// Computes the rows of `orgs` on `date` from the events of `parts` (relative to `base`). Orgs without events that
+/// day, no longer in the registry, or without a plan that day are left out (with a warning for
+/// the last two).
+pub fn compute_rows(
     setup: &Setup,
-    store: &mut Store,
+    base: &std::path::Path,
+    parts: &[String],
     date: &str,
     orgs: &[String],
-    now: DateTime<Utc>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<BTreeMap<String, Computed>> {
     let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
     let mut measures = Vec::new();
     let mut terms = BTreeMap::new();
@@ -61,32 +71,20 @@ fn recompute_date(
         });
         terms.insert(org_id.clone(), t);
     }
-    let parts = store.parts_on(date)?;
     let figures = if parts.is_empty() || measures.is_empty() {
         Vec::new()
     } else {
-        let events = scan_parts(&setup.config.state_dir, &parts)?;
+        let events = scan_parts(base, parts)?;
         reconcile_day(events, &measures, &setup.config.alerts.near_limit_percent)
             .with_context(|| format!("cannot reconcile {date}"))?
     };
-    let figures: BTreeMap<&str, _> = figures.iter().map(|f| (f.org_id.as_str(), f)).collect();
-
-    let tx = store.transaction()?;
-    let mut count = 0;
-    for org_id in orgs {
-        let Some(t) = terms.get(org_id) else {
-            tx.clear_dirty(org_id, date)?;
+    let mut out = BTreeMap::new();
+    for f in figures {
+        let Some(t) = terms.get(&f.org_id) else {
             continue;
         };
-        let Some(f) = figures.get(org_id.as_str()) else {
-            // No events: there is no row for a day without accepted calls.
-            tx.clear_dirty(org_id, date)?;
-            continue;
-        };
-        let org = setup.org(org_id).expect("checked above");
-        let prev = tx.ledger_row(org_id, date)?;
-        let mut row = LedgerRow {
-            org_id: org_id.clone(),
+        let row = LedgerRow {
+            org_id: f.org_id.clone(),
             local_date: date.to_string(),
             model: t.model.as_str().to_string(),
             reason: t.reason.clone(),
@@ -108,19 +106,7 @@ fn recompute_date(
             unpriced_calls: f.unpriced_calls,
             revision: 0,
         };
-        let mut amended = false;
-        if let Some(prev) = prev {
-            let changed = LedgerRow {
-                revision: prev.revision,
-                ..row.clone()
-            } != prev;
-            let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
-            // Late data for a closed day amends it: the revision counts the amendments.
-            amended = changed && closed;
-            row.revision = prev.revision + u64::from(amended);
-        }
-        tx.put_ledger_row(&row)?;
-        let crossings: Vec<Crossing> = f
+        let crossings = f
             .crossings
             .iter()
             .map(|(threshold, ts, rid)| Crossing {
@@ -129,8 +115,50 @@ fn recompute_date(
                 request_id: rid.clone(),
             })
             .collect();
-        tx.put_crossings(org_id, date, &crossings)?;
-        alerts::queue_crossing_alerts(setup, &tx, &row, &crossings, now)?;
+        out.insert(f.org_id.clone(), Computed { row, crossings });
+    }
+    Ok(out)
+}
+
+/// Whether a recomputed row differs from the stored one in anything but its revision.
+pub fn differs(new: &LedgerRow, old: &LedgerRow) -> bool {
+    LedgerRow {
+        revision: old.revision,
+        ..new.clone()
+    } != *old
+}
+
+fn recompute_date(
+    setup: &Setup,
+    store: &mut Store,
+    date: &str,
+    orgs: &[String],
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
+    let parts = store.parts_on(date)?;
+    let computed = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
+
+    let tx = store.transaction()?;
+    let mut count = 0;
+    for org_id in orgs {
+        let Some(Computed { row, crossings }) = computed.get(org_id) else {
+            // No events, or no plan: there is no row to write.
+            tx.clear_dirty(org_id, date)?;
+            continue;
+        };
+        let mut row = row.clone();
+        let org = setup.org(org_id).expect("computed rows are of known orgs");
+        let mut amended = false;
+        if let Some(prev) = tx.ledger_row(org_id, date)? {
+            let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
+            // Late data for a closed day amends it: the revision counts the amendments.
+            amended = differs(&row, &prev) && closed;
+            row.revision = prev.revision + u64::from(amended);
+        }
+        tx.put_ledger_row(&row)?;
+        tx.put_crossings(org_id, date, crossings)?;
+        alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now)?;
         if amended {
             alerts::queue_amended_summary(setup, &tx, &row, now)?;
         }

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod allotment;
+pub mod backfill;
 pub mod catalog;
 pub mod cli;
 pub mod config;

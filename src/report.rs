@@ -516,6 +516,82 @@ pub fn digest(d: &DigestView) -> Rendered {
     }
 }
 
+/// Everything the backfill report shows.
+pub struct BackfillView<'a> {
+    pub id: &'a str,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub orgs: &'a [String],
+    pub changes: &'a [crate::backfill::Change],
+    pub changed_org_days: usize,
+    pub rows_before: usize,
+    pub rows_after: usize,
+    pub recovered: u64,
+    pub quarantined: u64,
+    pub resend: bool,
+}
+
+/// The one-paragraph summary of a backfill, as the report and the command print it.
+pub fn backfill_summary(v: &BackfillView<'_>) -> String {
+    let scope = if v.orgs.is_empty() {
+        "every org".to_string()
+    } else {
+        format!("org(s) {}", v.orgs.join(", "))
+    };
+    format!(
+        "Backfill {} of {} to {} for {scope}: {} org-day(s) changed ({} value(s)); {} row(s) before, {} after; {} line(s) recovered from the quarantine, {} newly quarantined. {}",
+        v.id,
+        v.from,
+        v.to,
+        v.changed_org_days,
+        v.changes.len(),
+        v.rows_before,
+        v.rows_after,
+        v.recovered,
+        v.quarantined,
+        if v.resend {
+            "Alerts and amended summaries were queued for what changed."
+        } else {
+            "No org was emailed (run with --resend to send alerts and amended summaries)."
+        }
+    )
+}
+
+/// The backfill report to ops: per org-day what changed.
+pub fn backfill(v: &BackfillView<'_>) -> Rendered {
+    let subject = format!(
+        "[creditd] backfill {} to {}: {} org-day(s) changed",
+        v.from, v.to, v.changed_org_days
+    );
+    let summary = backfill_summary(v);
+    let mut text = format!("{}\n", one_line(&summary));
+    let mut h = format!("<h2>{}</h2>\n<p>{}</p>\n", html(&subject), html(&summary));
+    table(
+        &mut text,
+        &mut h,
+        "Changes",
+        &["org", "day", "column", "before", "after"],
+        &v.changes
+            .iter()
+            .map(|c| {
+                vec![
+                    c.org_id.clone(),
+                    c.local_date.clone(),
+                    c.column.clone(),
+                    c.before.clone(),
+                    c.after.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
 fn wrap(body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n{body}</body></html>\n"

@@ -71,6 +71,38 @@ impl State {
         Store::open_read_only(&path).map(Some)
     }
 
+    /// Takes the writer lock of an existing state directory and opens its store so that
+    /// reading changes no file (a dry run). `None` if nothing was stored yet.
+    pub fn open_locked_read_only(dir: &Path) -> anyhow::Result<Option<(File, Store)>> {
+        let path = dir.join(STORE_FILE);
+        let lock_path = dir.join("lock");
+        if !path.exists() || !lock_path.exists() {
+            return Ok(None);
+        }
+        let lock = OpenOptions::new()
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open the state lock {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            eprintln!(
+                "waiting for another creditd to release {}",
+                lock_path.display()
+            );
+            lock.lock()
+                .with_context(|| format!("cannot take the state lock {}", lock_path.display()))?;
+        }
+        // With the lock held nobody writes; when no write-ahead log is pending the database
+        // file is complete and can be read as immutable, which creates no -wal/-shm files.
+        let wal = dir.join(format!("{STORE_FILE}-wal"));
+        let pending = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let store = if pending {
+            Store::open_read_only(&path)?
+        } else {
+            Store::open_immutable(&path)?
+        };
+        Ok(Some((lock, store)))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -3,6 +3,7 @@
 //! Architecture invariant: only this module speaks SQL. Every multi-step change is one
 //! transaction; unique keys make re-runs idempotent.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Context;
@@ -143,6 +144,14 @@ impl FileCounts {
         self.quarantined.iter().sum()
     }
 
+    pub fn uncount(&mut self, reason: Reason) {
+        let i = Reason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("known");
+        self.quarantined[i] -= 1;
+    }
+
     pub fn count(&mut self, reason: Reason) {
         let i = Reason::ALL
             .iter()
@@ -259,6 +268,44 @@ impl Store {
             .prepare(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY seq"))?;
         let rows = stmt.query_map([], file_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Opens an existing store that nobody may change while it is open (the caller holds the
+    /// writer lock and no write-ahead log is pending): reading leaves no file behind.
+    pub fn open_immutable(path: &Path) -> anyhow::Result<Store> {
+        let uri = format!("file:{}?immutable=1", path.display());
+        let conn = Connection::open_with_flags(
+            &uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .with_context(|| format!("cannot open the store {}", path.display()))?;
+        Ok(Store { conn })
+    }
+
+    /// Every quarantined line: (file sha256, line) → reason.
+    pub fn quarantined_lines(&self) -> anyhow::Result<HashMap<(String, u64), String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file_sha, line, reason FROM quarantine")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(((r.get(0)?, r.get::<_, i64>(1)? as u64), r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The key of every message of the outbox.
+    pub fn outbox_keys(&self) -> anyhow::Result<HashSet<String>> {
+        let mut stmt = self.conn.prepare("SELECT key FROM outbox")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether a request id is claimed by a stored event.
+    pub fn is_claimed(&self, request_id: &str) -> anyhow::Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM request_ids WHERE request_id = ?1")?;
+        Ok(stmt.exists([request_id])?)
     }
 
     /// Parquet parts holding events of `local_date`.
@@ -737,6 +784,83 @@ impl Tx<'_> {
             n(row.unpriced_calls),
             n(row.revision),
         ])?;
+        Ok(())
+    }
+
+    /// Gives a request id back (its event was removed by a backfill).
+    pub fn unclaim(&self, request_id: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("DELETE FROM request_ids WHERE request_id = ?1")?;
+        stmt.execute([request_id])?;
+        Ok(())
+    }
+
+    /// Takes a line out of the quarantine (a backfill accepted it).
+    pub fn unquarantine(&self, file_sha: &str, line: u64) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("DELETE FROM quarantine WHERE file_sha = ?1 AND line = ?2")?;
+        stmt.execute(params![file_sha, line as i64])?;
+        Ok(())
+    }
+
+    /// Replaces the parts listed for `local_date`; returns the paths no longer listed.
+    pub fn replace_parts(
+        &self,
+        local_date: &str,
+        parts: &[(String, u64)],
+    ) -> anyhow::Result<Vec<String>> {
+        let old = self.parts_on(local_date)?;
+        self.tx
+            .execute("DELETE FROM parts WHERE local_date = ?1", [local_date])?;
+        for (path, rows) in parts {
+            self.add_part(path, "backfill", local_date, *rows)?;
+        }
+        Ok(old
+            .into_iter()
+            .filter(|p| !parts.iter().any(|(n, _)| n == p))
+            .collect())
+    }
+
+    pub fn delete_ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "DELETE FROM ledger WHERE org_id = ?1 AND local_date = ?2",
+            [org_id, local_date],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the counts of the ingested file with this content, and of the duplicate files
+    /// that mirror it (their accepted lines are all duplicates).
+    pub fn set_file_counts(&self, sha256: &str, c: &FileCounts) -> anyhow::Result<()> {
+        let q = &c.quarantined;
+        let n = |v: u64| v as i64;
+        for (status, unique, duplicates) in [
+            ("ingested", c.unique, c.duplicates),
+            ("duplicate_file", 0, c.accepted),
+        ] {
+            self.tx.execute(
+                "UPDATE files SET lines = ?3, accepted = ?4, uniq = ?5, duplicates = ?6, malformed = ?7, \
+                 missing_field = ?8, bad_timestamp = ?9, bad_method = ?10, bad_status = ?11, \
+                 unknown_org = ?12, before_signup = ?13 WHERE sha256 = ?1 AND status = ?2",
+                params![
+                    sha256,
+                    status,
+                    n(c.lines),
+                    n(c.accepted),
+                    n(unique),
+                    n(duplicates),
+                    n(q[0]),
+                    n(q[1]),
+                    n(q[2]),
+                    n(q[3]),
+                    n(q[4]),
+                    n(q[5]),
+                    n(q[6]),
+                ],
+            )?;
+        }
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::{csv_rows, without_status, Dir};
 
 /// `creditd files` as file → [lines, accepted, unique, duplicates, reasons…] (status checked).
-fn file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
+pub fn file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
     let out = dir.expect(0, &["files"]);
     let rows = csv_rows(&out);
     assert_eq!(
@@ -24,7 +24,7 @@ fn file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
         .collect()
 }
 
-fn expected_file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
+pub fn expected_file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
     let rows = csv_rows(&dir.read("expected-files.csv"));
     rows[1..]
         .iter()
@@ -38,7 +38,7 @@ fn expected_file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
 }
 
 /// Checks the nothing-lost invariants on every ingested file.
-fn assert_nothing_lost(counts: &BTreeMap<String, Vec<u64>>) {
+pub fn assert_nothing_lost(counts: &BTreeMap<String, Vec<u64>>) {
     for (file, c) in counts {
         let quarantined: u64 = c[4..].iter().sum();
         assert_eq!(

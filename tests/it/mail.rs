@@ -106,7 +106,7 @@ fn body_of(raw: &[u8], mimetype: &str) -> String {
     find(&mailparse::parse_mail(raw).unwrap(), mimetype).unwrap_or_default()
 }
 
-fn eml_keys(dir: &Dir) -> BTreeSet<String> {
+pub fn eml_keys(dir: &Dir) -> BTreeSet<String> {
     let out = dir.path().join("state/outbox");
     std::fs::read_dir(out)
         .map(|rd| {
@@ -122,7 +122,7 @@ fn eml_keys(dir: &Dir) -> BTreeSet<String> {
 /// The messages the sample data must produce, from its independently computed ledger: 80 % and
 /// 90 % reached (exactly: 100 × used ≥ t × allotted), over when above, and a summary for each
 /// alerted day (the default policy).
-fn expected_alerts(dir: &Dir) -> BTreeSet<String> {
+pub fn expected_alerts(dir: &Dir) -> BTreeSet<String> {
     let mut expected = BTreeSet::new();
     for r in &csv_rows(&dir.read("expected-ledger.csv"))[1..] {
         let (org, day) = (&r[0], &r[1]);

@@ -1,5 +1,6 @@
 //! Integration tests: the real `creditd` binary against real files in a temporary directory.
 
+mod backfill;
 mod check;
 mod daemon;
 mod days;

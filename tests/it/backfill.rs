@@ -252,3 +252,74 @@ fn a_backfill_of_one_org_leaves_the_others_alone() {
     }
     assert!(changed > 5, "the org's credits changed on {changed} day(s)");
 }
+
+#[test]
+fn a_backfill_and_the_running_daemon_take_turns_on_the_state_lock() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = Dir::sample();
+    let right = wrong_pricing(&dir);
+    let late: Vec<String> = dir
+        .inbox()
+        .into_iter()
+        .filter(|n| n.contains("20251030"))
+        .collect();
+    let held = dir.path().join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    for n in &late {
+        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
+    }
+    dir.expect(0, &["run", "all"]);
+    dir.write("pricing.toml", right);
+    dir.write(
+        "jobs/ingest.toml",
+        "schedule = \"* * * * * *\"\ntask = \"ingest\"\n",
+    );
+    dir.write(
+        "jobs/close.toml",
+        "schedule = \"* * * * * *\"\ntask = \"close-days\"\n",
+    );
+    let err_path = dir.path().join("daemon.err");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_creditd"))
+        .current_dir(dir.path())
+        .args(["--config", "creditd.toml", "daemon"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    let start = Instant::now();
+    while !log().contains("creditd daemon ready") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Late files arrive while the backfill runs: whichever takes the lock first, the other
+    // waits, and the ledger ends exact.
+    for n in &late {
+        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
+    }
+    let mut args = vec!["backfill"];
+    args.extend(RANGE);
+    dir.expect(0, &args);
+    let start = Instant::now();
+    while !dir.inbox().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", log());
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+    let counts = file_counts(&dir);
+    assert_eq!(counts, expected_file_counts(&dir));
+    assert_nothing_lost(&counts);
+}

@@ -10,14 +10,14 @@ use crate::{csv_rows, Dir};
 
 /// A real SMTP server (aiosmtpd, from Debian's python3-aiosmtpd) on a loopback port; it
 /// records what it accepts as files and is stopped when dropped.
-struct SmtpServer {
+pub struct SmtpServer {
     child: Child,
     out: PathBuf,
 }
 
 impl SmtpServer {
     /// Starts the server on `port`, refusing the first `refuse` messages with a 451.
-    fn start(port: u16, out: &Path, refuse: usize) -> SmtpServer {
+    pub fn start(port: u16, out: &Path, refuse: usize) -> SmtpServer {
         std::fs::create_dir_all(out).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         let mut child = Command::new("/usr/bin/python3")
@@ -41,7 +41,7 @@ impl SmtpServer {
     }
 
     /// Every accepted message: (envelope recipients, raw message), in arrival order.
-    fn received(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+    pub fn received(&self) -> Vec<(Vec<String>, Vec<u8>)> {
         let mut out = Vec::new();
         for n in 1.. {
             let eml = self.out.join(format!("{n}.eml"));
@@ -66,7 +66,7 @@ impl Drop for SmtpServer {
 }
 
 /// A port on loopback that nothing listens on (yet).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,7 +74,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn header(raw: &[u8], name: &str) -> String {
+pub fn header(raw: &[u8], name: &str) -> String {
     let (headers, _) = mailparse::parse_headers(raw).unwrap();
     headers
         .iter()

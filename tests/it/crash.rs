@@ -1,0 +1,216 @@
+//! Crash safety: `creditd` killed with SIGKILL at arbitrary points, restarted, and compared
+//! with a clean run.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ingest::{assert_nothing_lost, expected_file_counts, file_counts};
+use crate::mail::{expected_alerts, free_port, header, SmtpServer};
+use crate::{without_status, Dir};
+
+const NOW: &str = "2026-01-02T12:00:00Z";
+
+/// A small deterministic generator of kill delays (xorshift), so a failure can be replayed.
+struct Delays(u64);
+
+impl Delays {
+    fn next_ms(&mut self, max: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % max
+    }
+}
+
+fn spawn(dir: &Dir, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_creditd"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(dir.path().join("creditd.toml"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run creditd")
+}
+
+/// Runs `args` again and again, each killed after a random delay below `max_ms` unless it
+/// finished first, until `done` says so; `check` runs after every kill. Returns the kills.
+fn kill_repeatedly(
+    dir: &Dir,
+    args: &[&str],
+    max_ms: u64,
+    seed: u64,
+    mut done: impl FnMut(usize) -> bool,
+    mut check: impl FnMut(),
+) -> usize {
+    let mut delays = Delays(seed);
+    let mut killed = 0;
+    let start = Instant::now();
+    while !done(killed) {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "seed {seed}: too slow"
+        );
+        let mut child = spawn(dir, args);
+        std::thread::sleep(Duration::from_millis(delays.next_ms(max_ms)));
+        match child.try_wait().unwrap() {
+            Some(status) => assert!(status.success(), "seed {seed}: {args:?}: {status:?}"),
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed += 1;
+                check();
+            }
+        }
+    }
+    killed
+}
+
+#[test]
+fn ingest_killed_twenty_times_ends_like_a_clean_run() {
+    let dir = Dir::sample();
+    let files = dir.inbox().len();
+    // Delays up to ~1.5 s land all over a multi-file ingest (files are committed one by one);
+    // the state is re-read after every kill, so a corrupted store fails at once.
+    let kills = kill_repeatedly(
+        &dir,
+        &["--now", NOW, "run", "ingest"],
+        300,
+        0x9E37_79B9,
+        |_| dir.inbox().is_empty(),
+        || {
+            let export = dir.export();
+            assert!(export.starts_with("org_id,local_date,"));
+        },
+    );
+    assert!(kills >= 20, "only {kills} kill(s) landed mid-ingest");
+    dir.expect(0, &["--now", NOW, "run", "all"]);
+    assert!(dir.inbox().is_empty());
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+    let counts = file_counts(&dir);
+    assert_eq!(counts.len(), files);
+    assert_eq!(counts, expected_file_counts(&dir));
+    assert_nothing_lost(&counts);
+}
+
+#[test]
+fn backfill_killed_leaves_the_old_or_the_new_ledger_never_a_mix() {
+    let dir = Dir::sample();
+    let right = dir.read("pricing.toml");
+    dir.write(
+        "pricing.toml",
+        right.replacen("credits = 50", "credits = 5", 1),
+    );
+    dir.expect(0, &["--now", NOW, "run", "all"]);
+    let old = dir.export();
+    let old_files = file_counts(&dir);
+    dir.write("pricing.toml", right);
+    let expected = dir.read("expected-ledger.csv");
+    let args = [
+        "--now",
+        NOW,
+        "backfill",
+        "--from",
+        "2025-10-01",
+        "--to",
+        "2025-11-10",
+    ];
+    let mut states = (0, 0);
+    kill_repeatedly(
+        &dir,
+        &args,
+        2500,
+        0xC0FF_EE11,
+        |kills| kills >= 20,
+        || {
+            let now = dir.export();
+            if now == old {
+                states.0 += 1;
+            } else {
+                assert_eq!(
+                    without_status(&now),
+                    expected,
+                    "a killed backfill left a mixed ledger"
+                );
+                states.1 += 1;
+            }
+            assert_eq!(file_counts(&dir), old_files);
+        },
+    );
+    assert!(
+        states.0 > 0,
+        "some kills landed before a commit: {states:?}"
+    );
+    dir.expect(0, &args);
+    assert_eq!(without_status(&dir.export()), expected);
+    // No part of a killed run is ever read: every listed part exists, none is left over.
+    let out = dir.expect(
+        0,
+        &[
+            "--now",
+            NOW,
+            "backfill",
+            "--from",
+            "2025-10-01",
+            "--to",
+            "2025-11-10",
+        ],
+    );
+    assert!(out.contains(": 0 org-day(s) changed"), "{out}");
+}
+
+#[test]
+fn deliver_killed_loses_nothing_and_repeats_only_with_the_same_message_id() {
+    let dir = Dir::sample();
+    let port = free_port();
+    let cfg = dir.read("creditd.toml")
+        + &format!("\n[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\ntls = \"none\"\n");
+    dir.write("creditd.toml", cfg);
+    // Queue everything with the server down (each message then waits its first backoff).
+    dir.expect(0, &["--now", NOW, "run", "all"]);
+    let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 0);
+    let later = "2026-01-02T13:00:00Z";
+    let mut expected = expected_alerts(&dir);
+    expected.insert("digest:2026-01-02".to_string());
+    let kills = kill_repeatedly(
+        &dir,
+        &["--now", later, "run", "deliver"],
+        120,
+        0x5EED_0042,
+        |_| server.received().len() >= expected.len(),
+        || {},
+    );
+    assert!(kills >= 5, "only {kills} kill(s) landed mid-delivery");
+    dir.expect(0, &["--now", later, "run", "deliver"]);
+
+    let mut copies: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, raw) in server.received() {
+        copies
+            .entry(header(&raw, "X-Creditd-Key"))
+            .or_default()
+            .push(header(&raw, "Message-ID"));
+    }
+    assert_eq!(
+        copies
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    let repeated: Vec<&String> = copies
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, _)| k)
+        .collect();
+    // A kill between the server's 250 and the outbox commit can repeat one message per kill,
+    // always with the same Message-ID, which mail systems deduplicate on.
+    assert!(repeated.len() <= 20, "{repeated:?}");
+    for ids in copies.values() {
+        assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    }
+}

@@ -140,3 +140,50 @@ fn daemon_ingests_dropped_files_and_stops_cleanly_on_sigterm() {
     assert!(log().contains("job=ingest"), "{}", log());
     assert!(log().contains("job=close-days"), "{}", log());
 }
+
+#[test]
+fn a_tick_that_finds_its_job_still_running_is_skipped_and_logged() {
+    let dir = Dir::sample();
+    let held = dir.path().join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    let names = dir.inbox();
+    for n in &names {
+        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
+    }
+    dir.write(
+        "jobs/ingest.toml",
+        "schedule = \"* * * * * *\"\ntask = \"ingest\"\n",
+    );
+    let err_path = dir.path().join("daemon.err");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_creditd"))
+        .current_dir(dir.path())
+        .args(["--config", "creditd.toml", "daemon"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    wait_for("the daemon to be ready", Duration::from_secs(30), || {
+        log().contains("creditd daemon ready")
+    });
+    // Forty files take the every-second ingest longer than a second.
+    for n in &names {
+        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
+    }
+    wait_for("the inbox to empty", Duration::from_secs(120), || {
+        dir.inbox().is_empty()
+    });
+    wait_for("a skipped tick", Duration::from_secs(10), || {
+        log().contains("still running; this tick is skipped")
+    });
+    let expected = dir.read("expected-ledger.csv");
+    wait_for("the ledger", Duration::from_secs(30), || {
+        crate::without_status(&dir.export()) == expected
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success(), "{}", log());
+}

@@ -371,10 +371,12 @@ impl Config {
                         bail!("[smtp] tls: expected \"required\" or \"none\", found {other:?}")
                     }
                 };
-                Ok(Smtp {
+                let smtp = Smtp {
                     url: s.url.clone(),
                     tls_required,
-                })
+                };
+                crate::mail::check_smtp(&smtp)?;
+                Ok(smtp)
             })
             .transpose()?;
 

@@ -446,6 +446,9 @@ fn archive(from: &Path, to: &PathBuf) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if std::fs::rename(from, to).is_ok() {
+        // A moved file keeps the writer's mode; make it private when it is ours to change.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600));
         return Ok(());
     }
     let tmp = to.with_extension("copying");

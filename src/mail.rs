@@ -181,6 +181,21 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Checks `[smtp]` without connecting or reading the password: the URL's form, no password
+/// in it, and `tls = "none"` only to a loopback host.
+pub fn check_smtp(smtp: &Smtp) -> anyhow::Result<()> {
+    let url = url_parts(&smtp.url)?;
+    match (url.scheme.as_str(), smtp.tls_required) {
+        ("smtps", _) | ("smtp", true) => Ok(()),
+        ("smtp", false) if is_loopback(&url.host) => Ok(()),
+        ("smtp", false) => bail!(
+            "[smtp] tls = \"none\" is only allowed to a loopback host, not {:?}",
+            url.host
+        ),
+        (other, _) => bail!("[smtp] url: expected smtp:// or smtps://, found {other}://"),
+    }
+}
+
 impl Sender {
     /// Builds the transport: `smtps://` is implicit TLS, `smtp://` uses STARTTLS (required)
     /// unless `tls = "none"`, which only a loopback host may use.

@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Everything creditd creates (store, parts, archive copies, .eml files) is its own: files
+    // 0600, directories 0700, whatever umask it was started with.
+    // SAFETY: umask only sets this process's file-creation mask; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = creditd::cli::Cli::parse();
     // The daemon logs a line per job run (journald reads stderr); commands only warnings.
     let default = match cli.command {

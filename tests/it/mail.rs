@@ -96,7 +96,7 @@ fn parts(raw: &[u8]) -> Vec<String> {
     out
 }
 
-fn body_of(raw: &[u8], mimetype: &str) -> String {
+pub fn body_of(raw: &[u8], mimetype: &str) -> String {
     fn find(p: &mailparse::ParsedMail<'_>, t: &str) -> Option<String> {
         if p.ctype.mimetype == t {
             return Some(p.get_body().unwrap());

@@ -7,6 +7,7 @@ mod daemon;
 mod days;
 mod ingest;
 mod mail;
+mod security;
 mod systemd;
 mod tidy;
 

@@ -295,7 +295,7 @@ pub fn run(
                             f.file.clone(),
                             line_no,
                             reason,
-                            String::from_utf8_lossy(raw).into_owned(),
+                            crate::ingest::quarantine_text(raw),
                         ));
                     }
                 }

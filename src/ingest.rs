@@ -220,8 +220,7 @@ impl<'s> Ingester<'s> {
             match checked {
                 Err(reason) => {
                     counts.count(reason);
-                    let raw = String::from_utf8_lossy(bytes);
-                    tx.quarantine(&sha, name, line_no, reason, &raw)?;
+                    tx.quarantine(&sha, name, line_no, reason, &quarantine_text(bytes))?;
                 }
                 Ok((call, date)) => {
                     counts.accepted += 1;
@@ -311,6 +310,22 @@ impl<'s> Ingester<'s> {
         }
         Ok((call, date))
     }
+}
+
+/// How much of a quarantined line the store keeps; the archived file keeps all of it.
+pub const QUARANTINE_KEEP: usize = 4096;
+
+/// The text kept for a quarantined line: lossily decoded, at most [`QUARANTINE_KEEP`] bytes
+/// of it, with a note of the full length when cut.
+pub fn quarantine_text(bytes: &[u8]) -> String {
+    if bytes.len() <= QUARANTINE_KEEP {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    format!(
+        "{}… ({} bytes in all; the archived file has the whole line)",
+        String::from_utf8_lossy(&bytes[..QUARANTINE_KEEP]),
+        bytes.len()
+    )
 }
 
 /// Reads the data lines of one access-log file: skips blank lines and a CSV header, strips
@@ -474,5 +489,63 @@ mod tests {
         assert_eq!(classify("a.csv.tmp"), None);
         assert_eq!(classify("a.csv.part"), None);
         assert_eq!(classify("notes.txt"), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes — invalid UTF-8, CR, BOM, NUL — yield exactly one outcome (a call
+        /// or a reason) per non-blank line: nothing is skipped, nothing is invented.
+        #[test]
+        fn every_non_blank_line_has_exactly_one_outcome(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..60),
+                    Just(b"{\"ts\":\"2025-10-08T10:00:00Z\",\"request_id\":\"r\",\"org_id\":\"1\",\"method\":\"GET\",\"path\":\"/x\",\"status\":200}".to_vec()),
+                    Just(b"\xEF\xBB\xBF".to_vec()),
+                    Just(b"   \r".to_vec()),
+                ],
+                0..40,
+            ),
+            csv in any::<bool>(),
+        ) {
+            let mut bytes = Vec::new();
+            for l in &lines {
+                bytes.extend(l.iter().map(|b| if *b == b'\n' { b' ' } else { *b }));
+                bytes.push(b'\n');
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            let format = if csv { Format::Csv } else { Format::Ndjson };
+            let mut reader = LogReader::open(&path, format, false).unwrap();
+            let mut outcomes = 0;
+            while let Some((_, _, decoded)) = reader.next_line().unwrap() {
+                if let Err(r) = decoded {
+                    prop_assert!(Reason::ALL.contains(&r));
+                }
+                outcomes += 1;
+            }
+            let mut expected = 0;
+            for (i, l) in lines.iter().enumerate() {
+                let mut l: Vec<u8> = l.iter().map(|b| if *b == b'\n' { b' ' } else { *b }).collect();
+                if i == 0 && l.starts_with(b"\xEF\xBB\xBF") {
+                    l.drain(..3);
+                }
+                if l.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                expected += 1;
+            }
+            // A CSV file's first non-blank line is its header.
+            if csv && expected > 0 {
+                expected -= 1;
+            }
+            prop_assert_eq!(outcomes, expected);
+        }
     }
 }

@@ -458,4 +458,59 @@ mod tests {
             assert_eq!(Reason::parse(r.as_str()), Some(r));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary text never panics the JSON decoder: it is a call or a reason.
+            #[test]
+            fn any_text_decodes_or_has_a_reason(line in "\\PC{0,200}") {
+                match decode_json(&line) {
+                    Ok(call) => prop_assert!(!call.request_id.is_empty() && !call.org_id.is_empty()),
+                    Err(r) => prop_assert!(Reason::ALL.contains(&r)),
+                }
+            }
+
+            /// Near-valid JSON lines, with fields dropped or garbled, decode or get a reason.
+            #[test]
+            fn mangled_json_lines_decode_or_have_a_reason(
+                ts in prop_oneof!["2025-10-08T10:00:00Z", "\\PC{0,30}", "1759917600000", "null"],
+                rid in "\\PC{0,20}",
+                method in prop_oneof!["GET", "post", "HEAD", "\\PC{0,6}"],
+                status in prop_oneof!["200", "\"200\"", "-1", "99999999999999999999", "\\PC{0,5}"],
+                drop in 0usize..6,
+            ) {
+                let mut fields = vec![
+                    format!("\"ts\":{}", if ts.starts_with('2') { format!("\"{ts}\"") } else { ts.clone() }),
+                    format!("\"request_id\":{:?}", rid),
+                    "\"org_id\":\"1\"".to_string(),
+                    format!("\"method\":{:?}", method),
+                    "\"path\":\"/api/v1/x\"".to_string(),
+                    format!("\"status\":{status}"),
+                ];
+                fields.remove(drop);
+                let line = format!("{{{}}}", fields.join(","));
+                match decode_json(&line) {
+                    Ok(call) => prop_assert!(!call.request_id.is_empty()),
+                    Err(r) => prop_assert!(Reason::ALL.contains(&r)),
+                }
+            }
+
+            /// Arbitrary CSV lines, quotes anywhere, never panic the CSV decoder.
+            #[test]
+            fn any_csv_line_decodes_or_has_a_reason(line in "[a-zA-Z0-9,\"/: .-]{0,120}") {
+                let layout = CsvLayout::from_header("ts,request_id,org_id,method,path,status").unwrap();
+                match layout.decode(&line) {
+                    Ok(call) => prop_assert!(!call.request_id.is_empty() && !call.org_id.is_empty()),
+                    Err(r) => prop_assert!(Reason::ALL.contains(&r)),
+                }
+                // An unbalanced quote anywhere makes the line malformed, never a guess.
+                if line.matches('"').count() % 2 == 1 {
+                    prop_assert_eq!(layout.decode(&line).err(), Some(Reason::Malformed));
+                }
+            }
+        }
+    }
 }

@@ -538,4 +538,62 @@ mod tests {
         assert_eq!(Method::parse("HEAD"), None);
         assert_eq!(Method::parse(""), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn sample_catalog() -> Catalog {
+            let mut t = tiered("/api/v1/search");
+            t.credits = 3;
+            Catalog::new(
+                NaiveDate::from_ymd_opt(2025, 10, 1).unwrap(),
+                1,
+                vec![
+                    rule("GET", "/api/v1/tasks/count", 50),
+                    t,
+                    rule("GET", "/api/v1/{module}/{id}", 1),
+                    rule("*", "/api/v1/{module}/**", 7),
+                ],
+            )
+        }
+
+        proptest! {
+            /// Any method and path — arbitrary text, `..`, `%`, `?`, empty segments — gets
+            /// a price and never a panic; unpriced calls cost the catalog's default.
+            #[test]
+            fn any_path_is_priced_without_panicking(
+                m in 0usize..5,
+                path in "\\PC{0,80}",
+            ) {
+                let method = [Method::Get, Method::Post, Method::Put, Method::Patch, Method::Delete][m];
+                let c = sample_catalog();
+                let p = c.price(method, &path);
+                if p.unpriced {
+                    prop_assert_eq!(p.credits, 1);
+                } else {
+                    prop_assert!(p.endpoint.starts_with(method.as_str()));
+                }
+            }
+
+            /// A literal endpoint always beats the patterns that also match it, whatever the
+            /// query string says.
+            #[test]
+            fn the_literal_rule_wins_for_any_query(query in "[a-z=&0-9%]{0,30}") {
+                let c = sample_catalog();
+                let p = c.price(Method::Get, &format!("/api/v1/tasks/count?{query}"));
+                prop_assert_eq!(p.credits, 50);
+                prop_assert_eq!(p.endpoint, "GET /api/v1/tasks/count");
+            }
+
+            /// Tiers are monotonic: a larger offset never costs less.
+            #[test]
+            fn tier_prices_never_fall_with_the_offset(a in 0u64..200_000, b in 0u64..200_000) {
+                let c = sample_catalog();
+                let (lo, hi) = (a.min(b), a.max(b));
+                let at = |o: u64| c.price(Method::Get, &format!("/api/v1/search?from={o}")).credits;
+                prop_assert!(at(lo) <= at(hi));
+            }
+        }
+    }
 }

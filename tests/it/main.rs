@@ -5,6 +5,7 @@ mod check;
 mod crash;
 mod daemon;
 mod days;
+mod hostile;
 mod ingest;
 mod mail;
 mod security;

@@ -62,7 +62,7 @@ fn a_file_that_vanishes_mid_ingest_fails_alone_and_is_taken_when_it_returns() {
     let dir = Dir::sample();
     let last = dir.inbox().pop().unwrap();
     let aside = dir.path().join(&last);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_creditd"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_creditd"))
         .current_dir(dir.path())
         .args([
             "--config",

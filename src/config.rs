@@ -181,6 +181,37 @@ pub struct Alerts {
     pub from: String,
 }
 
+/// The line of the key a message like `[alerts] max_age: …` or `[editions.gold]: …` is
+/// about, so every config error names file, line and field.
+fn key_line(text: &str, msg: &str) -> Option<usize> {
+    let rest = msg.strip_prefix('[')?;
+    let (section, rest) = rest.split_once(']')?;
+    let key = rest
+        .trim_start()
+        .split([':', '.', ' '])
+        .next()
+        .unwrap_or_default();
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = h.trim();
+            if current == section && key.is_empty() {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if current == section && !key.is_empty() {
+            if let Some(after) = t.strip_prefix(key) {
+                if after.trim_start().starts_with('=') {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
 #[derive(Debug, Clone)]
 pub struct Smtp {
     pub url: String,
@@ -223,7 +254,13 @@ impl Config {
                 e.to_string().trim_end().replace('\n', "\n  ")
             )
         })?;
-        Config::from_raw(file, raw).with_context(|| format!("{shown}"))
+        Config::from_raw(file, raw).map_err(|e| {
+            let msg = format!("{e:#}");
+            match key_line(text, &msg) {
+                Some(line) => anyhow::anyhow!("{shown}:{line}: {msg}"),
+                None => anyhow::anyhow!("{shown}: {msg}"),
+            }
+        })
     }
 
     fn from_raw(file: &Path, raw: RawConfig) -> anyhow::Result<Config> {
@@ -356,6 +393,12 @@ impl Config {
                 .unwrap_or("creditd <creditd@example.com>".to_string()),
         };
 
+        if alerts.from.parse::<lettre::message::Mailbox>().is_err() {
+            bail!(
+                "[alerts] from: expected a mail address like \"creditd <creditd@example.com>\", found {:?}",
+                alerts.from
+            );
+        }
         let close_grace = parse_duration(
             "[daemon] close_grace",
             raw.daemon.close_grace.as_deref().unwrap_or("2h"),
@@ -490,19 +533,19 @@ mod tests {
         );
         assert_eq!(
             error("[migration]\ndc_cutover = { us = \"10/06/2025\" }\n"),
-            "/etc/creditd/creditd.toml: [migration] dc_cutover.us: expected a date like 2025-10-06, found \"10/06/2025\": input contains invalid characters"
+            "/etc/creditd/creditd.toml:2: [migration] dc_cutover.us: expected a date like 2025-10-06, found \"10/06/2025\": input contains invalid characters"
         );
         assert_eq!(
             error("[editions.gold]\nbase = 1\n"),
-            "/etc/creditd/creditd.toml: [editions.gold]: unknown edition; expected one of free, express, standard, professional, enterprise, zoho_one, crm_plus, service_plus"
+            "/etc/creditd/creditd.toml:1: [editions.gold]: unknown edition; expected one of free, express, standard, professional, enterprise, zoho_one, crm_plus, service_plus"
         );
         assert_eq!(
             error("[billing]\nexempt_status = [\"6xx\"]\n"),
-            "/etc/creditd/creditd.toml: [billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found \"6xx\""
+            "/etc/creditd/creditd.toml:2: [billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found \"6xx\""
         );
         assert_eq!(
             error("[daemon]\nclose_grace = \"soon\"\n"),
-            "/etc/creditd/creditd.toml: [daemon] close_grace: expected a duration like \"2h\" or \"90m\", found \"soon\": expected number at 0"
+            "/etc/creditd/creditd.toml:2: [daemon] close_grace: expected a duration like \"2h\" or \"90m\", found \"soon\": expected number at 0"
         );
     }
 }

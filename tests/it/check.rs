@@ -59,3 +59,97 @@ fn unknown_config_keys_are_usage_errors() {
     );
     assert!(stderr.contains("unknown field `close_grase`"), "{stderr}");
 }
+
+/// One broken input: which file gets what, and the exact line a user then reads.
+struct Case {
+    file: &'static str,
+    /// Appended to the file's valid contents, or replacing them when `replace`.
+    text: &'static str,
+    replace: bool,
+    /// `{}` stands for the file's full path.
+    message: &'static str,
+}
+
+const fn add(file: &'static str, text: &'static str, message: &'static str) -> Case {
+    Case {
+        file,
+        text,
+        replace: false,
+        message,
+    }
+}
+
+const fn put(file: &'static str, text: &'static str, message: &'static str) -> Case {
+    Case {
+        file,
+        text,
+        replace: true,
+        message,
+    }
+}
+
+const ORGS_HEADER: &str = "org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from\n";
+
+#[test]
+fn twenty_six_broken_inputs_each_get_their_exact_message() {
+    let cases = [
+        // creditd.toml: lines 1–6 are [paths]; an added table starts on line 8.
+        add("creditd.toml", "\n[daemon]\nclose_grace = \"two hours\"\n", "{}:9: [daemon] close_grace: expected a duration like \"2h\" or \"90m\", found \"two hours\": expected number at 0"),
+        add("creditd.toml", "\n[alerts]\nnear_limit_percent = [80, 120]\n", "{}:9: [alerts] near_limit_percent: expected percentages from 1 to 99, found 120"),
+        add("creditd.toml", "\n[alerts]\ndaily_summary = \"sometimes\"\n", "{}:9: [alerts] daily_summary: expected \"all\", \"alerted\" or \"none\", found \"sometimes\""),
+        add("creditd.toml", "\n[alerts]\nmax_age = \"forever\"\n", "{}:9: [alerts] max_age: expected a duration like \"2h\" or \"90m\", found \"forever\": expected number at 0"),
+        add("creditd.toml", "\n[alerts]\nfrom = \"not an address\"\n", "{}:9: [alerts] from: expected a mail address like \"creditd <creditd@example.com>\", found \"not an address\""),
+        add("creditd.toml", "\n[smtp]\nurl = \"smtp://127.0.0.1\"\ntls = \"maybe\"\n", "{}:10: [smtp] tls: expected \"required\" or \"none\", found \"maybe\""),
+        add("creditd.toml", "\n[smtp]\nurl = \"ftp://mail.example.com\"\n", "{}:9: [smtp] url: expected smtp:// or smtps://, found ftp://"),
+        add("creditd.toml", "\n[smtp]\nurl = \"smtp://mail.example.com\"\ntls = \"none\"\n", "{}:10: [smtp] tls = \"none\" is only allowed to a loopback host, not \"mail.example.com\""),
+        add("creditd.toml", "\n[editions.free]\nbase = 0\n", "{}:9: [editions.free] base: expected a positive number of credits, found 0"),
+        add("creditd.toml", "\n[editions.gold]\nbase = 5\n", "{}:8: [editions.gold]: unknown edition; expected one of free, express, standard, professional, enterprise, zoho_one, crm_plus, service_plus"),
+        add("creditd.toml", "\n[migration]\ndc_cutover = { us = \"2025-13-06\" }\n", "{}:9: [migration] dc_cutover.us: expected a date like 2025-10-06, found \"2025-13-06\": input is out of range"),
+        add("creditd.toml", "\n[billing]\nexempt_status = [\"6xx\"]\n", "{}:9: [billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found \"6xx\""),
+        // orgs.csv: line 2 is a valid org; the added row is line 3.
+        add("orgs.csv", "101,Beta,free,0,0,UTC,eu,2025-13-01,false,,b@b.example,\n", "{}:3: field signup_date: expected a date like 2025-10-06, found \"2025-13-01\""),
+        add("orgs.csv", "101,Beta,free,0,0,UTC,eu,2025-01-01,maybe,,b@b.example,\n", "{}:3: field paid: expected true or false, found \"maybe\""),
+        add("orgs.csv", "101,Beta,free,-1,0,UTC,eu,2025-01-01,false,,b@b.example,\n", "{}:3: field agents: expected a whole number ≥ 0, found \"-1\""),
+        add("orgs.csv", "101,Beta,free,0,0,UTC,eu,2025-01-01,false,,not-an-email,\n", "{}:3: field report_to: expected ';'-separated mail addresses, found \"not-an-email\""),
+        add("orgs.csv", "100,Acme,standard,9,0,Asia/Tokyo,eu,2025-01-01,true,,a@acme.example,2025-11-01\n", "{}:3: field timezone: org 100 has timezone Europe/Berlin on line 2 but Asia/Tokyo here; it must be the same on every row"),
+        put("orgs.csv", "org_id,name,edition\n100,Acme,free\n", "{}:1: field agents: missing column; the header must name org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from"),
+        // credit-purchases.csv
+        put("credit-purchases.csv", "purchase_id,org_id,credits_per_day,valid_from,valid_to\nP1,100,lots,2025-10-01,2025-10-31\n", "{}:2: field credits_per_day: expected a whole number ≥ 0, found \"lots\""),
+        put("credit-purchases.csv", "purchase_id,org_id,credits_per_day,valid_from,valid_to\nP1,100,10,2025-10-31,2025-10-01\n", "{}:2: field valid_to: 2025-10-01 is before valid_from 2025-10-31"),
+        // pricing.toml: line 1 is effective_from.
+        add("pricing.toml", "[[rule]]\nmethod = \"GET\"\npath = \"/x\"\ncredits = 1\noffset_param = \"from\"\ntiers = [ { upto = 100, credits = 1 }, { upto = 50, credits = 2 } ]\n", "{}:2: field rule[1].tiers[2].upto: expected tiers in increasing order of upto, found 50 after 100"),
+        add("pricing.toml", "[[rule]]\nmethod = \"FETCH\"\npath = \"/x\"\ncredits = 1\n", "{}:2: field rule[1].method: expected GET, POST, PUT, PATCH, DELETE or *, found \"FETCH\""),
+        add("pricing.toml", "[[rule]]\nmethod = \"GET\"\npath = \"/api/**/x\"\ncredits = 1\n", "{}:2: field rule[1].path: '**' may only be the last segment, found \"/api/**/x\""),
+        // jobs/a.toml
+        put("jobs/a.toml", "schedule = \"0 */5 * * *\"\ntask = \"ingest\"\n", "{}: field schedule: expected six fields (seconds first), like \"0 */5 * * * *\", found \"0 */5 * * *\""),
+        put("jobs/a.toml", "schedule = \"0 */5 * * * *\"\ntask = \"sleep\"\n", "{}: field task: expected one of ingest, close-days, deliver, ops-digest, all, found \"sleep\""),
+        put("jobs/a.toml", "schedule = \"0 */5 * * * *\"\ntask = \"ingest\"\ntimezone = \"Mars/Base\"\n", "{}: field timezone: expected an IANA time zone like Europe/Berlin, found \"Mars/Base\""),
+    ];
+    assert!(cases.len() >= 20);
+    for case in &cases {
+        let dir = Dir::empty();
+        dir.write(
+            "orgs.csv",
+            format!("{ORGS_HEADER}100,Acme,standard,5,0,Europe/Berlin,eu,2025-01-01,true,,a@acme.example,\n"),
+        );
+        dir.write("pricing.toml", "effective_from = \"2025-10-01\"\n");
+        let text = if case.replace {
+            case.text.to_string()
+        } else {
+            std::fs::read_to_string(dir.path().join(case.file)).unwrap_or_default() + case.text
+        };
+        dir.write(case.file, text);
+        let out = dir.creditd(&["check"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", case.message);
+        let want = case
+            .message
+            .replace("{}", &dir.path().join(case.file).display().to_string());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l == want || l.strip_prefix("creditd: ") == Some(want.as_str())),
+            "expected the line\n  {want}\nin\n{stderr}"
+        );
+    }
+}

@@ -197,3 +197,82 @@ fn hostile_endpoints_and_file_names_are_escaped_in_every_email() {
     );
     assert!(html.contains("&lt;script&gt;alert("), "{html}");
 }
+
+#[test]
+fn a_read_only_state_dir_is_a_clear_error_and_changes_nothing() {
+    let dir = Dir::sample();
+    let late: Vec<String> = dir
+        .inbox()
+        .into_iter()
+        .filter(|n| n.contains("20251103"))
+        .collect();
+    let held = dir.path().join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    for n in &late {
+        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
+    }
+    dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
+    let before = dir.export();
+    for n in &late {
+        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
+    }
+    // The state becomes readable but not writable for the user creditd runs as: root
+    // ignores modes, so as root the run drops to `nobody` (setpriv, util-linux).
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let is_dir = p.is_dir();
+        let mode = if is_dir { 0o555 } else { 0o444 };
+        if is_dir {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // SAFETY: geteuid only reads this process's effective user id.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(env!("CARGO_BIN_EXE_creditd"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_creditd"))
+    };
+    let out = cmd
+        .current_dir(dir.path())
+        .args([
+            "--config",
+            "creditd.toml",
+            "--now",
+            "2026-01-02T12:00:00Z",
+            "run",
+            "ingest",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the state lock ./state/lock: Permission denied"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Make it writable again for the clean-up; the ledger is as it was.
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let is_dir = p.is_dir();
+        std::fs::set_permissions(
+            &p,
+            std::fs::Permissions::from_mode(if is_dir { 0o700 } else { 0o600 }),
+        )
+        .unwrap();
+        if is_dir {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    assert_eq!(dir.export(), before);
+    assert_eq!(dir.inbox().len(), late.len(), "the files wait in the inbox");
+}

@@ -214,3 +214,47 @@ fn deliver_killed_loses_nothing_and_repeats_only_with_the_same_message_id() {
         assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
     }
 }
+
+#[test]
+fn a_full_disk_fails_files_whole_and_the_next_run_completes() {
+    let dir = Dir::sample();
+    // Files may not grow past 1 MB (dash counts 512-byte blocks): SQLite's writes fail as on a
+    // full disk. SIGXFSZ is ignored so the write returns an error instead of killing us.
+    let out = Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 2000; exec {} --config creditd.toml --now {NOW} run ingest",
+            env!("CARGO_BIN_EXE_creditd")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("disk I/O error"), "{stderr}");
+    let left = dir.inbox().len();
+    assert!(left > 0, "some files could not be stored");
+    // What was stored is whole: every ingested file has its full counts; the others are
+    // recorded as failed (when even that could be written) and wait in the inbox.
+    let expected = expected_file_counts(&dir);
+    let rows = crate::csv_rows(&dir.expect(0, &["files"]));
+    let mut ingested = 0;
+    for r in &rows[1..] {
+        let counts: Vec<u64> = r[3..].iter().map(|v| v.parse().unwrap()).collect();
+        match r[2].as_str() {
+            "ingested" => {
+                assert_eq!(counts, expected[&r[0]], "{}", r[0]);
+                ingested += 1;
+            }
+            "failed" => assert!(dir.inbox().contains(&r[0]), "{}", r[0]),
+            other => panic!("{}: {other}", r[0]),
+        }
+    }
+    assert!(ingested > 0 && ingested + left == expected.len());
+    dir.expect(0, &["--now", NOW, "run", "all"]);
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+    assert_eq!(file_counts(&dir), expected);
+}

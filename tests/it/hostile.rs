@@ -76,8 +76,14 @@ fn a_file_that_vanishes_mid_ingest_fails_alone_and_is_taken_when_it_returns() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The run works through the files in name order; the last one disappears meanwhile.
-    std::thread::sleep(Duration::from_millis(300));
+    // The run works through the files in name order (it has listed them once the first is
+    // archived); the last one disappears meanwhile.
+    let archive = dir.path().join("state/archive");
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&archive).map_or(0, |d| d.count()) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::fs::rename(dir.path().join("inbox").join(&last), &aside).unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

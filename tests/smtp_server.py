@@ -1,9 +1,10 @@
 """An SMTP server on loopback for the email tests (aiosmtpd, Debian's python3-aiosmtpd).
 
-Usage: python3 smtp_server.py PORT OUT_DIR REFUSE
+Usage: python3 smtp_server.py PORT OUT_DIR REFUSE [DELAY_MS]
 
 Every accepted message is written to OUT_DIR as <n>.eml, its envelope recipients to
-<n>.rcpt (one per line). The first REFUSE messages are answered with a 451 instead.
+<n>.rcpt (one per line). The first REFUSE messages are answered with a 451 instead. With
+DELAY_MS, each message is answered that long after its data arrived (a slow server).
 """
 
 import asyncio
@@ -14,12 +15,15 @@ from aiosmtpd.controller import Controller
 
 
 class Recorder:
-    def __init__(self, out, refuse):
+    def __init__(self, out, refuse, delay):
         self.out = out
         self.refuse = refuse
+        self.delay = delay
         self.count = 0
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay / 1000)
         if self.refuse > 0:
             self.refuse -= 1
             return "451 4.3.0 try again later"
@@ -35,7 +39,8 @@ class Recorder:
 
 def main():
     port, out, refuse = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    controller = Controller(Recorder(out, refuse), hostname="127.0.0.1", port=port)
+    delay = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    controller = Controller(Recorder(out, refuse, delay), hostname="127.0.0.1", port=port)
     controller.start()
     print("ready", flush=True)
     try:

@@ -70,22 +70,36 @@ fn kill_repeatedly(
 
 #[test]
 fn ingest_killed_twenty_times_ends_like_a_clean_run() {
-    let dir = Dir::sample();
+    // Many small files (one per gateway hour): a run takes seconds, files commit one by one.
+    let dir = Dir::generated(&[
+        "--orgs",
+        "24",
+        "--dates",
+        "2025-10-05..2025-10-09",
+        "--hours-per-file",
+        "1",
+        "--calls-per-day",
+        "1500",
+        "--seed",
+        "11",
+    ]);
     let files = dir.inbox().len();
-    // Delays up to ~1.5 s land all over a multi-file ingest (files are committed one by one);
-    // the state is re-read after every kill, so a corrupted store fails at once.
+    assert!(files > 100, "{files}");
+    // Twenty runs, each killed within 300 ms: together far less than one whole ingest, so
+    // every kill lands mid-ingest. The state is read after every kill.
     let kills = kill_repeatedly(
         &dir,
         &["--now", NOW, "run", "ingest"],
         300,
         0x9E37_79B9,
-        |_| dir.inbox().is_empty(),
+        |kills| kills >= 20,
         || {
             let export = dir.export();
             assert!(export.starts_with("org_id,local_date,"));
         },
     );
-    assert!(kills >= 20, "only {kills} kill(s) landed mid-ingest");
+    assert_eq!(kills, 20);
+    assert!(!dir.inbox().is_empty(), "the kills came before the end");
     dir.expect(0, &["--now", NOW, "run", "all"]);
     assert!(dir.inbox().is_empty());
     assert_eq!(
@@ -173,19 +187,24 @@ fn deliver_killed_loses_nothing_and_repeats_only_with_the_same_message_id() {
     dir.write("creditd.toml", cfg);
     // Queue everything with the server down (each message then waits its first backoff).
     dir.expect(0, &["--now", NOW, "run", "all"]);
-    let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 0);
+    // A slow server (100 ms a message) keeps each run busy long enough to be killed mid-way.
+    let server = SmtpServer::start_slow(port, &dir.path().join("smtp-received"), 0, 100);
     let later = "2026-01-02T13:00:00Z";
     let mut expected = expected_alerts(&dir);
     expected.insert("digest:2026-01-02".to_string());
     let kills = kill_repeatedly(
         &dir,
         &["--now", later, "run", "deliver"],
-        120,
+        300,
         0x5EED_0042,
-        |_| server.received().len() >= expected.len(),
+        |kills| kills >= 20,
         || {},
     );
-    assert!(kills >= 5, "only {kills} kill(s) landed mid-delivery");
+    assert_eq!(kills, 20);
+    assert!(
+        server.received().len() < expected.len(),
+        "the kills came before the end"
+    );
     dir.expect(0, &["--now", later, "run", "deliver"]);
 
     let mut copies: BTreeMap<String, Vec<String>> = BTreeMap::new();

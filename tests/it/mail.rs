@@ -18,6 +18,11 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts the server on `port`, refusing the first `refuse` messages with a 451.
     pub fn start(port: u16, out: &Path, refuse: usize) -> SmtpServer {
+        SmtpServer::start_slow(port, out, refuse, 0)
+    }
+
+    /// Like [`SmtpServer::start`], answering each message `delay_ms` after its data.
+    pub fn start_slow(port: u16, out: &Path, refuse: usize, delay_ms: u64) -> SmtpServer {
         std::fs::create_dir_all(out).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         let mut child = Command::new("/usr/bin/python3")
@@ -25,6 +30,7 @@ impl SmtpServer {
             .arg(port.to_string())
             .arg(out)
             .arg(refuse.to_string())
+            .arg(delay_ms.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -419,6 +419,15 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Crossings found too late to mail (`expired`) since `since_ms`: (key, subject).
+    pub fn expired_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, subject FROM outbox WHERE status = 'expired' AND created_at > ?1 ORDER BY key",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// When the newest ops digest was queued (epoch ms), if any.
     pub fn last_digest_at(&self) -> anyhow::Result<Option<i64>> {
         Ok(self.conn.query_row(

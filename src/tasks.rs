@@ -321,12 +321,7 @@ pub fn ops_digest(
             )
         })
         .collect();
-    view.expired = store
-        .outbox()?
-        .into_iter()
-        .filter(|m| m.status == "expired")
-        .map(|m| (m.key, m.subject))
-        .collect();
+    view.expired = store.expired_since(since_ms)?;
     let rendered = report::digest(&view);
     let to = setup.config.alerts.ops_to.clone();
     let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;

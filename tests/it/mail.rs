@@ -415,3 +415,32 @@ fn late_data_amends_a_sent_summary_and_never_repeats_alerts() {
     let raw = std::fs::read(dir.path().join("state/outbox/over.300.2025-10-08.eml")).unwrap();
     assert!(body_of(&raw, "text/plain").contains("reported late"));
 }
+
+#[test]
+fn crossings_older_than_max_age_go_to_the_digest_once_instead_of_the_org() {
+    let dir = mail_dir(None);
+    let cfg = dir.read("creditd.toml") + "\n[alerts]\nmax_age = \"2d\"\n";
+    dir.write("creditd.toml", cfg);
+    dir.write("inbox/a.ndjson", calls("2025-10-08", "a", 110));
+    // Found five days late: no alert goes to the org; the digest lists them.
+    dir.expect(0, &["--now", "2025-10-13T12:00:00Z", "run", "all"]);
+    let keys = eml_keys(&dir);
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("near:") && !k.starts_with("over:")),
+        "{keys:?}"
+    );
+    let digest = std::fs::read(dir.path().join("state/outbox/digest.2025-10-13.eml")).unwrap();
+    let text = body_of(&digest, "text/plain");
+    for k in [
+        "near:300:2025-10-08:80",
+        "near:300:2025-10-08:90",
+        "over:300:2025-10-08",
+    ] {
+        assert!(text.contains(k), "{k} missing from\n{text}");
+    }
+    // The next digest does not repeat them.
+    dir.expect(0, &["--now", "2025-10-14T12:00:00Z", "run", "all"]);
+    let next = std::fs::read(dir.path().join("state/outbox/digest.2025-10-14.eml")).unwrap();
+    assert!(!body_of(&next, "text/plain").contains("over:300:2025-10-08"));
+}

@@ -147,8 +147,22 @@ pub fn run(
         }
     }
     let state_dir = &setup.config.state_dir;
+    // The new parts' names and the report's id are unique per run: a second backfill of the
+    // same range within the same second (or with the same --now) must never overwrite parts
+    // the store still lists, nor lose its report to an existing key.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let token = hex::encode(Sha256::digest(format!(
+        "{now} {} {} {:?} {} {nonce}",
+        opts.from,
+        opts.to,
+        opts.orgs,
+        std::process::id()
+    )))[..16]
+        .to_string();
     let id = format!(
-        "{}-{}-{}{}",
+        "{}-{}-{}{}-{}",
         now.format("%Y%m%dT%H%M%SZ"),
         opts.from,
         opts.to,
@@ -156,9 +170,9 @@ pub fn run(
             String::new()
         } else {
             format!("-{}org", opts.orgs.len())
-        }
+        },
+        &token[..6]
     );
-    let token = hex::encode(Sha256::digest(format!("{id} {:?}", opts.orgs)))[..16].to_string();
     let in_orgs = |org: &str| opts.orgs.is_empty() || opts.orgs.iter().any(|o| o == org);
     let in_range =
         |org: &str, date: NaiveDate| date >= opts.from && date <= opts.to && in_orgs(org);

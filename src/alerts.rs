@@ -111,25 +111,20 @@ pub fn queue_crossing_alerts(
     if fresh.is_empty() {
         return Ok(0);
     }
-    let details = details(setup, tx, row)?;
-    let tz = setup
-        .org(&row.org_id)
-        .map_or(chrono_tz::UTC, |o| o.timezone);
-    let name = org_name(setup, row);
-    let view = OrgDayView {
-        org_name: &name,
-        tz,
-        row,
-        crossings,
-        details: &details,
-    };
+    let rendered: Vec<(&str, Rendered)> = with_view(setup, tx, row, crossings, |view| {
+        fresh
+            .iter()
+            .map(|(_, c)| {
+                if c.threshold == 100 {
+                    ("over", report::overage(view, c, now))
+                } else {
+                    ("near", report::near_limit(view, c.threshold, c, now))
+                }
+            })
+            .collect()
+    })?;
     let mut queued = 0;
-    for (key, c) in fresh {
-        let (kind, rendered) = if c.threshold == 100 {
-            ("over", report::overage(&view, c, now))
-        } else {
-            ("near", report::near_limit(&view, c.threshold, c, now))
-        };
+    for ((key, c), (kind, rendered)) in fresh.into_iter().zip(rendered) {
         let too_old = setup
             .config
             .alerts
@@ -199,6 +194,20 @@ fn render_summary(
     crossings: &[Crossing],
     revision: u64,
 ) -> anyhow::Result<Rendered> {
+    with_view(setup, tx, row, crossings, |view| {
+        report::summary(view, revision, row.concurrency)
+    })
+}
+
+/// Builds the org-day view the alerts and summaries render (details from the day's events,
+/// the org's name and zone) and hands it to `render`.
+fn with_view<T>(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    crossings: &[Crossing],
+    render: impl FnOnce(&OrgDayView<'_>) -> T,
+) -> anyhow::Result<T> {
     let details = details(setup, tx, row)?;
     let tz = setup
         .org(&row.org_id)
@@ -211,5 +220,5 @@ fn render_summary(
         crossings,
         details: &details,
     };
-    Ok(report::summary(&view, revision, row.concurrency))
+    Ok(render(&view))
 }

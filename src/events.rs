@@ -328,6 +328,30 @@ pub fn write_kept(
     Ok(df.height() as u64)
 }
 
+/// The `limit` endpoints with the most unpriced calls: (endpoint, calls), most first.
+fn unpriced_endpoints(events: LazyFrame, limit: IdxSize) -> PolarsResult<Vec<(String, u64)>> {
+    let df = events
+        .filter(col("unpriced"))
+        .group_by([col("endpoint")])
+        .agg([len().cast(DataType::Int64).alias("calls")])
+        .sort_by_exprs(
+            [col("calls"), col("endpoint")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .limit(limit)
+        .collect()?;
+    let names = df.column("endpoint")?.str()?;
+    let calls = df.column("calls")?.i64()?;
+    Ok((0..df.height())
+        .map(|i| {
+            (
+                names.get(i).unwrap_or_default().to_string(),
+                calls.get(i).unwrap_or(0) as u64,
+            )
+        })
+        .collect())
+}
+
 /// What an org-day is measured against, for the reconcile query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measure {
@@ -708,26 +732,7 @@ pub fn day_details(
         }
     }
 
-    let unpriced = df
-        .clone()
-        .lazy()
-        .filter(col("unpriced"))
-        .group_by([col("endpoint")])
-        .agg([len().cast(DataType::Int64).alias("calls")])
-        .sort_by_exprs(
-            [col("calls"), col("endpoint")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        )
-        .limit(10)
-        .collect()?;
-    let names = unpriced.column("endpoint")?.str()?.clone();
-    let counts = unpriced.column("calls")?.i64()?.clone();
-    for i in 0..unpriced.height() {
-        out.unpriced.push((
-            names.get(i).unwrap_or_default().to_string(),
-            counts.get(i).unwrap_or(0) as u64,
-        ));
-    }
+    out.unpriced = unpriced_endpoints(df.clone().lazy(), 10)?;
 
     // Peak concurrency: +1 at each start, -1 at each end; ends sort before starts at the
     // same instant, so back-to-back calls do not overlap.
@@ -815,25 +820,7 @@ pub fn digest_figures(
         [col("org_id"), col("local_date")],
         JoinArgs::new(JoinType::Semi),
     );
-    let unpriced = base
-        .clone()
-        .filter(col("unpriced"))
-        .group_by([col("endpoint")])
-        .agg([len().cast(DataType::Int64).alias("calls")])
-        .sort_by_exprs(
-            [col("calls"), col("endpoint")],
-            SortMultipleOptions::default().with_order_descending_multi([true, false]),
-        )
-        .limit(20)
-        .collect()?;
-    let names = unpriced.column("endpoint")?.str()?.clone();
-    let calls = unpriced.column("calls")?.i64()?.clone();
-    for i in 0..unpriced.height() {
-        out.unpriced.push((
-            names.get(i).unwrap_or_default().to_string(),
-            calls.get(i).unwrap_or(0) as u64,
-        ));
-    }
+    out.unpriced = unpriced_endpoints(base.clone(), 20)?;
     let drift = base
         .filter(col("charged_credits").is_not_null())
         .group_by([col("org_id")])

@@ -310,11 +310,7 @@ impl Store {
 
     /// Parquet parts holding events of `local_date`.
     pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
-        let rows = stmt.query_map([local_date], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        parts_on(&self.conn, local_date)
     }
 
     /// Every listed part path.
@@ -358,18 +354,7 @@ impl Store {
 
     /// Crossings of one org-day, by threshold.
     pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT threshold, ts, request_id FROM crossings
-             WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
-        )?;
-        let rows = stmt.query_map([org_id, local_date], |r| {
-            Ok(Crossing {
-                threshold: r.get::<_, i64>(0)? as u64,
-                ts: r.get(1)?,
-                request_id: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        crossings(&self.conn, org_id, local_date)
     }
 
     /// Ledger org-days not closed yet, by org then date.
@@ -498,6 +483,30 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
 
 const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplicates, malformed, \
      missing_field, bad_timestamp, bad_method, bad_status, unknown_org, before_signup, archive_path, error";
+
+/// Parquet parts holding events of `local_date`, for the store and inside a transaction.
+fn parts_on(conn: &Connection, local_date: &str) -> anyhow::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
+    let rows = stmt.query_map([local_date], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Crossings of one org-day, by threshold, for the store and inside a transaction.
+fn crossings(conn: &Connection, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT threshold, ts, request_id FROM crossings
+         WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
+    )?;
+    let rows = stmt.query_map([org_id, local_date], |r| {
+        Ok(Crossing {
+            threshold: r.get::<_, i64>(0)? as u64,
+            ts: r.get(1)?,
+            request_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
@@ -694,26 +703,12 @@ impl Tx<'_> {
 
     /// Crossings of one org-day, by threshold.
     pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT threshold, ts, request_id FROM crossings WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
-        )?;
-        let rows = stmt.query_map([org_id, local_date], |r| {
-            Ok(Crossing {
-                threshold: r.get::<_, i64>(0)? as u64,
-                ts: r.get(1)?,
-                request_id: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        crossings(&self.tx, org_id, local_date)
     }
 
     /// Parquet parts holding events of `local_date`.
     pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
-        let rows = stmt.query_map([local_date], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        parts_on(&self.tx, local_date)
     }
 
     /// Forgets the failure recorded for a file name.

@@ -205,21 +205,10 @@ fn a_pricing_fix_reprices_and_mails_alerts_only_with_resend() {
 #[test]
 fn late_files_amend_closed_days_and_a_later_backfill_is_a_no_op() {
     let dir = Dir::sample();
-    let late: Vec<String> = dir
-        .inbox()
-        .into_iter()
-        .filter(|n| n.contains("20251030") || n.contains("20251101"))
-        .collect();
+    let late = dir.hold_back(|n| n.contains("20251030") || n.contains("20251101"));
     assert!(!late.is_empty());
-    let held = dir.path().join("held");
-    std::fs::create_dir_all(&held).unwrap();
-    for n in &late {
-        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
-    }
     dir.expect(0, &["--now", NOW, "run", "all"]);
-    for n in &late {
-        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
-    }
+    dir.release(&late);
     dir.expect(0, &["--now", NOW, "run", "all"]);
     let export = dir.export();
     assert_eq!(without_status(&export), dir.read("expected-ledger.csv"));
@@ -255,21 +244,12 @@ fn a_backfill_of_one_org_leaves_the_others_alone() {
 
 #[test]
 fn a_backfill_and_the_running_daemon_take_turns_on_the_state_lock() {
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use crate::daemon::{wait_for, Daemon};
+    use std::time::Duration;
 
     let dir = Dir::sample();
     let right = wrong_pricing(&dir);
-    let late: Vec<String> = dir
-        .inbox()
-        .into_iter()
-        .filter(|n| n.contains("20251030"))
-        .collect();
-    let held = dir.path().join("held");
-    std::fs::create_dir_all(&held).unwrap();
-    for n in &late {
-        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
-    }
+    let late = dir.hold_back(|n| n.contains("20251030"));
     dir.expect(0, &["run", "all"]);
     dir.write("pricing.toml", right);
     dir.write(
@@ -280,41 +260,18 @@ fn a_backfill_and_the_running_daemon_take_turns_on_the_state_lock() {
         "jobs/close.toml",
         "schedule = \"* * * * * *\"\ntask = \"close-days\"\n",
     );
-    let err_path = dir.path().join("daemon.err");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .current_dir(dir.path())
-        .args(["--config", "creditd.toml", "daemon"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
-    let start = Instant::now();
-    while !log().contains("creditd daemon ready") {
-        assert!(start.elapsed() < Duration::from_secs(30), "{}", log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let daemon = Daemon::start(&dir);
 
     // Late files arrive while the backfill runs: whichever takes the lock first, the other
     // waits, and the ledger ends exact.
-    for n in &late {
-        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
-    }
+    dir.release(&late);
     let mut args = vec!["backfill"];
     args.extend(RANGE);
     dir.expect(0, &args);
-    let start = Instant::now();
-    while !dir.inbox().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{}", log());
+    wait_for("the inbox to empty", Duration::from_secs(60), || {
+        dir.inbox().is_empty()
+    });
+    daemon.stop();
     assert_eq!(
         without_status(&dir.export()),
         dir.read("expected-ledger.csv")

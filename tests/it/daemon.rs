@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::{csv_rows, Dir};
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(
@@ -141,35 +141,57 @@ fn daemon_ingests_dropped_files_and_stops_cleanly_on_sigterm() {
     assert!(log().contains("job=close-days"), "{}", log());
 }
 
+/// The real daemon on `dir`, its stderr in a file; returns once it is ready.
+pub struct Daemon {
+    child: std::process::Child,
+    err_path: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Dir) -> Daemon {
+        let err_path = dir.path().join("daemon.err");
+        let child = Command::new(env!("CARGO_BIN_EXE_creditd"))
+            .current_dir(dir.path())
+            .args(["--config", "creditd.toml", "daemon"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, err_path };
+        wait_for("the daemon to be ready", Duration::from_secs(30), || {
+            daemon.log().contains("creditd daemon ready")
+        });
+        daemon
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.err_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit, which must be a success.
+    pub fn stop(mut self) {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(self.child.wait().unwrap().success(), "{}", self.log());
+    }
+}
+
 #[test]
 fn a_tick_that_finds_its_job_still_running_is_skipped_and_logged() {
     let dir = Dir::sample();
-    let held = dir.path().join("held");
-    std::fs::create_dir_all(&held).unwrap();
-    let names = dir.inbox();
-    for n in &names {
-        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
-    }
+    let names = dir.hold_back(|_| true);
     dir.write(
         "jobs/ingest.toml",
         "schedule = \"* * * * * *\"\ntask = \"ingest\"\n",
     );
-    let err_path = dir.path().join("daemon.err");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .current_dir(dir.path())
-        .args(["--config", "creditd.toml", "daemon"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
-    wait_for("the daemon to be ready", Duration::from_secs(30), || {
-        log().contains("creditd daemon ready")
-    });
+    let daemon = Daemon::start(&dir);
+    let log = || daemon.log();
     // Forty files take the every-second ingest longer than a second.
-    for n in &names {
-        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
-    }
+    dir.release(&names);
     wait_for("the inbox to empty", Duration::from_secs(120), || {
         dir.inbox().is_empty()
     });
@@ -180,10 +202,5 @@ fn a_tick_that_finds_its_job_still_running_is_skipped_and_logged() {
     wait_for("the ledger", Duration::from_secs(30), || {
         crate::without_status(&dir.export()) == expected
     });
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    assert!(child.wait().unwrap().success(), "{}", log());
+    daemon.stop();
 }

@@ -114,6 +114,26 @@ impl Dir {
         self.expect(0, &["--now", "2026-01-01T00:00:00Z", "ledger", "export"])
     }
 
+    /// Moves the inbox files `pick` accepts aside, as if not delivered yet; returns their
+    /// names for [`Dir::release`].
+    pub fn hold_back(&self, pick: impl Fn(&str) -> bool) -> Vec<String> {
+        let held = self.path().join("held");
+        std::fs::create_dir_all(&held).unwrap();
+        let names: Vec<String> = self.inbox().into_iter().filter(|n| pick(n)).collect();
+        for n in &names {
+            std::fs::rename(self.path().join("inbox").join(n), held.join(n)).unwrap();
+        }
+        names
+    }
+
+    /// Delivers files held back by [`Dir::hold_back`] into the inbox.
+    pub fn release(&self, names: &[String]) {
+        let held = self.path().join("held");
+        for n in names {
+            std::fs::rename(held.join(n), self.path().join("inbox").join(n)).unwrap();
+        }
+    }
+
     /// Names of the files left in the inbox.
     pub fn inbox(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path().join("inbox"))

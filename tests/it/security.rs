@@ -201,21 +201,10 @@ fn hostile_endpoints_and_file_names_are_escaped_in_every_email() {
 #[test]
 fn a_read_only_state_dir_is_a_clear_error_and_changes_nothing() {
     let dir = Dir::sample();
-    let late: Vec<String> = dir
-        .inbox()
-        .into_iter()
-        .filter(|n| n.contains("20251103"))
-        .collect();
-    let held = dir.path().join("held");
-    std::fs::create_dir_all(&held).unwrap();
-    for n in &late {
-        std::fs::rename(dir.path().join("inbox").join(n), held.join(n)).unwrap();
-    }
+    let late = dir.hold_back(|n| n.contains("20251103"));
     dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
     let before = dir.export();
-    for n in &late {
-        std::fs::rename(held.join(n), dir.path().join("inbox").join(n)).unwrap();
-    }
+    dir.release(&late);
     // The state becomes readable but not writable for the user creditd runs as: root
     // ignores modes, so as root the run drops to `nobody` (setpriv, util-linux).
     let mut stack = vec![dir.path().to_path_buf()];

@@ -4,9 +4,10 @@
 //! the same transaction as the change that caused it; a key is queued once, ever.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use polars::prelude::LazyFrame;
 
 use crate::config::SummaryPolicy;
-use crate::events::{day_details, scan_parts, DayDetails};
+use crate::events::{day_details, scan_parts, DayDetails, OrgEvents};
 use crate::localday::day_span;
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
@@ -38,22 +39,64 @@ fn org_name(setup: &Setup, row: &LedgerRow) -> String {
         .unwrap_or_else(|| format!("org {}", row.org_id))
 }
 
-/// The details of an org-day from its Parquet parts.
-pub fn details(setup: &Setup, tx: &Tx<'_>, row: &LedgerRow) -> anyhow::Result<DayDetails> {
+/// The events of the orgs of one date that may need messages, read in one scan on first use
+/// (rendering the alerts of many org-days then reads the date's parts once).
+pub struct DateEvents {
+    parts: Vec<String>,
+    orgs: Vec<String>,
+    loaded: std::cell::OnceCell<OrgEvents>,
+}
+
+impl DateEvents {
+    pub fn new(parts: Vec<String>, orgs: Vec<String>) -> DateEvents {
+        DateEvents {
+            parts,
+            orgs,
+            loaded: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The events of `org_id` (one of the orgs named at creation), or `None` if it has none.
+    fn of(&self, setup: &Setup, org_id: &str) -> anyhow::Result<Option<LazyFrame>> {
+        if self.loaded.get().is_none() {
+            let events = OrgEvents::load(&setup.config.state_dir, &self.parts, &self.orgs)?;
+            let _ = self.loaded.set(events);
+        }
+        Ok(self.loaded.get().and_then(|e| e.of(org_id)))
+    }
+}
+
+/// The details of an org-day from its Parquet parts, or from `prefetched` when given (it must
+/// hold the org's events of that date).
+pub fn details(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    prefetched: Option<&DateEvents>,
+) -> anyhow::Result<DayDetails> {
     let day: NaiveDate = row.local_date.parse()?;
     let tz = setup
         .org(&row.org_id)
         .map_or(chrono_tz::UTC, |o| o.timezone);
     let (start, end) = day_span(tz, day);
     let hours = ((end - start).num_minutes() as usize).div_ceil(60);
-    let parts = tx.parts_on(&row.local_date)?;
-    if parts.is_empty() {
+    let events = match prefetched {
+        Some(p) => p.of(setup, &row.org_id)?,
+        None => {
+            let parts = tx.parts_on(&row.local_date)?;
+            if parts.is_empty() {
+                None
+            } else {
+                Some(scan_parts(&setup.config.state_dir, &parts)?)
+            }
+        }
+    };
+    let Some(events) = events else {
         return Ok(DayDetails {
             hourly: vec![0; hours],
             ..Default::default()
         });
-    }
-    let events = scan_parts(&setup.config.state_dir, &parts)?;
+    };
     Ok(day_details(
         events,
         &row.org_id,
@@ -89,13 +132,15 @@ fn queue(
 }
 
 /// Queues one alert per crossing of the org-day not queued before. Crossings older than
-/// `max_age` are recorded as expired (listed in the ops digest, never mailed).
+/// `max_age` are recorded as expired (listed in the ops digest, never mailed). `prefetched`,
+/// when given, holds the org's events of that date.
 pub fn queue_crossing_alerts(
     setup: &Setup,
     tx: &Tx<'_>,
     row: &LedgerRow,
     crossings: &[Crossing],
     now: DateTime<Utc>,
+    prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<usize> {
     let mut fresh = Vec::new();
     for c in crossings {
@@ -111,18 +156,19 @@ pub fn queue_crossing_alerts(
     if fresh.is_empty() {
         return Ok(0);
     }
-    let rendered: Vec<(&str, Rendered)> = with_view(setup, tx, row, crossings, |view| {
-        fresh
-            .iter()
-            .map(|(_, c)| {
-                if c.threshold == 100 {
-                    ("over", report::overage(view, c, now))
-                } else {
-                    ("near", report::near_limit(view, c.threshold, c, now))
-                }
-            })
-            .collect()
-    })?;
+    let rendered: Vec<(&str, Rendered)> =
+        with_view(setup, tx, row, crossings, prefetched, |view| {
+            fresh
+                .iter()
+                .map(|(_, c)| {
+                    if c.threshold == 100 {
+                        ("over", report::overage(view, c, now))
+                    } else {
+                        ("near", report::near_limit(view, c.threshold, c, now))
+                    }
+                })
+                .collect()
+        })?;
     let mut queued = 0;
     for ((key, c), (kind, rendered)) in fresh.into_iter().zip(rendered) {
         let too_old = setup
@@ -194,7 +240,7 @@ fn render_summary(
     crossings: &[Crossing],
     revision: u64,
 ) -> anyhow::Result<Rendered> {
-    with_view(setup, tx, row, crossings, |view| {
+    with_view(setup, tx, row, crossings, None, |view| {
         report::summary(view, revision, row.concurrency)
     })
 }
@@ -206,9 +252,10 @@ fn with_view<T>(
     tx: &Tx<'_>,
     row: &LedgerRow,
     crossings: &[Crossing],
+    prefetched: Option<&DateEvents>,
     render: impl FnOnce(&OrgDayView<'_>) -> T,
 ) -> anyhow::Result<T> {
-    let details = details(setup, tx, row)?;
+    let details = details(setup, tx, row, prefetched)?;
     let tz = setup
         .org(&row.org_id)
         .map_or(chrono_tz::UTC, |o| o.timezone);

@@ -461,7 +461,7 @@ pub fn run(
         tx.put_crossings(&row.org_id, &row.local_date, crossings)?;
         tx.clear_dirty(&row.org_id, &row.local_date)?;
         if opts.resend {
-            alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now)?;
+            alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now, None)?;
             if is_amended {
                 alerts::queue_amended_summary(setup, &tx, &row, now)?;
             }

@@ -139,6 +139,15 @@ fn recompute_date(
     let parts = store.parts_on(date)?;
     let computed = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
 
+    // The orgs that crossed a threshold may need alerts: their events are read once, on first
+    // need, for all of them.
+    let crossed: Vec<String> = computed
+        .iter()
+        .filter(|(_, c)| !c.crossings.is_empty())
+        .map(|(org, _)| org.clone())
+        .collect();
+    let prefetched = alerts::DateEvents::new(parts, crossed);
+
     let tx = store.transaction()?;
     let mut count = 0;
     for org_id in orgs {
@@ -158,7 +167,7 @@ fn recompute_date(
         }
         tx.put_ledger_row(&row)?;
         tx.put_crossings(org_id, date, crossings)?;
-        alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now)?;
+        alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now, Some(&prefetched))?;
         if amended {
             alerts::queue_amended_summary(setup, &tx, &row, now)?;
         }

@@ -47,6 +47,11 @@ struct Args {
     /// Skip the expected ledger (saves memory for very large sets).
     #[arg(long)]
     no_expected: bool,
+    /// Set aside the calls of one window of gateway time, `START,MINUTES` (e.g.
+    /// `2025-11-01T12:00:00Z,5`): they go to `aside/` as one NDJSON file, to be ingested after
+    /// the inbox (a late five-minute file). The expected ledger and counts include it.
+    #[arg(long)]
+    aside: Option<String>,
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -235,6 +240,21 @@ enum Line {
 
 fn d(s: &str) -> NaiveDate {
     s.parse().expect("valid date")
+}
+
+/// `START,MINUTES` as a half-open window of epoch milliseconds.
+fn parse_window(spec: &str) -> anyhow::Result<(i64, i64)> {
+    let Some((start, minutes)) = spec.split_once(',') else {
+        bail!("--aside wants START,MINUTES, not {spec:?}");
+    };
+    let from = DateTime::parse_from_rfc3339(start.trim())
+        .with_context(|| format!("--aside: {start:?} is not an RFC 3339 time"))?
+        .timestamp_millis();
+    let minutes: i64 = minutes
+        .trim()
+        .parse()
+        .with_context(|| format!("--aside: {minutes:?} is not a number of minutes"))?;
+    Ok((from, from + minutes * 60_000))
 }
 
 fn parse_dates(spec: &str) -> anyhow::Result<Vec<NaiveDate>> {
@@ -607,15 +627,23 @@ fn main() -> anyhow::Result<()> {
         }
     }
     calls.sort_by(|a, b| (a.ts, &a.rid).cmp(&(b.ts, &b.rid)));
+    let aside_window = args.aside.as_deref().map(parse_window).transpose()?;
+    let mut aside: Vec<Call> = Vec::new();
+    if let Some((from, to)) = aside_window {
+        let (kept, set_aside): (Vec<Call>, Vec<Call>) =
+            calls.into_iter().partition(|c| c.ts < from || c.ts >= to);
+        calls = kept;
+        aside = set_aside;
+    }
 
     // Lines per file: time slices of gateway time, each with duplicates and bad lines mixed in.
     let slice_ms = args.hours_per_file * 3_600_000;
     let mut files: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
-    for c in &calls {
+    for c in calls {
         files
             .entry(c.ts.div_euclid(slice_ms))
             .or_default()
-            .push(Line::Call(c.clone()));
+            .push(Line::Call(c));
     }
     let slices: Vec<i64> = files.keys().copied().collect();
     for (k, slice) in slices.iter().enumerate() {
@@ -698,6 +726,22 @@ fn main() -> anyhow::Result<()> {
         }
         let c = counts.map(|v| v.to_string()).join(",");
         let _ = writeln!(expected_files, "{name},{c}");
+    }
+    if let Some((from, _)) = aside_window {
+        let start = DateTime::<Utc>::from_timestamp_millis(from).expect("in range");
+        let name = format!("late-{}.ndjson", start.format("%Y%m%dT%H%M"));
+        let mut body = String::new();
+        for c in &aside {
+            // Set-aside calls are unique: their request ids appear nowhere else.
+            claimed.insert(c.rid.clone());
+            charged.push(c);
+            body.push_str(&render_call(&mut rng, &orgs, c, false));
+            body.push('\n');
+        }
+        std::fs::create_dir_all(args.out.join("aside"))?;
+        std::fs::write(args.out.join("aside").join(&name), body)?;
+        let n = aside.len();
+        let _ = writeln!(expected_files, "{name},{n},{n},{n},0,0,0,0,0,0,0,0");
     }
     std::fs::write(args.out.join("expected-files.csv"), expected_files)?;
 

@@ -103,6 +103,51 @@ fn generated_data_sets_match_their_expected_ledgers() {
 }
 
 #[test]
+fn a_late_file_updates_full_days_to_the_expected_ledger() {
+    // Calls of five hours of 2025-10-27 arrive after the days already hold everything else,
+    // including calls later than theirs, near-limit and over-limit days among them.
+    let dir = Dir::generated(&[
+        "--seed",
+        "21",
+        "--orgs",
+        "40",
+        "--dates",
+        "2025-10-25..2025-10-28",
+        "--calls-per-day",
+        "30",
+        "--hot-days",
+        "30",
+        "--aside",
+        "2025-10-27T09:00:00Z,300",
+    ]);
+    dir.expect(0, &["run", "ingest"]);
+    let before = without_status(&dir.export());
+    assert_ne!(
+        before,
+        dir.read("expected-ledger.csv"),
+        "the late file matters"
+    );
+    let late: Vec<_> = std::fs::read_dir(dir.path().join("aside"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(late.len(), 1);
+    std::fs::rename(
+        &late[0],
+        dir.path().join("inbox").join(late[0].file_name().unwrap()),
+    )
+    .unwrap();
+    dir.expect(0, &["run", "ingest"]);
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+    let counts = file_counts(&dir);
+    assert_eq!(counts, expected_file_counts(&dir));
+    assert_nothing_lost(&counts);
+}
+
+#[test]
 fn ingesting_in_several_runs_equals_one_run_and_reruns_change_nothing() {
     let args = [
         "--seed",

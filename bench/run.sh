@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# creditd against DuckDB on the same generated access logs, in one run on one machine.
+#
+#   bench/run.sh            # 5 M lines against DuckDB, then 20 M lines and one 5-minute file
+#   bench/run.sh --quick    # the same steps on 500 k lines (a few minutes; a smoke test)
+#
+# Steps: build creditd (release) and the generator; create a Python venv with DuckDB from
+# PyPI; generate the data set (1,000 orgs in 24 zones, NDJSON / CSV / gzip, pricing tiers,
+# duplicates, bad lines of every reason); run creditd (`run ingest`, then `ledger export`) and
+# bench/duckdb_ledger.py (the same reconciliation in DuckDB SQL) on the same files; check the
+# two ledgers are byte-equal; then time an incremental ingest of one late 5-minute file and a
+# run on 4× the lines. Prints a table of wall time, lines/s, peak RSS and ratios, and the
+# targets met or missed; writes the same to $BENCH_DIR/results-<time>.md.
+#
+# Environment: BENCH_DIR (data, venv and results; default ~/.cache/creditd-bench),
+# CARGO_TARGET_DIR (default ~/.cache/creditd-target), DUCKDB_VERSION (default 2.0.1).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-$HOME/.cache/creditd-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/creditd-target}
+DUCKDB_VERSION=${DUCKDB_VERSION:-2.0.1}
+
+ORGS=1000
+DATES=2025-10-24..2025-11-02 # ten days over both October/November 2025 DST changes
+CALLS=500                    # mean calls per org and day: 1000 × 10 × 500 ≈ 5 M lines
+SCALE=4                      # the linearity run has SCALE × the lines
+ASIDE=2025-11-02T12:00:00Z,5 # the late 5-minute file, ingested into the full days
+NOW=2025-11-20T00:00:00Z     # every day closed: the export is final
+case "${1:-}" in
+--quick) CALLS=50 ;;
+"") ;;
+*)
+	echo "usage: bench/run.sh [--quick]" >&2
+	exit 2
+	;;
+esac
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+say "building creditd (release)"
+(cd "$ROOT" && cargo build --release --locked --bins)
+BIN=$CARGO_TARGET_DIR/release
+
+mkdir -p "$BENCH_DIR"
+VENV=$BENCH_DIR/venv-duckdb-$DUCKDB_VERSION
+if ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null; then
+	say "creating $VENV with duckdb==$DUCKDB_VERSION"
+	python3 -m venv "$VENV"
+	"$VENV/bin/pip" install --quiet "duckdb==$DUCKDB_VERSION"
+fi
+
+# gen DIR CALLS [extra args]: a data set, regenerated only when its arguments change.
+gen() {
+	local dir=$1 calls=$2
+	shift 2
+	local args="--orgs $ORGS --dates $DATES --calls-per-day $calls --hot-days 200 --bad-per-file 40 --dup-per-mille 10 --hours-per-file 1 --seed 2025 $*"
+	if [[ -f $dir/.args && $(cat "$dir/.args") == "$args" ]]; then
+		return
+	fi
+	say "generating $dir ($args)"
+	rm -rf "$dir"
+	# shellcheck disable=SC2086
+	"$BIN/creditd-gen" --out "$dir" $args
+	echo "$args" >"$dir/.args"
+}
+
+# lines DIR: the data lines of the inbox files (what both sides read).
+lines() {
+	awk -F, 'NR > 1 && $1 !~ /^late-/ { n += $2 } END { print n }' "$1/expected-files.csv"
+}
+
+# setup DATA WORK: a fresh state and a config naming the data set's registry and pricing.
+setup() {
+	local data=$1 work=$2
+	rm -rf "$work"
+	mkdir -p "$work/inbox"
+	# Hard links: ingest moves each file to its archive, and the data set stays whole.
+	cp -al "$data/inbox/." "$work/inbox/"
+	cat >"$work/creditd.toml" <<EOF
+[paths]
+inbox = "inbox"
+state_dir = "state"
+orgs = "$data/orgs.csv"
+purchases = "$data/credit-purchases.csv"
+pricing = "$data/pricing.toml"
+EOF
+}
+
+RESULTS=$BENCH_DIR/measure.tsv
+rm -f "$RESULTS"
+m() { python3 "$ROOT/bench/measure.py" "$RESULTS" "$@"; }
+field() { awk -F'\t' -v l="$1" -v c="$2" '$1 == l { print $c }' "$RESULTS"; }
+
+BASE=$BENCH_DIR/data-$CALLS
+BIG=$BENCH_DIR/data-$((CALLS * SCALE))
+gen "$BASE" "$CALLS" --aside "$ASIDE"
+WORK=$BENCH_DIR/work
+export CREDITD_LOG=warn
+
+say "creditd: ingest and export ($(lines "$BASE") lines)"
+setup "$BASE" "$WORK"
+m creditd-ingest -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" run ingest >/dev/null
+m creditd-export -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" ledger export --format csv >"$WORK/ledger-creditd.csv"
+
+say "DuckDB $DUCKDB_VERSION: the same reconciliation in SQL"
+m duckdb -- "$VENV/bin/python" "$ROOT/bench/duckdb_ledger.py" --config "$WORK/creditd.toml" \
+	--inbox "$BASE/inbox" --now "$NOW" --out "$WORK/ledger-duckdb.csv"
+
+say "checking the two ledgers are equal"
+if ! cmp -s "$WORK/ledger-creditd.csv" "$WORK/ledger-duckdb.csv"; then
+	echo "the ledgers differ:" >&2
+	diff "$WORK/ledger-creditd.csv" "$WORK/ledger-duckdb.csv" | head -20 >&2
+	exit 1
+fi
+echo "equal: $(($(wc -l <"$WORK/ledger-creditd.csv") - 1)) org-days" >&2
+
+say "creditd: one late 5-minute file into the full days"
+cp -l "$BASE"/aside/* "$WORK/inbox/"
+INC_LINES=$(cat "$BASE"/aside/* | wc -l)
+m creditd-incremental -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" run ingest >/dev/null
+# The generator worked out the ledger on its own, late file included: creditd must agree.
+"$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" ledger export --format csv |
+	sed 's/,[a-z]*$//' >"$WORK/ledger-after-late.csv"
+if ! cmp -s "$WORK/ledger-after-late.csv" "$BASE/expected-ledger.csv"; then
+	echo "after the late file the ledger differs from the generator's:" >&2
+	diff "$WORK/ledger-after-late.csv" "$BASE/expected-ledger.csv" | head -20 >&2
+	exit 1
+fi
+
+gen "$BIG" $((CALLS * SCALE)) --no-expected
+say "creditd: $SCALE× the lines ($(lines "$BIG"))"
+setup "$BIG" "$WORK"
+m creditd-big-ingest -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" run ingest >/dev/null
+m creditd-big-export -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" ledger export --format csv >/dev/null
+rm -rf "$WORK"
+
+# The report.
+N=$(lines "$BASE")
+NBIG=$(lines "$BIG")
+python3 - "$RESULTS" "$N" "$NBIG" "$INC_LINES" "$SCALE" "$DUCKDB_VERSION" >"$BENCH_DIR/report.md" <<'EOF'
+import sys
+path, n, nbig, ninc, scale, duck = sys.argv[1:]
+n, nbig, ninc, scale = int(n), int(nbig), int(ninc), int(scale)
+r = {}
+for row in open(path):
+    label, wall, kib, rc = row.rstrip("\n").split("\t")
+    r[label] = (float(wall), int(kib))
+def total(*labels):
+    return sum(r[l][0] for l in labels), max(r[l][1] for l in labels)
+cd = total("creditd-ingest", "creditd-export")
+dk = total("duckdb")
+inc = total("creditd-incremental")
+big = total("creditd-big-ingest", "creditd-big-export")
+mib = lambda kib: f"{kib / 1024:,.0f} MiB"
+print(f"| run | lines | wall | lines/s | peak RSS |")
+print(f"|---|---:|---:|---:|---:|")
+print(f"| DuckDB {duck} (anchor) | {n:,} | {dk[0]:.1f} s | {n / dk[0]:,.0f} | {mib(dk[1])} |")
+print(f"| creditd ingest + export | {n:,} | {cd[0]:.1f} s | {n / cd[0]:,.0f} | {mib(cd[1])} |")
+print(f"| creditd, {scale}× the lines | {nbig:,} | {big[0]:.1f} s | {nbig / big[0]:,.0f} | {mib(big[1])} |")
+print(f"| creditd, one late 5-minute file | {ninc:,} | {inc[0]:.2f} s | | {mib(inc[1])} |")
+print()
+checks = [
+    ("creditd wall time ≤ 0.5 × DuckDB's", cd[0] / dk[0], 0.5, f"{cd[0] / dk[0]:.2f} ×"),
+    (f"peak RSS ≤ 1 GiB at {nbig / 1e6:.0f} M lines", big[1] / 1048576, 1.0, f"{big[1] / 1048576:.2f} GiB"),
+    (f"{scale}× the lines → ≤ {scale * 1.1:.1f}× the time", big[0] / cd[0], scale * 1.1, f"{big[0] / cd[0]:.2f} ×"),
+    ("a late 5-minute file ≤ 2 % of the full run", inc[0] / cd[0], 0.02, f"{100 * inc[0] / cd[0]:.2f} %"),
+]
+print("| target | measured | |")
+print("|---|---:|---|")
+for name, value, limit, shown in checks:
+    print(f"| {name} | {shown} | {'met' if value <= limit else 'MISSED'} |")
+EOF
+cp "$BENCH_DIR/report.md" "$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md"
+say "results (also in $BENCH_DIR/report.md)"
+cat "$BENCH_DIR/report.md"

@@ -25,6 +25,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::alerts;
+use crate::claims::{fingerprint, Claims};
 use crate::events::{event_keys, write_kept, PartWriter};
 use crate::ingest::{classify, Ingester, LogReader};
 use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
@@ -255,6 +256,7 @@ pub fn run(
         rows_before: old_rows.len(),
         ..Default::default()
     };
+    let claims = Claims::open(state_dir, store, !opts.dry_run)?;
     let mut ingester = Ingester::new(setup);
     let mut writer = PartWriter::new(&base, &token);
     let mut new_ids: HashSet<String> = HashSet::new();
@@ -324,7 +326,8 @@ pub fn run(
                         }
                         continue;
                     }
-                    let claimed_elsewhere = !old_ids.contains(&rid) && store.is_claimed(&rid)?;
+                    let claimed_elsewhere =
+                        !old_ids.contains(&rid) && claims.contains(fingerprint(&rid));
                     let unique = !new_ids.contains(&rid) && !claimed_elsewhere;
                     match (&old, unique) {
                         (Old::InRange, true) | (Old::Other, false) => {}
@@ -473,12 +476,9 @@ pub fn run(
     for (sha, file, line, reason, raw) in &to_quarantine {
         tx.quarantine(sha, file, *line, *reason, raw)?;
     }
-    for rid in old_ids.difference(&new_ids) {
-        tx.unclaim(rid)?;
-    }
-    for rid in new_ids.difference(&old_ids) {
-        tx.claim(rid)?;
-    }
+    // Request ids moved: the claims are rebuilt from the new parts (below, or at the next
+    // open if this process dies first).
+    tx.mark_claims_stale()?;
     for (sha, c) in &counts {
         tx.set_file_counts(sha, c)?;
     }
@@ -513,6 +513,11 @@ pub fn run(
     tx.commit()?;
     for p in garbage {
         let _ = std::fs::remove_file(state_dir.join(p));
+    }
+    drop(claims);
+    if let Err(e) = Claims::open(state_dir, store, true) {
+        // The claims stay marked stale: the next ingest rebuilds them.
+        tracing::error!("cannot rebuild the request-id claims after the backfill: {e:#}");
     }
     out.queued = store
         .outbox_keys()?

@@ -15,6 +15,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::claims::{fingerprint, Claims, FingerprintSet};
 use crate::events::{Event, PartWriter};
 use crate::localday::DayCursor;
 use crate::logline::{decode_json, Call, CsvLayout, Reason};
@@ -97,16 +98,32 @@ pub fn ingest_inbox(
     }
     names.sort();
     let mut report = Report::default();
+    if names.is_empty() {
+        return Ok(report);
+    }
+    let state_dir = &setup.config.state_dir;
+    let mut claims = Claims::open(state_dir, store, true)?;
     let mut ingester = Ingester::new(setup);
     for name in names {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let outcome = ingester.ingest_file(store, &inbox.join(&name), &name, now);
+        let outcome = ingester.ingest_file(store, &mut claims, &inbox.join(&name), &name, now);
         report.outcomes.push(outcome);
+        // A long run folds its claims into the base now and then, bounding their memory.
+        if claims.pending_len() >= MAX_PENDING_CLAIMS {
+            claims.compact(state_dir, store)?;
+        }
+    }
+    if let Err(e) = claims.compact_if_due(state_dir, store) {
+        // The claims stay correct without it (the pending parts are read at the next open).
+        tracing::error!("cannot compact the request-id claims: {e:#}");
     }
     Ok(report)
 }
+
+/// Claims held in memory before a run folds them into the claims base file (64 MiB of them).
+const MAX_PENDING_CLAIMS: usize = 4 << 20;
 
 /// Holds what is worth keeping between files of one run: pricing memo and day cursors.
 pub struct Ingester<'s> {
@@ -128,11 +145,12 @@ impl<'s> Ingester<'s> {
     pub fn ingest_file(
         &mut self,
         store: &mut Store,
+        claims: &mut Claims,
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
     ) -> Outcome {
-        match self.try_ingest_file(store, path, name, now) {
+        match self.try_ingest_file(store, claims, path, name, now) {
             Ok(o) => o,
             Err(e) => {
                 let error = format!("{e:#}");
@@ -163,6 +181,7 @@ impl<'s> Ingester<'s> {
     fn try_ingest_file(
         &mut self,
         store: &mut Store,
+        claims: &mut Claims,
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
@@ -210,6 +229,7 @@ impl<'s> Ingester<'s> {
         }
 
         let mut counts = FileCounts::default();
+        let mut claimed = FingerprintSet::default();
         let mut days: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
         let tx = store.transaction()?;
         let mut writer = PartWriter::new(state, &sha);
@@ -224,7 +244,8 @@ impl<'s> Ingester<'s> {
                 }
                 Ok((call, date)) => {
                     counts.accepted += 1;
-                    if !tx.claim(&call.request_id)? {
+                    let fp = fingerprint(&call.request_id);
+                    if claims.contains(fp) || !claimed.insert(fp) {
                         counts.duplicates += 1;
                         continue;
                     }
@@ -253,6 +274,7 @@ impl<'s> Ingester<'s> {
         };
         tx.record_file(&row, &stamp(now))?;
         tx.commit()?;
+        claims.extend(claimed);
         archive(path, &state.join(&archive_rel))?;
         tracing::info!(
             file = name,

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod allotment;
 pub mod backfill;
 pub mod catalog;
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE UNIQUE INDEX IF NOT EXISTS files_ingested ON files (sha256) WHERE status = 'ingested';
 
 -- Every request id that has been charged once; the dedupe key of DESIGN §2.1.
-CREATE TABLE IF NOT EXISTS request_ids (request_id TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Parts whose request ids are not in the claims base file yet (see claims.rs). The request-id
+-- table of earlier versions is gone: the claims are rebuilt from the parts.
+CREATE TABLE IF NOT EXISTS claims_pending (path TEXT PRIMARY KEY) WITHOUT ROWID;
+DROP TABLE IF EXISTS request_ids;
 
 CREATE TABLE IF NOT EXISTS quarantine (
     file_sha TEXT NOT NULL,
@@ -304,12 +307,41 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether a request id is claimed by a stored event.
-    pub fn is_claimed(&self, request_id: &str) -> anyhow::Result<bool> {
+    /// A value of the `meta` table.
+    pub fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM request_ids WHERE request_id = ?1")?;
-        Ok(stmt.exists([request_id])?)
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+
+    /// Sets a value of the `meta` table (on its own, outside any transaction).
+    pub fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The parts whose request ids are not in the claims base file.
+    pub fn claims_pending(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT path FROM claims_pending")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes `rel` the claims base file, covering every listed part: nothing is pending or
+    /// stale any more.
+    pub fn replace_claims_base(&self, rel: &str) -> anyhow::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
+            [rel],
+        )?;
+        tx.execute("DELETE FROM meta WHERE key = 'claims_stale'", [])?;
+        tx.execute("DELETE FROM claims_pending", [])?;
+        tx.commit().context("cannot commit to the store")
     }
 
     /// Parquet parts holding events of `local_date`.
@@ -571,12 +603,28 @@ impl Tx<'_> {
         self.tx.commit().context("cannot commit to the store")
     }
 
-    /// Claims a request id; `true` if it was not claimed before (the call is unique).
-    pub fn claim(&self, request_id: &str) -> anyhow::Result<bool> {
+    /// Makes `rel` the claims base file, which now covers the parts `covered` too.
+    pub fn set_claims_base(&self, rel: &str, covered: &[String]) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
+            [rel],
+        )?;
         let mut stmt = self
             .tx
-            .prepare_cached("INSERT OR IGNORE INTO request_ids (request_id) VALUES (?1)")?;
-        Ok(stmt.execute([request_id])? == 1)
+            .prepare_cached("DELETE FROM claims_pending WHERE path = ?1")?;
+        for path in covered {
+            stmt.execute([path])?;
+        }
+        Ok(())
+    }
+
+    /// Marks the claims for a rebuild from the parts (a backfill moved request ids).
+    pub fn mark_claims_stale(&self) -> anyhow::Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_stale', '1')",
+            [],
+        )?;
+        Ok(())
     }
 
     pub fn quarantine(
@@ -605,6 +653,10 @@ impl Tx<'_> {
             "INSERT OR REPLACE INTO parts (path, file_sha, local_date, rows) VALUES (?1, ?2, ?3, ?4)",
         )?;
         stmt.execute(params![path, file_sha, local_date, rows as i64])?;
+        // Its request ids are claims not in the base file yet.
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO claims_pending (path) VALUES (?1)")?
+            .execute([path])?;
         Ok(())
     }
 
@@ -795,15 +847,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Gives a request id back (its event was removed by a backfill).
-    pub fn unclaim(&self, request_id: &str) -> anyhow::Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("DELETE FROM request_ids WHERE request_id = ?1")?;
-        stmt.execute([request_id])?;
-        Ok(())
-    }
-
     /// Takes a line out of the quarantine (a backfill accepted it).
     pub fn unquarantine(&self, file_sha: &str, line: u64) -> anyhow::Result<()> {
         let mut stmt = self
@@ -822,6 +865,10 @@ impl Tx<'_> {
         let old = self.parts_on(local_date)?;
         self.tx
             .execute("DELETE FROM parts WHERE local_date = ?1", [local_date])?;
+        self.tx.execute(
+            "DELETE FROM claims_pending WHERE path NOT IN (SELECT path FROM parts)",
+            [],
+        )?;
         for (path, rows) in parts {
             self.add_part(path, "backfill", local_date, *rows)?;
         }

@@ -1,0 +1,316 @@
+//! Request-id claims: which request ids already have an event, so that a later occurrence is
+//! counted as a duplicate and never charged.
+//!
+//! The claimed ids are exactly the `request_id`s of the listed Parquet parts, so the claims
+//! are an index that can always be rebuilt from the parts. The index is kept as 128-bit
+//! fingerprints (the first 16 bytes of the id's SHA-256):
+//! - a **base** file, `state/claims/base-<n>.fp`: every fingerprint of the parts it covers,
+//!   sorted, 16 bytes each, mapped into memory and binary-searched (nothing is loaded);
+//! - the **pending** parts, listed in the store's `claims_pending` table in the same
+//!   transaction as the parts themselves: their ids are read into an in-memory set when the
+//!   claims are opened, and the ids claimed during the run join that set.
+//!
+//! When the pending set outgrows a fraction of the base, [`Claims::compact`] merges both into
+//! a new base (a streaming merge: no second copy in memory) and empties `claims_pending` in
+//! one transaction. A crash before that transaction leaves an unlisted file behind and the
+//! old base plus the pending parts, which still answer every lookup. A backfill marks the
+//! claims stale in its own transaction; the next open rebuilds them from the parts.
+//!
+//! Two different ids share a fingerprint with probability about n²/2¹²⁹ (10⁻²⁵ for 20 million
+//! ids), and SHA-256 makes it infeasible to construct such a pair on purpose.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use polars::prelude::col;
+use sha2::{Digest, Sha256};
+
+use crate::events::scan_parts;
+use crate::store::Store;
+
+/// The fingerprint of a request id.
+pub type Fingerprint = u128;
+
+pub fn fingerprint(request_id: &str) -> Fingerprint {
+    let digest = Sha256::digest(request_id.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// Fingerprints are uniformly distributed already: their low bits are the hash.
+#[derive(Default)]
+pub struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// A set of fingerprints.
+pub type FingerprintSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHasher>>;
+
+const WIDTH: usize = 16;
+
+/// The claims of a store: the base file and the pending set.
+pub struct Claims {
+    base: Option<memmap2::Mmap>,
+    pending: FingerprintSet,
+}
+
+impl Claims {
+    /// Opens the claims of the store in `state_dir`, rebuilding them from the parts when the
+    /// store has none yet or a backfill left them stale. A read-only store (`writable` false)
+    /// rebuilds them in memory only.
+    pub fn open(state_dir: &Path, store: &Store, writable: bool) -> anyhow::Result<Claims> {
+        let base_rel = store.meta("claims_base")?;
+        let stale = store.meta("claims_stale")?.is_some();
+        if base_rel.is_none() || stale {
+            if writable {
+                return rebuild(state_dir, store);
+            }
+            let all = store.all_parts()?;
+            return Ok(Claims {
+                base: None,
+                pending: read_fingerprints(state_dir, &all)?,
+            });
+        }
+        let base = map(&state_dir.join(base_rel.expect("checked")))?;
+        let pending = read_fingerprints(state_dir, &store.claims_pending()?)?;
+        Ok(Claims { base, pending })
+    }
+
+    /// Whether `fp` is claimed.
+    pub fn contains(&self, fp: Fingerprint) -> bool {
+        self.pending.contains(&fp) || self.base.as_deref().is_some_and(|b| search(b, fp))
+    }
+
+    /// Adds the claims of a file whose parts were just committed as pending.
+    pub fn extend(&mut self, fps: FingerprintSet) {
+        self.pending.extend(fps);
+    }
+
+    /// How many fingerprints are held in memory.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// How many fingerprints the base holds.
+    fn base_len(&self) -> usize {
+        self.base.as_deref().map_or(0, |b| b.len() / WIDTH)
+    }
+
+    /// Merges the pending fingerprints into a new base once they are at least an eighth of it
+    /// (and many enough to be worth a file), so each fingerprint is rewritten a bounded number
+    /// of times on average and the pending set stays a small part of memory.
+    pub fn compact_if_due(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+        let due = self.pending.len() >= 65_536 && self.pending.len() * 8 >= self.base_len();
+        if due {
+            self.compact(state_dir, store)?;
+        }
+        Ok(())
+    }
+
+    /// Writes base ∪ pending as the new base and empties `claims_pending`. On failure the
+    /// claims are left as they were.
+    pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+        let mut pending: Vec<Fingerprint> = self.pending.iter().copied().collect();
+        pending.sort_unstable();
+        let covered = store.claims_pending()?;
+        let previous = store.meta("claims_base")?;
+        let old = self.base.as_deref().unwrap_or(&[]);
+        let (rel, map) = write_base(state_dir, store, merge(old, &pending))?;
+        let tx = store.transaction()?;
+        tx.set_claims_base(&rel, &covered)?;
+        tx.commit()?;
+        self.base = map;
+        self.pending = FingerprintSet::default();
+        if let Some(prev) = previous.filter(|p| *p != rel) {
+            let _ = std::fs::remove_file(state_dir.join(prev));
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds the claims from every listed part.
+fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
+    let all = store.all_parts()?;
+    let mut fps: Vec<Fingerprint> = read_fingerprints(state_dir, &all)?.into_iter().collect();
+    fps.sort_unstable();
+    let (rel, map) = write_base(state_dir, store, fps.into_iter())?;
+    let previous = store.meta("claims_base")?;
+    store.replace_claims_base(&rel)?;
+    if let Some(prev) = previous.filter(|p| *p != rel) {
+        let _ = std::fs::remove_file(state_dir.join(prev));
+    }
+    Ok(Claims {
+        base: map,
+        pending: FingerprintSet::default(),
+    })
+}
+
+/// The fingerprints of the request ids in `parts`.
+fn read_fingerprints(state_dir: &Path, parts: &[String]) -> anyhow::Result<FingerprintSet> {
+    let mut out = FingerprintSet::default();
+    // A few hundred parts at a time keeps the id column of one batch small.
+    for batch in parts.chunks(256) {
+        let df = scan_parts(state_dir, batch)?
+            .select([col("request_id")])
+            .collect()
+            .context("cannot read the request ids of the event parts")?;
+        let ids = df.column("request_id")?.str()?.clone();
+        out.reserve(ids.len());
+        for id in ids.iter().flatten() {
+            out.insert(fingerprint(id));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a new base file from sorted fingerprints; returns its path relative to `state_dir`
+/// and its mapping (`None` when empty).
+fn write_base(
+    state_dir: &Path,
+    store: &Store,
+    sorted: impl Iterator<Item = Fingerprint>,
+) -> anyhow::Result<(String, Option<memmap2::Mmap>)> {
+    let generation: u64 = store
+        .meta("claims_generation")?
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+        + 1;
+    store.set_meta("claims_generation", &generation.to_string())?;
+    let rel = format!("claims/base-{generation}.fp");
+    let path = state_dir.join(&rel);
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("fp.tmp");
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    for fp in sorted {
+        w.write_all(&fp.to_be_bytes())?;
+    }
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((rel, map(&path)?))
+}
+
+/// Maps a base file; `None` when it is empty (an empty file cannot be mapped).
+fn map(path: &Path) -> anyhow::Result<Option<memmap2::Mmap>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // Safety: base files are written once, renamed into place, and never modified after.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    anyhow::ensure!(
+        map.len() % WIDTH == 0,
+        "{} is not a claims file (its size is not a multiple of {WIDTH})",
+        path.display()
+    );
+    Ok(Some(map))
+}
+
+fn at(base: &[u8], i: usize) -> Fingerprint {
+    let mut b = [0u8; WIDTH];
+    b.copy_from_slice(&base[i * WIDTH..(i + 1) * WIDTH]);
+    // Big-endian on disk, so the file sorts the same way as bytes and as numbers.
+    u128::from_be_bytes(b)
+}
+
+fn search(base: &[u8], fp: Fingerprint) -> bool {
+    let (mut lo, mut hi) = (0, base.len() / WIDTH);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at(base, mid).cmp(&fp) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    false
+}
+
+/// The sorted union of a base and sorted fingerprints.
+fn merge<'a>(base: &'a [u8], sorted: &'a [Fingerprint]) -> impl Iterator<Item = Fingerprint> + 'a {
+    let n = base.len() / WIDTH;
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let a = (i < n).then(|| at(base, i));
+        let b = sorted.get(j).copied();
+        match (a, b) {
+            (None, None) => None,
+            (Some(x), None) => {
+                i += 1;
+                Some(x)
+            }
+            (None, Some(y)) => {
+                j += 1;
+                Some(y)
+            }
+            (Some(x), Some(y)) => {
+                if x <= y {
+                    i += 1;
+                    if x == y {
+                        j += 1;
+                    }
+                    Some(x)
+                } else {
+                    j += 1;
+                    Some(y)
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base_of(fps: &[Fingerprint]) -> Vec<u8> {
+        fps.iter().flat_map(|f| f.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn search_finds_exactly_the_members() {
+        let mut fps: Vec<Fingerprint> = (0..1000).map(|i| fingerprint(&format!("r{i}"))).collect();
+        fps.sort_unstable();
+        let base = base_of(&fps);
+        assert!(fps.iter().all(|f| search(&base, *f)));
+        assert!((1000..2000).all(|i| !search(&base, fingerprint(&format!("r{i}")))));
+        assert!(!search(&[], fps[0]));
+    }
+
+    #[test]
+    fn merge_is_the_sorted_union_without_repeats() {
+        let base = base_of(&[1, 3, 5, 7]);
+        let merged: Vec<Fingerprint> = merge(&base, &[0, 3, 4, 8]).collect();
+        assert_eq!(merged, vec![0, 1, 3, 4, 5, 7, 8]);
+        let only_new: Vec<Fingerprint> = merge(&[], &[2, 9]).collect();
+        assert_eq!(only_new, vec![2, 9]);
+    }
+
+    #[test]
+    fn fingerprints_differ_for_ids_that_differ_in_one_byte() {
+        assert_ne!(fingerprint("req-1"), fingerprint("req-2"));
+        assert_ne!(fingerprint(""), fingerprint(" "));
+        assert_eq!(fingerprint("req-1"), fingerprint("req-1"));
+    }
+}

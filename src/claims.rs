@@ -6,15 +6,17 @@
 //! fingerprints (the first 16 bytes of the id's SHA-256):
 //! - a **base** file, `state/claims/base-<n>.fp`: every fingerprint of the parts it covers,
 //!   sorted, 16 bytes each, mapped into memory and binary-searched (nothing is loaded);
+//! - up to eight **recent** files of the same form, one per ingest run since the base was
+//!   last rewritten;
 //! - the **pending** parts, listed in the store's `claims_pending` table in the same
-//!   transaction as the parts themselves: their ids are read into an in-memory set when the
-//!   claims are opened, and the ids claimed during the run join that set.
+//!   transaction as the parts themselves. The ids claimed during a run are held in an
+//!   in-memory set; at the end of the run [`Claims::checkpoint`] writes them as a recent file
+//!   (or merges everything into a new base) and empties `claims_pending` in one transaction.
+//!   Only after a crash are pending parts left, and the next open reads their ids.
 //!
-//! When the pending set outgrows a fraction of the base, [`Claims::compact`] merges both into
-//! a new base (a streaming merge: no second copy in memory) and empties `claims_pending` in
-//! one transaction. A crash before that transaction leaves an unlisted file behind and the
-//! old base plus the pending parts, which still answer every lookup. A backfill marks the
-//! claims stale in its own transaction; the next open rebuilds them from the parts.
+//! A file is written whole and renamed before the transaction that names it, so a crash leaves
+//! at worst an unnamed file behind, never a named partial one. A backfill marks the claims
+//! stale in its own transaction; the next open rebuilds them from the parts.
 //!
 //! Two different ids share a fingerprint with probability about n²/2¹²⁹ (10⁻²⁵ for 20 million
 //! ids), and SHA-256 makes it infeasible to construct such a pair on purpose.
@@ -65,11 +67,15 @@ pub type FingerprintSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHas
 
 const WIDTH: usize = 16;
 
-/// The claims of a store: the base file and the pending set.
+/// The claims of a store: the base file, the recent files, and the pending set.
 pub struct Claims {
     base: Option<memmap2::Mmap>,
+    recent: Vec<memmap2::Mmap>,
     pending: FingerprintSet,
 }
+
+/// Recent files allowed before they are merged into the base.
+const MAX_RECENT: usize = 8;
 
 impl Claims {
     /// Opens the claims of the store in `state_dir`, rebuilding them from the parts when the
@@ -78,24 +84,46 @@ impl Claims {
     pub fn open(state_dir: &Path, store: &Store, writable: bool) -> anyhow::Result<Claims> {
         let base_rel = store.meta("claims_base")?;
         let stale = store.meta("claims_stale")?.is_some();
-        if base_rel.is_none() || stale {
+        let Some(base_rel) = base_rel.filter(|_| !stale) else {
             if writable {
                 return rebuild(state_dir, store);
             }
             let all = store.all_parts()?;
             return Ok(Claims {
                 base: None,
+                recent: Vec::new(),
                 pending: read_fingerprints(state_dir, &all)?,
             });
-        }
-        let base = map(&state_dir.join(base_rel.expect("checked")))?;
+        };
+        let mapped = map(&state_dir.join(base_rel)).and_then(|base| {
+            let mut recent = Vec::new();
+            for rel in recent_files(store)? {
+                recent.extend(map(&state_dir.join(rel))?);
+            }
+            Ok((base, recent))
+        });
+        let (base, recent) = match mapped {
+            Ok(files) => files,
+            // The files are an index of the parts: a lost one is rebuilt, not fatal.
+            Err(e) if writable => {
+                tracing::warn!("rebuilding the request-id claims from the events: {e:#}");
+                return rebuild(state_dir, store);
+            }
+            Err(e) => return Err(e),
+        };
         let pending = read_fingerprints(state_dir, &store.claims_pending()?)?;
-        Ok(Claims { base, pending })
+        Ok(Claims {
+            base,
+            recent,
+            pending,
+        })
     }
 
     /// Whether `fp` is claimed.
     pub fn contains(&self, fp: Fingerprint) -> bool {
-        self.pending.contains(&fp) || self.base.as_deref().is_some_and(|b| search(b, fp))
+        self.pending.contains(&fp)
+            || self.base.as_deref().is_some_and(|b| search(b, fp))
+            || self.recent.iter().any(|r| search(r, fp))
     }
 
     /// Adds the claims of a file whose parts were just committed as pending.
@@ -108,41 +136,75 @@ impl Claims {
         self.pending.len()
     }
 
-    /// How many fingerprints the base holds.
     fn base_len(&self) -> usize {
         self.base.as_deref().map_or(0, |b| b.len() / WIDTH)
     }
 
-    /// Merges the pending fingerprints into a new base once they are at least an eighth of it
-    /// (and many enough to be worth a file), so each fingerprint is rewritten a bounded number
-    /// of times on average and the pending set stays a small part of memory.
-    pub fn compact_if_due(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
-        let due = self.pending.len() >= 65_536 && self.pending.len() * 8 >= self.base_len();
-        if due {
-            self.compact(state_dir, store)?;
-        }
-        Ok(())
+    fn recent_len(&self) -> usize {
+        self.recent.iter().map(|r| r.len() / WIDTH).sum()
     }
 
-    /// Writes base ∪ pending as the new base and empties `claims_pending`. On failure the
-    /// claims are left as they were.
-    pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+    /// Writes the pending fingerprints to disk at the end of a run, so the next run reads no
+    /// parts: as a new recent file, or merged with the recent files into a new base once they
+    /// are an eighth of it (each fingerprint is then rewritten a bounded number of times on
+    /// average) or too many.
+    pub fn checkpoint(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let small = self.recent.len() < MAX_RECENT
+            && (self.pending.len() + self.recent_len()) * 8 < self.base_len();
+        if !small {
+            return self.compact(state_dir, store);
+        }
         let mut pending: Vec<Fingerprint> = self.pending.iter().copied().collect();
         pending.sort_unstable();
         let covered = store.claims_pending()?;
-        let previous = store.meta("claims_base")?;
-        let old = self.base.as_deref().unwrap_or(&[]);
-        let (rel, map) = write_base(state_dir, store, merge(old, &pending))?;
+        let (rel, map) = write_file(state_dir, store, "recent", pending.into_iter())?;
+        let base = store.meta("claims_base")?.expect("open claims have a base");
+        let mut recent = recent_files(store)?;
+        recent.push(rel);
         let tx = store.transaction()?;
-        tx.set_claims_base(&rel, &covered)?;
+        tx.set_claims_files(&base, &recent, &covered)?;
+        tx.commit()?;
+        self.recent.extend(map);
+        self.pending = FingerprintSet::default();
+        Ok(())
+    }
+
+    /// Writes base ∪ recent ∪ pending as the new base, with no recent files and nothing
+    /// pending. On failure the claims are left as they were.
+    pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+        let mut newer: Vec<Fingerprint> = self.pending.iter().copied().collect();
+        for r in &self.recent {
+            newer.extend((0..r.len() / WIDTH).map(|i| at(r, i)));
+        }
+        newer.sort_unstable();
+        newer.dedup();
+        let covered = store.claims_pending()?;
+        let mut previous = recent_files(store)?;
+        previous.extend(store.meta("claims_base")?);
+        let old = self.base.as_deref().unwrap_or(&[]);
+        let (rel, map) = write_file(state_dir, store, "base", merge(old, &newer))?;
+        let tx = store.transaction()?;
+        tx.set_claims_files(&rel, &[], &covered)?;
         tx.commit()?;
         self.base = map;
+        self.recent.clear();
         self.pending = FingerprintSet::default();
-        if let Some(prev) = previous.filter(|p| *p != rel) {
+        for prev in previous.into_iter().filter(|p| *p != rel) {
             let _ = std::fs::remove_file(state_dir.join(prev));
         }
         Ok(())
     }
+}
+
+/// The recent files named in the store, oldest first.
+fn recent_files(store: &Store) -> anyhow::Result<Vec<String>> {
+    Ok(store
+        .meta("claims_recent")?
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default())
 }
 
 /// Rebuilds the claims from every listed part.
@@ -150,14 +212,16 @@ fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
     let all = store.all_parts()?;
     let mut fps: Vec<Fingerprint> = read_fingerprints(state_dir, &all)?.into_iter().collect();
     fps.sort_unstable();
-    let (rel, map) = write_base(state_dir, store, fps.into_iter())?;
-    let previous = store.meta("claims_base")?;
+    let (rel, map) = write_file(state_dir, store, "base", fps.into_iter())?;
+    let mut previous = recent_files(store)?;
+    previous.extend(store.meta("claims_base")?);
     store.replace_claims_base(&rel)?;
-    if let Some(prev) = previous.filter(|p| *p != rel) {
+    for prev in previous.into_iter().filter(|p| *p != rel) {
         let _ = std::fs::remove_file(state_dir.join(prev));
     }
     Ok(Claims {
         base: map,
+        recent: Vec::new(),
         pending: FingerprintSet::default(),
     })
 }
@@ -180,11 +244,12 @@ fn read_fingerprints(state_dir: &Path, parts: &[String]) -> anyhow::Result<Finge
     Ok(out)
 }
 
-/// Writes a new base file from sorted fingerprints; returns its path relative to `state_dir`
-/// and its mapping (`None` when empty).
-fn write_base(
+/// Writes a new claims file (`kind` is base or recent) from sorted fingerprints; returns its
+/// path relative to `state_dir` and its mapping (`None` when empty).
+fn write_file(
     state_dir: &Path,
     store: &Store,
+    kind: &str,
     sorted: impl Iterator<Item = Fingerprint>,
 ) -> anyhow::Result<(String, Option<memmap2::Mmap>)> {
     let generation: u64 = store
@@ -193,7 +258,7 @@ fn write_base(
         .unwrap_or(0)
         + 1;
     store.set_meta("claims_generation", &generation.to_string())?;
-    let rel = format!("claims/base-{generation}.fp");
+    let rel = format!("claims/{kind}-{generation}.fp");
     let path = state_dir.join(&rel);
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -54,40 +54,80 @@ pub struct Event<'a> {
     pub line: u64,
 }
 
+/// A string column buffer: the strings back to back in one allocation, and where each ends
+/// (`None` for a null), so a row costs no allocation of its own.
+#[derive(Default)]
+struct Strings {
+    bytes: String,
+    ends: Vec<Option<usize>>,
+}
+
+impl Strings {
+    fn push(&mut self, s: Option<&str>) {
+        self.ends.push(s.map(|s| {
+            self.bytes.push_str(s);
+            self.bytes.len()
+        }));
+    }
+
+    fn column(&self, name: &str) -> Column {
+        let mut start = 0;
+        let values: Vec<Option<&str>> = self
+            .ends
+            .iter()
+            .map(|end| {
+                end.map(|end| {
+                    let s = &self.bytes[start..end];
+                    start = end;
+                    s
+                })
+            })
+            .collect();
+        if values.iter().all(Option::is_some) {
+            Column::new(
+                name.into(),
+                values.into_iter().flatten().collect::<Vec<&str>>(),
+            )
+        } else {
+            Column::new(name.into(), values)
+        }
+    }
+}
+
 /// Column buffers for one batch of events of one day.
 #[derive(Default)]
 struct Columns {
-    request_id: Vec<String>,
-    org_id: Vec<String>,
+    request_id: Strings,
+    org_id: Strings,
     ts: Vec<i64>,
     method: Vec<&'static str>,
-    endpoint: Vec<String>,
+    endpoint: Strings,
     status: Vec<i32>,
     billable: Vec<bool>,
     credits: Vec<i64>,
     unpriced: Vec<bool>,
     latency_ms: Vec<Option<i64>>,
     charged_credits: Vec<Option<i64>>,
-    dc: Vec<Option<String>>,
-    file: Vec<String>,
+    dc: Strings,
+    file: Strings,
     line: Vec<i64>,
 }
 
 impl Columns {
     fn push(&mut self, e: &Event<'_>) {
-        self.request_id.push(e.request_id.to_string());
-        self.org_id.push(e.org_id.to_string());
+        self.request_id.push(Some(e.request_id));
+        self.org_id.push(Some(e.org_id));
         self.ts.push(e.ts_ms);
         self.method.push(e.method);
-        self.endpoint.push(e.endpoint.clone());
+        self.endpoint.push(Some(&e.endpoint));
         self.status.push(e.status as i32);
         self.billable.push(e.billable);
         self.credits.push(e.credits as i64);
         self.unpriced.push(e.unpriced);
         self.latency_ms.push(e.latency_ms);
         self.charged_credits.push(e.charged_credits);
-        self.dc.push(e.dc.map(str::to_string));
-        self.file.push(e.file.to_string());
+        self.dc.push(e.dc);
+        self.file.push(Some(e.file));
         self.line.push(e.line as i64);
     }
 
@@ -105,20 +145,20 @@ impl Columns {
         DataFrame::new(
             n,
             vec![
-                Column::new("request_id".into(), c.request_id),
-                Column::new("org_id".into(), c.org_id),
+                c.request_id.column("request_id"),
+                c.org_id.column("org_id"),
                 Column::new("ts".into(), c.ts),
                 local_date,
                 Column::new("method".into(), c.method),
-                Column::new("endpoint".into(), c.endpoint),
+                c.endpoint.column("endpoint"),
                 Column::new("status".into(), c.status),
                 Column::new("billable".into(), c.billable),
                 Column::new("credits".into(), c.credits),
                 Column::new("unpriced".into(), c.unpriced),
                 Column::new("latency_ms".into(), c.latency_ms),
                 Column::new("charged_credits".into(), c.charged_credits),
-                Column::new("dc".into(), c.dc),
-                Column::new("file".into(), c.file),
+                c.dc.column("dc"),
+                c.file.column("file"),
                 Column::new("line".into(), c.line),
             ],
         )
@@ -478,8 +518,10 @@ pub fn reconcile_day(
             JoinArgs::new(JoinType::Inner),
         )
         .with_column(units.alias("units"))
+        // In call order; the running totals are per org (`over`), and each org's rows keep
+        // that order. An integer first key settles almost every comparison without strings.
         .sort_by_exprs(
-            [col("org_id"), col("ts"), col("request_id")],
+            [col("ts"), col("request_id")],
             SortMultipleOptions::default(),
         )
         .with_column(

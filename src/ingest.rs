@@ -115,9 +115,9 @@ pub fn ingest_inbox(
             claims.compact(state_dir, store)?;
         }
     }
-    if let Err(e) = claims.compact_if_due(state_dir, store) {
+    if let Err(e) = claims.checkpoint(state_dir, store) {
         // The claims stay correct without it (the pending parts are read at the next open).
-        tracing::error!("cannot compact the request-id claims: {e:#}");
+        tracing::error!("cannot write the request-id claims: {e:#}");
     }
     Ok(report)
 }
@@ -230,7 +230,7 @@ impl<'s> Ingester<'s> {
 
         let mut counts = FileCounts::default();
         let mut claimed = FingerprintSet::default();
-        let mut days: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
+        let mut days: HashMap<String, BTreeSet<NaiveDate>> = HashMap::new();
         let tx = store.transaction()?;
         let mut writer = PartWriter::new(state, &sha);
         let mut reader = LogReader::open(path, format, gz)?;
@@ -251,8 +251,13 @@ impl<'s> Ingester<'s> {
                     }
                     counts.unique += 1;
                     writer.push(&self.event(&call, date, &sha, line_no))?;
-                    if !days.contains(&(call.org_id.to_string(), date)) {
-                        days.insert((call.org_id.to_string(), date));
+                    match days.get_mut(call.org_id.as_ref()) {
+                        Some(dates) => {
+                            dates.insert(date);
+                        }
+                        None => {
+                            days.insert(call.org_id.to_string(), BTreeSet::from([date]));
+                        }
                     }
                 }
             }
@@ -261,7 +266,10 @@ impl<'s> Ingester<'s> {
         for part in &parts {
             tx.add_part(&part.path, &sha, &part.local_date.to_string(), part.rows)?;
         }
-        for (org, date) in &days {
+        for (org, date) in days
+            .iter()
+            .flat_map(|(o, ds)| ds.iter().map(move |d| (o, d)))
+        {
             tx.mark_dirty(org, &date.to_string())?;
         }
         let row = FileRow {

@@ -339,7 +339,10 @@ impl Store {
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
             [rel],
         )?;
-        tx.execute("DELETE FROM meta WHERE key = 'claims_stale'", [])?;
+        tx.execute(
+            "DELETE FROM meta WHERE key IN ('claims_stale', 'claims_recent')",
+            [],
+        )?;
         tx.execute("DELETE FROM claims_pending", [])?;
         tx.commit().context("cannot commit to the store")
     }
@@ -603,11 +606,20 @@ impl Tx<'_> {
         self.tx.commit().context("cannot commit to the store")
     }
 
-    /// Makes `rel` the claims base file, which now covers the parts `covered` too.
-    pub fn set_claims_base(&self, rel: &str, covered: &[String]) -> anyhow::Result<()> {
+    /// Names the claims base and recent files, which now cover the parts `covered` too.
+    pub fn set_claims_files(
+        &self,
+        base: &str,
+        recent: &[String],
+        covered: &[String],
+    ) -> anyhow::Result<()> {
         self.tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
-            [rel],
+            [base],
+        )?;
+        self.tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_recent', ?1)",
+            [recent.join(" ")],
         )?;
         let mut stmt = self
             .tx

@@ -495,6 +495,66 @@ fn quarantined_lines_claim_no_request_id_and_keep_their_reason() {
 }
 
 #[test]
+fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
+    // Each run repeats a call of the first run and one of the run before. Runs leave their
+    // claims in recent files, a ninth forces a merge into the base, and the claims directory
+    // is then lost and rebuilt from the events: every repeat is still a duplicate.
+    let dir = small_dir();
+    let mut expected_calls = 0;
+    for run in 0..12 {
+        if run == 10 {
+            std::fs::remove_dir_all(dir.path().join("state/claims")).unwrap();
+        }
+        // The first run is large, so the later ones stay small beside it.
+        let fresh = if run == 0 { 400 } else { 3 };
+        let mut lines = String::new();
+        for i in 0..fresh {
+            let ts = format!("2025-10-08T10:{run:02}:{:02}.{:03}Z", i / 100, i % 100);
+            lines.push_str(&call(
+                &ts,
+                &format!("r{run}-{i}"),
+                "200",
+                "/api/v1/tickets",
+                200,
+            ));
+        }
+        expected_calls += fresh;
+        if run > 0 {
+            let ts = format!("2025-10-08T11:{run:02}:00Z");
+            lines.push_str(&call(&ts, "r0-0", "200", "/api/v1/tickets", 200));
+            let previous = format!("r{}-2", run - 1);
+            lines.push_str(&call(&ts, &previous, "200", "/api/v1/tickets", 200));
+        }
+        dir.write(&format!("inbox/run{run:02}.ndjson"), lines);
+        dir.expect(0, &["run", "ingest"]);
+        let counts = file_counts(&dir);
+        let name = format!("run{run:02}.ndjson");
+        // lines, accepted, unique, duplicates
+        let repeats = if run > 0 { 2 } else { 0 };
+        assert_eq!(
+            counts[&name][..4],
+            [fresh + repeats, fresh + repeats, fresh, repeats],
+            "run {run}"
+        );
+        let claims: Vec<String> = std::fs::read_dir(dir.path().join("state/claims"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let recent = claims.iter().filter(|n| n.starts_with("recent-")).count();
+        // Runs 1 to 8 each add a recent file; the ninth merges them into the base; the tenth
+        // rebuilds the base from the events and adds its own recent file.
+        let expected_recent = match run {
+            1..=8 => run,
+            9 => 0,
+            _ => run - 9,
+        };
+        assert_eq!(recent, expected_recent, "run {run}: {claims:?}");
+        let rows = csv_rows(&dir.export());
+        assert_eq!(rows[1][5], expected_calls.to_string(), "run {run}");
+    }
+}
+
+#[test]
 fn csv_logs_with_quotes_and_any_column_order() {
     let dir = small_dir();
     dir.write(

@@ -41,7 +41,7 @@ pub struct Event<'a> {
     pub ts_ms: i64,
     pub local_date: NaiveDate,
     pub method: &'static str,
-    pub endpoint: String,
+    pub endpoint: std::sync::Arc<str>,
     pub status: u16,
     pub billable: bool,
     pub credits: u64,
@@ -181,13 +181,23 @@ struct OpenPart {
     rows: u64,
 }
 
+/// What the writing thread is told.
+enum ToWriter {
+    Batch(NaiveDate, Columns),
+    /// Finish every part and move it into place. Without it (the sender dropped), the parts are
+    /// abandoned and their temporary files removed.
+    Finish,
+}
+
 /// Writes the events of one input file into per-day Parquet parts, in bounded batches.
+///
+/// Encoding and compressing Parquet runs on a thread of its own, fed through a channel of two
+/// batches, while the caller goes on decoding lines: memory stays bounded by the batch size.
 pub struct PartWriter {
-    state_dir: PathBuf,
-    file_sha: String,
     buffers: BTreeMap<NaiveDate, Columns>,
     buffered: usize,
-    open: BTreeMap<NaiveDate, OpenPart>,
+    to_writer: Option<std::sync::mpsc::SyncSender<ToWriter>>,
+    writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<Part>>>>,
 }
 
 /// Rows buffered before they are written out.
@@ -195,12 +205,18 @@ const BATCH_ROWS: usize = 64 * 1024;
 
 impl PartWriter {
     pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
+        let (to_writer, batches) = std::sync::mpsc::sync_channel(2);
+        let state_dir = state_dir.to_path_buf();
+        let file_sha = file_sha.to_string();
+        let writer = std::thread::Builder::new()
+            .name("parquet-writer".into())
+            .spawn(move || write_parts(&state_dir, &file_sha, batches))
+            .expect("a thread can be started");
         PartWriter {
-            state_dir: state_dir.to_path_buf(),
-            file_sha: file_sha.to_string(),
             buffers: BTreeMap::new(),
             buffered: 0,
-            open: BTreeMap::new(),
+            to_writer: Some(to_writer),
+            writer: Some(writer),
         }
     }
 
@@ -213,41 +229,30 @@ impl PartWriter {
         Ok(())
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
-        let dates: Vec<NaiveDate> = self.buffers.keys().copied().collect();
-        for date in dates {
-            let cols = self.buffers.get_mut(&date).expect("listed");
-            if cols.len() == 0 {
-                continue;
-            }
-            let df = cols.take_frame(date)?;
-            if !self.open.contains_key(&date) {
-                let rel = part_path(date, &self.file_sha);
-                let path = self.state_dir.join(&rel);
-                let dir = path.parent().expect("has a parent");
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                let tmp = path.with_extension("parquet.tmp");
-                let f = File::create(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?;
-                let writer = ParquetWriter::new(f)
-                    .with_compression(ParquetCompression::Zstd(None))
-                    .batched(df.schema())?;
-                self.open.insert(
-                    date,
-                    OpenPart {
-                        writer,
-                        tmp,
-                        path: rel,
-                        rows: 0,
-                    },
-                );
-            }
-            let part = self.open.get_mut(&date).expect("opened");
-            part.writer.write_batch(&df)?;
-            part.rows += df.height() as u64;
+    fn send(&mut self, message: ToWriter) -> anyhow::Result<()> {
+        let sent = self
+            .to_writer
+            .as_ref()
+            .map(|s| s.send(message).is_ok())
+            .unwrap_or(false);
+        if sent {
+            return Ok(());
         }
-        self.buffers.clear();
+        // The writer stopped early: its error says why.
+        self.to_writer = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            _ => anyhow::bail!("the Parquet writer stopped"),
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for (date, cols) in std::mem::take(&mut self.buffers) {
+            if cols.len() > 0 {
+                self.send(ToWriter::Batch(date, cols))?;
+            }
+        }
         self.buffered = 0;
         Ok(())
     }
@@ -255,13 +260,59 @@ impl PartWriter {
     /// Finishes every part and moves it into place; returns what was written.
     pub fn finish(mut self) -> anyhow::Result<Vec<Part>> {
         self.flush()?;
+        self.send(ToWriter::Finish)?;
+        self.to_writer = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            None => anyhow::bail!("the Parquet writer stopped"),
+        }
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        // An abandoned file leaves no temporary parts behind: the writer removes them once the
+        // channel closes without `Finish`, and is waited for here.
+        self.to_writer = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The writing thread: one open part per day, written batch by batch.
+fn write_parts(
+    state_dir: &Path,
+    file_sha: &str,
+    batches: std::sync::mpsc::Receiver<ToWriter>,
+) -> anyhow::Result<Vec<Part>> {
+    let mut open: BTreeMap<NaiveDate, OpenPart> = BTreeMap::new();
+    let result = (|| {
+        loop {
+            match batches.recv() {
+                Ok(ToWriter::Batch(date, mut cols)) => {
+                    write_batch(state_dir, file_sha, &mut open, date, &mut cols)?
+                }
+                Ok(ToWriter::Finish) => break,
+                Err(_) => anyhow::bail!("abandoned"),
+            }
+        }
         let mut parts = Vec::new();
-        for (date, part) in std::mem::take(&mut self.open) {
-            part.writer.finish()?;
-            let final_path = self.state_dir.join(&part.path);
-            File::open(&part.tmp)?.sync_all()?;
-            std::fs::rename(&part.tmp, &final_path)
-                .with_context(|| format!("cannot move {} into place", part.tmp.display()))?;
+        for (date, part) in std::mem::take(&mut open) {
+            let result = part
+                .writer
+                .finish()
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    File::open(&part.tmp)?.sync_all()?;
+                    std::fs::rename(&part.tmp, state_dir.join(&part.path))
+                        .with_context(|| format!("cannot move {} into place", part.tmp.display()))
+                });
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&part.tmp);
+                return Err(e);
+            }
             parts.push(Part {
                 local_date: date,
                 path: part.path,
@@ -269,16 +320,47 @@ impl PartWriter {
             });
         }
         Ok(parts)
-    }
-}
-
-impl Drop for PartWriter {
-    fn drop(&mut self) {
-        // An abandoned file leaves no temporary parts behind.
-        for part in self.open.values() {
+    })();
+    if result.is_err() {
+        for part in open.values() {
             let _ = std::fs::remove_file(&part.tmp);
         }
     }
+    result
+}
+
+fn write_batch(
+    state_dir: &Path,
+    file_sha: &str,
+    open: &mut BTreeMap<NaiveDate, OpenPart>,
+    date: NaiveDate,
+    cols: &mut Columns,
+) -> anyhow::Result<()> {
+    let df = cols.take_frame(date)?;
+    if !open.contains_key(&date) {
+        let rel = part_path(date, file_sha);
+        let path = state_dir.join(&rel);
+        let dir = path.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = path.with_extension("parquet.tmp");
+        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let writer = ParquetWriter::new(f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .batched(df.schema())?;
+        open.insert(
+            date,
+            OpenPart {
+                writer,
+                tmp,
+                path: rel,
+                rows: 0,
+            },
+        );
+    }
+    let part = open.get_mut(&date).expect("opened");
+    part.writer.write_batch(&df)?;
+    part.rows += df.height() as u64;
+    Ok(())
 }
 
 /// Where the part of `file_sha`'s events on `date` lives, relative to the state directory.

@@ -156,15 +156,69 @@ fn validate<'a>(fields: [Option<Cow<'a, str>>; 9]) -> Result<Call<'a>, Reason> {
 }
 
 /// A JSON scalar as it may appear for a field: a string, a number, or something else.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum Scalar<'a> {
-    #[serde(borrow)]
     Str(Cow<'a, str>),
     Int(i64),
     UInt(u64),
     Float(f64),
-    Other(serde::de::IgnoredAny),
+    Other,
+}
+
+/// Takes whatever JSON value comes, in one pass (an untagged enum would try each variant in
+/// turn and build an error message for every miss).
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Any<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Any<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::UInt(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'a>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar<'a>, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(Any(std::marker::PhantomData))
+    }
 }
 
 impl<'a> Scalar<'a> {
@@ -176,7 +230,7 @@ impl<'a> Scalar<'a> {
             Scalar::Int(i) => Some(Cow::Owned(i.to_string())),
             Scalar::UInt(u) => Some(Cow::Owned(u.to_string())),
             Scalar::Float(f) => Some(Cow::Owned(format!("{f}!"))),
-            Scalar::Other(_) => Some(Cow::Borrowed("?")),
+            Scalar::Other => Some(Cow::Borrowed("?")),
         }
     }
 }

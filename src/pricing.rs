@@ -5,6 +5,7 @@
 //! matches one or more. Pure code: catalogs arrive parsed, nothing here reads files.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 
@@ -164,7 +165,7 @@ pub struct Price {
     pub credits: u64,
     /// The endpoint that priced it (`GET /api/v1/{module}`), or the call's own path when no
     /// rule matched.
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     pub unpriced: bool,
 }
 
@@ -201,25 +202,31 @@ impl Catalog {
     /// Prices one call; `path_and_query` may carry a query string.
     pub fn price(&self, method: Method, path_and_query: &str) -> Price {
         let (path, query) = split_query(path_and_query);
-        self.price_by(self.rule_for(method, path), method, path, query)
+        let rule = self.rule_for(method, path);
+        self.price_by(rule, self.endpoint(rule, method, path), query)
     }
 
-    /// The price of a call once its rule (if any) is known.
-    fn price_by(&self, rule: Option<usize>, method: Method, path: &str, query: &str) -> Price {
+    /// The price of a call once its rule (if any) and its endpoint name are known.
+    fn price_by(&self, rule: Option<usize>, endpoint: Arc<str>, query: &str) -> Price {
         match rule {
-            Some(i) => {
-                let rule = &self.rules[i];
-                Price {
-                    credits: rule.credits_for(query),
-                    endpoint: format!("{} {}", method.as_str(), rule.pattern),
-                    unpriced: false,
-                }
-            }
+            Some(i) => Price {
+                credits: self.rules[i].credits_for(query),
+                endpoint,
+                unpriced: false,
+            },
             None => Price {
                 credits: self.unpriced_credits,
-                endpoint: format!("{} {}", method.as_str(), normalize_path(path)),
+                endpoint,
                 unpriced: true,
             },
+        }
+    }
+
+    /// The endpoint a call is reported under: its rule's pattern, or its own path.
+    fn endpoint(&self, rule: Option<usize>, method: Method, path: &str) -> Arc<str> {
+        match rule {
+            Some(i) => format!("{} {}", method.as_str(), self.rules[i].pattern).into(),
+            None => format!("{} {}", method.as_str(), normalize_path(path)).into(),
         }
     }
 }
@@ -229,8 +236,10 @@ impl Catalog {
 pub struct Pricing {
     /// Sorted by `effective_from`, oldest first; never empty.
     catalogs: Vec<Catalog>,
-    /// Remembers the rule chosen for each (catalog, method, path) seen so far.
-    memo: HashMap<(usize, Method, String), Option<usize>>,
+    /// Remembers the rule chosen, and the endpoint name, for each (catalog, method) and path
+    /// seen so far.
+    memo: HashMap<(usize, Method), HashMap<String, (Option<usize>, Arc<str>)>>,
+    memo_len: usize,
 }
 
 impl Pricing {
@@ -241,6 +250,7 @@ impl Pricing {
         Pricing {
             catalogs,
             memo: HashMap::new(),
+            memo_len: 0,
         }
     }
 
@@ -266,19 +276,21 @@ impl Pricing {
         let ci = self.catalog_index(ts_ms);
         let catalog = &self.catalogs[ci];
         let (path, query) = split_query(path_and_query);
-        let key = (ci, method, path.to_string());
-        let rule = match self.memo.get(&key) {
-            Some(r) => *r,
-            None => {
-                let r = catalog.rule_for(method, path);
-                if self.memo.len() > 200_000 {
-                    self.memo.clear();
-                }
-                self.memo.insert(key, r);
-                r
-            }
-        };
-        catalog.price_by(rule, method, path, query)
+        if let Some((rule, endpoint)) = self.memo.get(&(ci, method)).and_then(|m| m.get(path)) {
+            return catalog.price_by(*rule, endpoint.clone(), query);
+        }
+        let rule = catalog.rule_for(method, path);
+        let endpoint = catalog.endpoint(rule, method, path);
+        if self.memo_len > 200_000 {
+            self.memo.clear();
+            self.memo_len = 0;
+        }
+        self.memo
+            .entry((ci, method))
+            .or_default()
+            .insert(path.to_string(), (rule, endpoint.clone()));
+        self.memo_len += 1;
+        catalog.price_by(rule, endpoint, query)
     }
 
     pub fn catalogs(&self) -> &[Catalog] {
@@ -583,7 +595,7 @@ mod tests {
                 let c = sample_catalog();
                 let p = c.price(Method::Get, &format!("/api/v1/tasks/count?{query}"));
                 prop_assert_eq!(p.credits, 50);
-                prop_assert_eq!(p.endpoint, "GET /api/v1/tasks/count");
+                prop_assert_eq!(&*p.endpoint, "GET /api/v1/tasks/count");
             }
 
             /// Tiers are monotonic: a larger offset never costs less.

@@ -183,7 +183,7 @@ struct OpenPart {
 
 /// What the writing thread is told.
 enum ToWriter {
-    Batch(NaiveDate, Columns),
+    Batch(NaiveDate, Box<Columns>),
     /// Finish every part and move it into place. Without it (the sender dropped), the parts are
     /// abandoned and their temporary files removed.
     Finish,
@@ -250,7 +250,7 @@ impl PartWriter {
     fn flush(&mut self) -> anyhow::Result<()> {
         for (date, cols) in std::mem::take(&mut self.buffers) {
             if cols.len() > 0 {
-                self.send(ToWriter::Batch(date, cols))?;
+                self.send(ToWriter::Batch(date, Box::new(cols)))?;
             }
         }
         self.buffered = 0;
@@ -337,7 +337,7 @@ fn write_batch(
     cols: &mut Columns,
 ) -> anyhow::Result<()> {
     let df = cols.take_frame(date)?;
-    if !open.contains_key(&date) {
+    if let std::collections::btree_map::Entry::Vacant(slot) = open.entry(date) {
         let rel = part_path(date, file_sha);
         let path = state_dir.join(&rel);
         let dir = path.parent().expect("has a parent");
@@ -347,15 +347,12 @@ fn write_batch(
         let writer = ParquetWriter::new(f)
             .with_compression(ParquetCompression::Zstd(None))
             .batched(df.schema())?;
-        open.insert(
-            date,
-            OpenPart {
-                writer,
-                tmp,
-                path: rel,
-                rows: 0,
-            },
-        );
+        slot.insert(OpenPart {
+            writer,
+            tmp,
+            path: rel,
+            rows: 0,
+        });
     }
     let part = open.get_mut(&date).expect("opened");
     part.writer.write_batch(&df)?;

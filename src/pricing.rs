@@ -231,6 +231,9 @@ impl Catalog {
     }
 }
 
+/// A path's rule (if any) and endpoint name.
+type Priced = (Option<usize>, Arc<str>);
+
 /// Several catalogs by effective date; each call is priced by the newest in effect at its `ts`.
 #[derive(Debug, Clone)]
 pub struct Pricing {
@@ -238,7 +241,7 @@ pub struct Pricing {
     catalogs: Vec<Catalog>,
     /// Remembers the rule chosen, and the endpoint name, for each (catalog, method) and path
     /// seen so far.
-    memo: HashMap<(usize, Method), HashMap<String, (Option<usize>, Arc<str>)>>,
+    memo: HashMap<(usize, Method), HashMap<String, Priced>>,
     memo_len: usize,
 }
 

@@ -299,8 +299,51 @@ fn at(base: &[u8], i: usize) -> Fingerprint {
     u128::from_be_bytes(b)
 }
 
+/// Whether the sorted file `base` holds `fp`. Fingerprints are uniform, so the first guess is
+/// where `fp` would sit if they were evenly spread; the search then doubles its step from
+/// there until it brackets `fp`, and bisects (a few probes, mostly within one page).
 fn search(base: &[u8], fp: Fingerprint) -> bool {
-    let (mut lo, mut hi) = (0, base.len() / WIDTH);
+    let n = base.len() / WIDTH;
+    if n == 0 {
+        return false;
+    }
+    let guess = ((((fp >> 64) as u64 as u128) * n as u128) >> 64) as usize;
+    let (mut lo, mut hi);
+    let mut step = 1;
+    if at(base, guess) < fp {
+        // After the guess: A[lo - 1] < fp throughout.
+        lo = guess + 1;
+        loop {
+            let probe = guess + step;
+            if probe >= n {
+                hi = n;
+                break;
+            }
+            if at(base, probe) >= fp {
+                hi = probe + 1;
+                break;
+            }
+            lo = probe + 1;
+            step *= 2;
+        }
+    } else {
+        // At or before the guess: A[hi - 1] >= fp throughout.
+        hi = guess + 1;
+        loop {
+            if step > guess {
+                lo = 0;
+                break;
+            }
+            let probe = guess - step;
+            if at(base, probe) < fp {
+                lo = probe + 1;
+                break;
+            }
+            hi = probe + 1;
+            step *= 2;
+        }
+    }
+    // The answer, if any, is in [lo, hi).
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         match at(base, mid).cmp(&fp) {
@@ -361,6 +404,21 @@ mod tests {
         assert!(fps.iter().all(|f| search(&base, *f)));
         assert!((1000..2000).all(|i| !search(&base, fingerprint(&format!("r{i}")))));
         assert!(!search(&[], fps[0]));
+    }
+
+    #[test]
+    fn search_works_however_the_fingerprints_are_spread() {
+        // Far from uniform: the first guess is wrong by nearly the whole file either way.
+        let low: Vec<Fingerprint> = (0..500).map(|i| i * 2 + 1).collect();
+        let high: Vec<Fingerprint> = (0..500).map(|i| u128::MAX - i * 2).rev().collect();
+        for fps in [low, high, vec![7], vec![0, u128::MAX]] {
+            let base = base_of(&fps);
+            for f in &fps {
+                assert!(search(&base, *f), "{f} is a member");
+                assert!(!search(&base, f.wrapping_add(1)) || fps.contains(&f.wrapping_add(1)));
+                assert!(!search(&base, f.wrapping_sub(1)) || fps.contains(&f.wrapping_sub(1)));
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the file moved to the archive. A file that cannot be read is recorded as failed, leaves
 //! nothing behind, and is tried again on the next run.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,9 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
+use rustc_hash::FxHashMap;
+
+use crate::allotment::Org;
 use crate::claims::{fingerprint, Claims, FingerprintSet};
 use crate::events::{Event, PartWriter};
 use crate::localday::DayCursor;
@@ -129,7 +132,8 @@ const MAX_PENDING_CLAIMS: usize = 4 << 20;
 pub struct Ingester<'s> {
     setup: &'s Setup,
     pricing: Pricing,
-    cursors: HashMap<String, DayCursor>,
+    /// Each org seen in this run, with the cursor of its local days (one fast lookup a line).
+    cursors: FxHashMap<String, (&'s Org, DayCursor)>,
 }
 
 impl<'s> Ingester<'s> {
@@ -137,7 +141,7 @@ impl<'s> Ingester<'s> {
         Ingester {
             setup,
             pricing: Pricing::new(setup.catalogs.clone()),
-            cursors: HashMap::new(),
+            cursors: FxHashMap::default(),
         }
     }
 
@@ -230,7 +234,7 @@ impl<'s> Ingester<'s> {
 
         let mut counts = FileCounts::default();
         let mut claimed = FingerprintSet::default();
-        let mut days: HashMap<String, BTreeSet<NaiveDate>> = HashMap::new();
+        let mut days: FxHashMap<String, BTreeSet<NaiveDate>> = FxHashMap::default();
         let tx = store.transaction()?;
         let mut writer = PartWriter::new(state, &sha);
         let mut reader = LogReader::open(path, format, gz)?;
@@ -326,13 +330,16 @@ impl<'s> Ingester<'s> {
 
     /// The org checks of DESIGN §2.1: known org, call not before its signup day.
     pub fn check_org<'a>(&mut self, call: Call<'a>) -> Result<(Call<'a>, NaiveDate), Reason> {
-        let org = self.setup.org(&call.org_id).ok_or(Reason::UnknownOrg)?;
-        let cursor = match self.cursors.get_mut(org.org_id.as_str()) {
-            Some(c) => c,
-            None => self
-                .cursors
-                .entry(org.org_id.clone())
-                .or_insert_with(|| DayCursor::new(org.timezone)),
+        let (org, cursor) = match self.cursors.get_mut(call.org_id.as_ref()) {
+            Some((org, cursor)) => (*org, cursor),
+            None => {
+                let org = self.setup.org(&call.org_id).ok_or(Reason::UnknownOrg)?;
+                let (_, cursor) = self
+                    .cursors
+                    .entry(org.org_id.clone())
+                    .or_insert_with(|| (org, DayCursor::new(org.timezone)));
+                (org, cursor)
+            }
         };
         let date = cursor.day_of(call.ts_ms);
         if date < org.signup_date {

@@ -241,7 +241,7 @@ pub struct Pricing {
     catalogs: Vec<Catalog>,
     /// Remembers the rule chosen, and the endpoint name, for each (catalog, method) and path
     /// seen so far.
-    memo: HashMap<(usize, Method), HashMap<String, Priced>>,
+    memo: HashMap<(usize, Method), rustc_hash::FxHashMap<String, Priced>>,
     memo_len: usize,
 }
 

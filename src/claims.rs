@@ -95,7 +95,7 @@ impl Claims {
                 pending: read_fingerprints(state_dir, &all)?,
             });
         };
-        let mapped = map(&state_dir.join(base_rel)).and_then(|base| {
+        let mapped = map(&state_dir.join(&base_rel)).and_then(|base| {
             let mut recent = Vec::new();
             for rel in recent_files(store)? {
                 recent.extend(map(&state_dir.join(rel))?);
@@ -111,6 +111,12 @@ impl Claims {
             }
             Err(e) => return Err(e),
         };
+        if writable {
+            // A crash between writing a file and naming it leaves it unnamed: remove it.
+            let mut named = recent_files(store)?;
+            named.push(base_rel);
+            remove_unnamed(state_dir, &named);
+        }
         let pending = read_fingerprints(state_dir, &store.claims_pending()?)?;
         Ok(Claims {
             base,
@@ -196,6 +202,20 @@ impl Claims {
             let _ = std::fs::remove_file(state_dir.join(prev));
         }
         Ok(())
+    }
+}
+
+/// Removes the files of `state_dir/claims` that `named` (paths relative to `state_dir`) does
+/// not list.
+fn remove_unnamed(state_dir: &Path, named: &[String]) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("claims")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let rel = format!("claims/{}", entry.file_name().to_string_lossy());
+        if !named.contains(&rel) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

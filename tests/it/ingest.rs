@@ -497,11 +497,16 @@ fn quarantined_lines_claim_no_request_id_and_keep_their_reason() {
 #[test]
 fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
     // Each run repeats a call of the first run and one of the run before. Runs leave their
-    // claims in recent files, a ninth forces a merge into the base, and the claims directory
-    // is then lost and rebuilt from the events: every repeat is still a duplicate.
+    // claims in recent files, a ninth forces a merge into the base, an unnamed file left by a
+    // crash is removed, and the claims directory is then lost and rebuilt from the events:
+    // every repeat is still a duplicate.
     let dir = small_dir();
     let mut expected_calls = 0;
     for run in 0..12 {
+        if run == 5 {
+            // What a crash between writing a claims file and naming it leaves behind.
+            dir.write("state/claims/recent-999.fp", [7u8; 16]);
+        }
         if run == 10 {
             std::fs::remove_dir_all(dir.path().join("state/claims")).unwrap();
         }

@@ -214,16 +214,19 @@ pub fn queue_amended_summary(
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let key = format!("summary:{}:{}", row.org_id, row.local_date);
+    let status = tx.outbox_status(&key)?;
+    let Some(status) = status.as_deref() else {
+        return Ok(false);
+    };
     let crossings = tx.crossings(&row.org_id, &row.local_date)?;
-    match tx.outbox_status(&key)?.as_deref() {
-        None => Ok(false),
-        Some("queued") => {
+    match status {
+        "queued" => {
             let rendered = render_summary(setup, tx, row, &crossings, 0)?;
             let to = recipients(setup, row);
             let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
             tx.replace_queued(&key, &rendered.subject, &raw)
         }
-        Some(_) => {
+        _ => {
             let amended = format!("{key}:r{}", row.revision);
             let rendered = render_summary(setup, tx, row, &crossings, row.revision)?;
             queue(

@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -69,8 +69,8 @@ const WIDTH: usize = 16;
 
 /// The claims of a store: the base file, the recent files, and the pending set.
 pub struct Claims {
-    base: Option<memmap2::Mmap>,
-    recent: Vec<memmap2::Mmap>,
+    base: Option<Sorted>,
+    recent: Vec<Sorted>,
     pending: FingerprintSet,
 }
 
@@ -166,14 +166,15 @@ impl Claims {
         let mut pending: Vec<Fingerprint> = self.pending.iter().copied().collect();
         pending.sort_unstable();
         let covered = store.claims_pending()?;
-        let (rel, map) = write_file(state_dir, store, "recent", pending.into_iter())?;
+        let rel = write_file(state_dir, store, "recent", pending.into_iter())?;
+        let written = map(&state_dir.join(&rel))?;
         let base = store.meta("claims_base")?.expect("open claims have a base");
         let mut recent = recent_files(store)?;
         recent.push(rel);
         let tx = store.transaction()?;
         tx.set_claims_files(&base, &recent, &covered)?;
         tx.commit()?;
-        self.recent.extend(map);
+        self.recent.extend(written);
         self.pending = FingerprintSet::default();
         Ok(())
     }
@@ -191,11 +192,13 @@ impl Claims {
         let mut previous = recent_files(store)?;
         previous.extend(store.meta("claims_base")?);
         let old = self.base.as_deref().unwrap_or(&[]);
-        let (rel, map) = write_file(state_dir, store, "base", merge(old, &newer))?;
+        let rel = write_file(state_dir, store, "base", merge(old, &newer))?;
         let tx = store.transaction()?;
         tx.set_claims_files(&rel, &[], &covered)?;
         tx.commit()?;
-        self.base = map;
+        // The old base goes before the new one is read: one of them in memory at a time.
+        self.base = None;
+        self.base = load(&state_dir.join(&rel))?;
         self.recent.clear();
         self.pending = FingerprintSet::default();
         for prev in previous.into_iter().filter(|p| *p != rel) {
@@ -232,7 +235,8 @@ fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
     let all = store.all_parts()?;
     let mut fps: Vec<Fingerprint> = read_fingerprints(state_dir, &all)?.into_iter().collect();
     fps.sort_unstable();
-    let (rel, map) = write_file(state_dir, store, "base", fps.into_iter())?;
+    let rel = write_file(state_dir, store, "base", fps.into_iter())?;
+    let map = load(&state_dir.join(&rel))?;
     let mut previous = recent_files(store)?;
     previous.extend(store.meta("claims_base")?);
     store.replace_claims_base(&rel)?;
@@ -271,7 +275,7 @@ fn write_file(
     store: &Store,
     kind: &str,
     sorted: impl Iterator<Item = Fingerprint>,
-) -> anyhow::Result<(String, Option<memmap2::Mmap>)> {
+) -> anyhow::Result<String> {
     let generation: u64 = store
         .meta("claims_generation")?
         .and_then(|g| g.parse().ok())
@@ -292,11 +296,52 @@ fn write_file(
     file.sync_all()
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok((rel, map(&path)?))
+    Ok(rel)
+}
+
+/// Reads a claims file this run will search into memory, on huge pages where the kernel
+/// offers them on request: a search is a random access, and with 4 KiB pages a large file
+/// costs an address-translation miss on nearly every one. `None` when it is empty.
+fn load(path: &Path) -> anyhow::Result<Option<Sorted>> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        len.is_multiple_of(WIDTH),
+        "{} is not a claims file (its size is not a multiple of {WIDTH})",
+        path.display()
+    );
+    let mut bytes = memmap2::MmapMut::map_anon(len)
+        .context("cannot allocate memory for the request-id claims")?;
+    #[cfg(target_os = "linux")]
+    let _ = bytes.advise(memmap2::Advice::HugePage);
+    file.read_exact(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(Sorted {
+        map: bytes.make_read_only()?,
+        len,
+    }))
+}
+
+/// The bytes of a sorted fingerprint file: mapped from disk, or held in memory when this run
+/// wrote it.
+struct Sorted {
+    map: memmap2::Mmap,
+    len: usize,
+}
+
+impl std::ops::Deref for Sorted {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
 }
 
 /// Maps a base file; `None` when it is empty (an empty file cannot be mapped).
-fn map(path: &Path) -> anyhow::Result<Option<memmap2::Mmap>> {
+fn map(path: &Path) -> anyhow::Result<Option<Sorted>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     if file.metadata()?.len() == 0 {
         return Ok(None);
@@ -309,7 +354,10 @@ fn map(path: &Path) -> anyhow::Result<Option<memmap2::Mmap>> {
         "{} is not a claims file (its size is not a multiple of {WIDTH})",
         path.display()
     );
-    Ok(Some(map))
+    Ok(Some(Sorted {
+        len: map.len(),
+        map,
+    }))
 }
 
 fn at(base: &[u8], i: usize) -> Fingerprint {
@@ -319,51 +367,31 @@ fn at(base: &[u8], i: usize) -> Fingerprint {
     u128::from_be_bytes(b)
 }
 
-/// Whether the sorted file `base` holds `fp`. Fingerprints are uniform, so the first guess is
-/// where `fp` would sit if they were evenly spread; the search then doubles its step from
-/// there until it brackets `fp`, and bisects (a few probes, mostly within one page).
+/// Whether the sorted file `base` holds `fp`. Fingerprints are uniform, so interpolation
+/// finds the place in a few probes (about log log n: three or four for 20 M ids, where
+/// bisection needs 25, each a cache miss in a file this size). After eight rounds, or once the
+/// range is small, it bisects: a skewed file costs at most eight probes more.
 fn search(base: &[u8], fp: Fingerprint) -> bool {
-    let n = base.len() / WIDTH;
-    if n == 0 {
-        return false;
-    }
-    let guess = ((((fp >> 64) as u64 as u128) * n as u128) >> 64) as usize;
-    let (mut lo, mut hi);
-    let mut step = 1;
-    if at(base, guess) < fp {
-        // After the guess: A[lo - 1] < fp throughout.
-        lo = guess + 1;
-        loop {
-            let probe = guess + step;
-            if probe >= n {
-                hi = n;
-                break;
-            }
-            if at(base, probe) >= fp {
-                hi = probe + 1;
-                break;
-            }
-            lo = probe + 1;
-            step *= 2;
+    // The answer, if any, is in [lo, hi): the entry before lo is `below` (< fp), the entry at
+    // hi is `above` (> fp); the ends of the file count as 0 and u128::MAX.
+    let (mut lo, mut hi) = (0, base.len() / WIDTH);
+    let (mut below, mut above) = (0u128, u128::MAX);
+    let top = |k: Fingerprint| (k >> 64) as u64;
+    for _ in 0..8 {
+        let (a, b, f) = (top(below), top(above), top(fp));
+        if hi - lo <= 16 || b <= a {
+            break;
         }
-    } else {
-        // At or before the guess: A[hi - 1] >= fp throughout.
-        hi = guess + 1;
-        loop {
-            if step > guess {
-                lo = 0;
-                break;
-            }
-            let probe = guess - step;
-            if at(base, probe) < fp {
-                lo = probe + 1;
-                break;
-            }
-            hi = probe + 1;
-            step *= 2;
+        // Where fp would sit if [lo, hi) were spread evenly between `below` and `above`.
+        let off = u128::from(f - a) * (hi - lo) as u128 / u128::from(b - a);
+        let probe = (lo + off as usize).min(hi - 1);
+        let v = at(base, probe);
+        match v.cmp(&fp) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => (lo, below) = (probe + 1, v),
+            std::cmp::Ordering::Greater => (hi, above) = (probe, v),
         }
     }
-    // The answer, if any, is in [lo, hi).
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         match at(base, mid).cmp(&fp) {
@@ -431,7 +459,19 @@ mod tests {
         // Far from uniform: the first guess is wrong by nearly the whole file either way.
         let low: Vec<Fingerprint> = (0..500).map(|i| i * 2 + 1).collect();
         let high: Vec<Fingerprint> = (0..500).map(|i| u128::MAX - i * 2).rev().collect();
-        for fps in [low, high, vec![7], vec![0, u128::MAX]] {
+        // Clustered: interpolation keeps guessing wrong and must fall back to bisection.
+        let clustered: Vec<Fingerprint> = (0..500u128)
+            .map(|i| {
+                if i < 490 {
+                    i * 2 + 1
+                } else {
+                    u128::MAX - (500 - i) * 2
+                }
+            })
+            .collect();
+        // Equal top halves: nothing to interpolate on.
+        let same_top: Vec<Fingerprint> = (0..500u128).map(|i| (5u128 << 64) | (i * 3)).collect();
+        for fps in [low, high, clustered, same_top, vec![7], vec![0, u128::MAX]] {
             let base = base_of(&fps);
             for f in &fps {
                 assert!(search(&base, *f), "{f} is a member");

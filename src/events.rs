@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use chrono::NaiveDate;
@@ -175,10 +177,35 @@ pub struct Part {
 }
 
 struct OpenPart {
-    writer: polars::io::parquet::write::BatchedWriter<File>,
+    writer: polars::io::parquet::write::BatchedWriter<SharedFile>,
+    file: SharedFile,
     tmp: PathBuf,
     path: String,
     rows: u64,
+}
+
+/// A part's file, buffered: the Parquet writer writes page headers a few bytes at a time.
+/// Shared so that the buffer can be flushed, and its errors seen, once the writer is done.
+#[derive(Clone)]
+struct SharedFile(Arc<Mutex<BufWriter<File>>>);
+
+impl SharedFile {
+    fn flush_and_sync(&self) -> anyhow::Result<()> {
+        let mut file = self.0.lock().expect("never poisoned: writes do not panic");
+        file.flush()?;
+        file.get_ref().sync_all()?;
+        Ok(())
+    }
+}
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("never poisoned").write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("never poisoned").flush()
+    }
 }
 
 /// What the writing thread is told.
@@ -200,8 +227,10 @@ pub struct PartWriter {
     writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<Part>>>>,
 }
 
-/// Rows buffered before they are written out.
-const BATCH_ROWS: usize = 64 * 1024;
+/// Rows buffered before they are handed to the writer. Small, so that encoding overlaps
+/// decoding even in a file of a few thousand lines: with a whole file in one batch, the writer
+/// waited for the reader and then the reader for the writer.
+const BATCH_ROWS: usize = 4 * 1024;
 
 impl PartWriter {
     pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
@@ -304,8 +333,8 @@ fn write_parts(
                 .writer
                 .finish()
                 .map_err(anyhow::Error::from)
+                .and_then(|_| part.file.flush_and_sync())
                 .and_then(|_| {
-                    File::open(&part.tmp)?.sync_all()?;
                     std::fs::rename(&part.tmp, state_dir.join(&part.path))
                         .with_context(|| format!("cannot move {} into place", part.tmp.display()))
                 });
@@ -344,11 +373,13 @@ fn write_batch(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tmp = path.with_extension("parquet.tmp");
         let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let writer = ParquetWriter::new(f)
+        let file = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, f))));
+        let writer = ParquetWriter::new(file.clone())
             .with_compression(ParquetCompression::Zstd(None))
             .batched(df.schema())?;
         slot.insert(OpenPart {
             writer,
+            file,
             tmp,
             path: rel,
             rows: 0,
@@ -439,10 +470,11 @@ pub fn write_kept(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension("parquet.tmp");
     let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    ParquetWriter::new(f)
+    let mut f = BufWriter::with_capacity(1 << 20, f);
+    ParquetWriter::new(&mut f)
         .with_compression(ParquetCompression::Zstd(None))
         .finish(&mut df)?;
-    File::open(&tmp)?.sync_all()?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(df.height() as u64)
 }
@@ -534,31 +566,16 @@ pub fn reconcile_day(
                 .otherwise(col("credits")),
         )
         .otherwise(lit(0i64));
-    let mut aggs = vec![
-        len().cast(DataType::Int64).alias("calls"),
-        col("billable")
-            .cast(DataType::Int64)
-            .sum()
-            .alias("billable_calls"),
-        col("credits")
-            .filter(col("billable"))
-            .sum()
-            .alias("credits"),
-        col("units").sum().alias("used"),
-        col("unpriced")
-            .cast(DataType::Int64)
-            .sum()
-            .alias("unpriced_calls"),
-    ];
+    let mut firsts = Vec::new();
     let mut crossing_names = Vec::new();
     let mut crossing_at = |name: String, pred: Expr| {
-        aggs.push(
+        firsts.push(
             col("ts")
                 .filter(pred.clone())
                 .first()
                 .alias(format!("{name}_ts")),
         );
-        aggs.push(
+        firsts.push(
             col("request_id")
                 .filter(pred)
                 .first()
@@ -566,6 +583,9 @@ pub fn reconcile_day(
         );
         crossing_names.push(name);
     };
+    // An org-day reaches a threshold at all exactly when its total does: units are never
+    // negative, so the running total only rises.
+    let mut reaches = col("used").gt(col("allotted"));
     for t in thresholds {
         crossing_at(
             format!("near{t}"),
@@ -573,6 +593,7 @@ pub fn reconcile_day(
                 .gt_eq(col("allotted") * lit(*t as i64))
                 .and(col("units").gt(lit(0i64))),
         );
+        reaches = reaches.or((col("used") * lit(100i64)).gt_eq(col("allotted") * lit(*t as i64)));
     }
     crossing_at(
         "over".to_string(),
@@ -581,7 +602,7 @@ pub fn reconcile_day(
             .and(col("units").gt(lit(0i64))),
     );
 
-    let df = events
+    let calls = events
         .select([
             col("org_id"),
             col("ts"),
@@ -590,19 +611,63 @@ pub fn reconcile_day(
             col("credits"),
             col("unpriced"),
         ])
+        .collect()?;
+    // The day's figures need no order: sums per org, then the org's terms (used = billable
+    // calls on legacy days, else their credits).
+    let figures = calls
+        .clone()
+        .lazy()
+        .group_by([col("org_id")])
+        .agg([
+            len().cast(DataType::Int64).alias("calls"),
+            col("billable")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("billable_calls"),
+            col("credits")
+                .filter(col("billable"))
+                .sum()
+                .alias("credits"),
+            col("unpriced")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("unpriced_calls"),
+        ])
         .join(
             terms.lazy(),
             [col("org_id")],
             [col("org_id")],
             JoinArgs::new(JoinType::Inner),
         )
+        .with_column(
+            when(col("legacy"))
+                .then(col("billable_calls"))
+                .otherwise(col("credits"))
+                .alias("used"),
+        )
+        .collect()?;
+    // The crossings need each org's calls in call order (`ts`, then `request_id`), but only
+    // of the orgs that reach a threshold: most org-days do not, and sorting is the costly step.
+    let reaching = figures.clone().lazy().filter(reaches).select([
+        col("org_id"),
+        col("legacy"),
+        col("allotted"),
+    ]);
+    let crossings = calls
+        .lazy()
+        .join(
+            reaching,
+            [col("org_id")],
+            [col("org_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
         .with_column(units.alias("units"))
-        // In call order; the running totals are per org (`over`), and each org's rows keep
-        // that order. An integer first key settles almost every comparison without strings.
+        // An integer first key settles almost every comparison without strings.
         .sort_by_exprs(
             [col("ts"), col("request_id")],
             SortMultipleOptions::default(),
         )
+        // The running totals are per org (`over`); each org's rows keep the call order.
         .with_column(
             col("units")
                 .cum_sum(false)
@@ -610,10 +675,17 @@ pub fn reconcile_day(
                 .alias("running"),
         )
         .group_by([col("org_id")])
-        .agg(aggs)
+        .agg(firsts);
+    let df = figures
+        .lazy()
+        .join(
+            crossings,
+            [col("org_id")],
+            [col("org_id")],
+            JoinArgs::new(JoinType::Left),
+        )
         .sort(["org_id"], SortMultipleOptions::default())
-        .collect_with_engine(Engine::Streaming)?
-        .unwrap_single();
+        .collect()?;
 
     let org = df.column("org_id")?.str()?.clone();
     let num = |name: &str| -> PolarsResult<Int64Chunked> {
@@ -742,6 +814,54 @@ mod tests {
         assert_eq!(
             f.crossings,
             vec![(80, 3, "c".to_string()), (100, 4, "d".to_string())]
+        );
+    }
+
+    #[test]
+    fn orgs_below_every_threshold_are_summed_without_crossings() {
+        // "5" stays under 80 % (only its billable credits count); legacy "6" reaches 80 % of
+        // its two calls and goes above them; "7" reaches exactly 80 % with its last call.
+        let events = frame(&[
+            ("5", 3, "a", true, 4),
+            ("5", 1, "b", false, 90),
+            ("5", 2, "c", true, 3),
+            ("6", 2, "d", true, 9),
+            ("6", 1, "e", true, 9),
+            ("6", 3, "f", true, 9),
+            ("7", 1, "g", true, 4),
+            ("7", 2, "h", true, 4),
+        ]);
+        let measures = [
+            measure("5", false, 10),
+            measure("6", true, 2),
+            measure("7", false, 10),
+        ];
+        let figs = reconcile_day(events, &measures, &[80]).unwrap();
+        let got: Vec<_> = figs
+            .iter()
+            .map(|f| {
+                (
+                    f.org_id.as_str(),
+                    f.calls,
+                    f.credits,
+                    f.used,
+                    f.crossings.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("5", 3, 7, 7, vec![]),
+                (
+                    "6",
+                    3,
+                    27,
+                    3,
+                    vec![(80, 2, "d".to_string()), (100, 3, "f".to_string())]
+                ),
+                ("7", 2, 8, 8, vec![(80, 2, "h".to_string())]),
+            ]
         );
     }
 

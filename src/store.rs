@@ -938,10 +938,9 @@ impl Tx<'_> {
         local_date: &str,
         crossings: &[Crossing],
     ) -> anyhow::Result<()> {
-        self.tx.execute(
-            "DELETE FROM crossings WHERE org_id = ?1 AND local_date = ?2",
-            [org_id, local_date],
-        )?;
+        self.tx
+            .prepare_cached("DELETE FROM crossings WHERE org_id = ?1 AND local_date = ?2")?
+            .execute([org_id, local_date])?;
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO crossings (org_id, local_date, threshold, ts, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;

@@ -161,7 +161,8 @@ impl Claims {
         let small = self.recent.len() < MAX_RECENT
             && (self.pending.len() + self.recent_len()) * 8 < self.base_len();
         if !small {
-            return self.compact(state_dir, store);
+            // The run is over: nothing searches the new base before the next run maps it.
+            return self.merge_into_base(state_dir, store, false);
         }
         let mut pending: Vec<Fingerprint> = self.pending.iter().copied().collect();
         pending.sort_unstable();
@@ -180,8 +181,18 @@ impl Claims {
     }
 
     /// Writes base ∪ recent ∪ pending as the new base, with no recent files and nothing
-    /// pending. On failure the claims are left as they were.
+    /// pending, in the middle of a run that goes on searching it. On failure the claims are
+    /// left as they were.
     pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+        self.merge_into_base(state_dir, store, true)
+    }
+
+    fn merge_into_base(
+        &mut self,
+        state_dir: &Path,
+        store: &mut Store,
+        searched_next: bool,
+    ) -> anyhow::Result<()> {
         let mut newer: Vec<Fingerprint> = self.pending.iter().copied().collect();
         for r in &self.recent {
             newer.extend((0..r.len() / WIDTH).map(|i| at(r, i)));
@@ -198,7 +209,12 @@ impl Claims {
         tx.commit()?;
         // The old base goes before the new one is read: one of them in memory at a time.
         self.base = None;
-        self.base = load(&state_dir.join(&rel))?;
+        let path = state_dir.join(&rel);
+        self.base = if searched_next {
+            for_search(&path)?
+        } else {
+            map(&path)?
+        };
         self.recent.clear();
         self.pending = FingerprintSet::default();
         for prev in previous.into_iter().filter(|p| *p != rel) {
@@ -236,7 +252,7 @@ fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
     let mut fps: Vec<Fingerprint> = read_fingerprints(state_dir, &all)?.into_iter().collect();
     fps.sort_unstable();
     let rel = write_file(state_dir, store, "base", fps.into_iter())?;
-    let map = load(&state_dir.join(&rel))?;
+    let map = for_search(&state_dir.join(&rel))?;
     let mut previous = recent_files(store)?;
     previous.extend(store.meta("claims_base")?);
     store.replace_claims_base(&rel)?;
@@ -299,9 +315,27 @@ fn write_file(
     Ok(rel)
 }
 
-/// Reads a claims file this run will search into memory, on huge pages where the kernel
-/// offers them on request: a search is a random access, and with 4 KiB pages a large file
-/// costs an address-translation miss on nearly every one. `None` when it is empty.
+/// The largest claims file read into memory (32 Mi ids); a larger one is mapped, and the
+/// operating system keeps what it can of it in the page cache.
+const IN_MEMORY_MAX: u64 = 512 << 20;
+
+/// Opens a claims file that the rest of this run will search, millions of times when the run
+/// is large enough to have rewritten it: read into memory when it is at most
+/// [`IN_MEMORY_MAX`], else mapped.
+fn for_search(path: &Path) -> anyhow::Result<Option<Sorted>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .len();
+    if len <= IN_MEMORY_MAX {
+        load(path)
+    } else {
+        map(path)
+    }
+}
+
+/// Reads a claims file into memory, on huge pages where the kernel offers them on request:
+/// a search is a random access, and with 4 KiB pages a large file costs an
+/// address-translation miss on nearly every one. `None` when it is empty.
 fn load(path: &Path) -> anyhow::Result<Option<Sorted>> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata()?.len() as usize;
@@ -442,6 +476,31 @@ mod tests {
 
     fn base_of(fps: &[Fingerprint]) -> Vec<u8> {
         fps.iter().flat_map(|f| f.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn claims_folded_in_mid_run_and_at_the_end_are_all_found() {
+        // A run that compacts twice (the base then held in memory), then checkpoints a recent
+        // file; a new open (base and recent file mapped) finds every id, and no other.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let mut store = Store::open(&state.join("creditd.sqlite")).unwrap();
+        let mut claims = Claims::open(state, &store, true).unwrap();
+        let ids = |range: std::ops::Range<u32>| range.map(|i| fingerprint(&format!("id-{i}")));
+        for end in [3000, 5000] {
+            claims.extend(ids(end - 3000..end).collect());
+            claims.compact(state, &mut store).unwrap();
+            assert_eq!(claims.pending_len(), 0);
+            assert!(ids(0..end).all(|f| claims.contains(f)));
+            assert!(!ids(end..end + 1000).any(|f| claims.contains(f)));
+        }
+        claims.extend(ids(5000..5100).collect());
+        claims.checkpoint(state, &mut store).unwrap();
+        assert!(ids(0..5100).all(|f| claims.contains(f)));
+        let reopened = Claims::open(state, &store, true).unwrap();
+        assert_eq!((reopened.base_len(), reopened.recent_len()), (5000, 100));
+        assert!(ids(0..5100).all(|f| reopened.contains(f)));
+        assert!(!ids(5100..8000).any(|f| reopened.contains(f)));
     }
 
     #[test]

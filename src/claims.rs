@@ -181,8 +181,9 @@ impl Claims {
     }
 
     /// Writes base ∪ recent ∪ pending as the new base, with no recent files and nothing
-    /// pending, in the middle of a run that goes on searching it. On failure the claims are
-    /// left as they were.
+    /// pending, in the middle of a run that goes on searching it. On failure before the new
+    /// base is committed the claims are left as they were; if it cannot be read back after,
+    /// the error says so and these claims must not be searched again (the next open reads it).
     pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
         self.merge_into_base(state_dir, store, true)
     }
@@ -207,16 +208,22 @@ impl Claims {
         let tx = store.transaction()?;
         tx.set_claims_files(&rel, &[], &covered)?;
         tx.commit()?;
-        // The old base goes before the new one is read: one of them in memory at a time.
+        // The new base holds them all now. The old base and these copies go before the new one
+        // is read: one base in memory at a time.
+        drop(newer);
         self.base = None;
-        let path = state_dir.join(&rel);
-        self.base = if searched_next {
-            for_search(&path)?
-        } else {
-            map(&path)?
-        };
         self.recent.clear();
         self.pending = FingerprintSet::default();
+        let path = state_dir.join(&rel);
+        self.base = if searched_next {
+            for_search(&path).or_else(|e| {
+                tracing::warn!("mapping the request-id claims instead of reading them: {e:#}");
+                map(&path)
+            })
+        } else {
+            map(&path)
+        }
+        .context("the request-id claims were rewritten but cannot be read back; this run must stop, the next one reads them")?;
         for prev in previous.into_iter().filter(|p| *p != rel) {
             let _ = std::fs::remove_file(state_dir.join(prev));
         }
@@ -350,7 +357,10 @@ fn load(path: &Path) -> anyhow::Result<Option<Sorted>> {
     let mut bytes = memmap2::MmapMut::map_anon(len)
         .context("cannot allocate memory for the request-id claims")?;
     #[cfg(target_os = "linux")]
-    let _ = bytes.advise(memmap2::Advice::HugePage);
+    if let Err(e) = bytes.advise(memmap2::Advice::HugePage) {
+        // Only slower without them.
+        tracing::debug!("no huge pages for the request-id claims: {e}");
+    }
     file.read_exact(&mut bytes)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Some(Sorted {

@@ -227,10 +227,18 @@ pub struct PartWriter {
     writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<Part>>>>,
 }
 
-/// Rows buffered before they are handed to the writer. Small, so that encoding overlaps
-/// decoding even in a file of a few thousand lines: with a whole file in one batch, the writer
-/// waited for the reader and then the reader for the writer.
+/// Rows buffered before a day's buffer is handed to the writer (as one row group). Small, so
+/// that encoding overlaps decoding even in a file of a few thousand lines: with a whole file
+/// in one batch, the writer waited for the reader and then the reader for the writer.
 const BATCH_ROWS: usize = 4 * 1024;
+
+/// The fewest rows of one day handed over as a row group, unless memory forces it: a file
+/// spread over many days still makes row groups worth reading.
+const MIN_GROUP_ROWS: usize = 1024;
+
+/// Rows buffered over all days before every buffer is handed over, which bounds memory for a
+/// file that spans many days.
+const BUFFERED_ROWS: usize = 64 * 1024;
 
 impl PartWriter {
     pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
@@ -250,10 +258,15 @@ impl PartWriter {
     }
 
     pub fn push(&mut self, e: &Event<'_>) -> anyhow::Result<()> {
-        self.buffers.entry(e.local_date).or_default().push(e);
+        let day = self.buffers.entry(e.local_date).or_default();
+        day.push(e);
         self.buffered += 1;
-        if self.buffered >= BATCH_ROWS {
+        if self.buffered >= BUFFERED_ROWS {
             self.flush()?;
+        } else if self.buffered >= BATCH_ROWS && day.len() >= MIN_GROUP_ROWS {
+            let cols = std::mem::take(day);
+            self.buffered -= cols.len();
+            self.send(ToWriter::Batch(e.local_date, Box::new(cols)))?;
         }
         Ok(())
     }
@@ -328,7 +341,9 @@ fn write_parts(
             }
         }
         let mut parts = Vec::new();
-        for (date, part) in std::mem::take(&mut open) {
+        // Taken one by one: on a failure the parts not finished yet are still in `open`, and
+        // their temporary files are removed below.
+        while let Some((date, part)) = open.pop_first() {
             let result = part
                 .writer
                 .finish()
@@ -611,6 +626,11 @@ pub fn reconcile_day(
             col("credits"),
             col("unpriced"),
         ])
+        // Only the measured orgs' calls are held: often a few orgs of a day of many.
+        .filter(col("org_id").is_in(
+            lit(terms.column("org_id")?.as_materialized_series().clone()).implode(false),
+            false,
+        ))
         .collect()?;
     // The day's figures need no order: sums per org, then the org's terms (used = billable
     // calls on legacy days, else their credits).

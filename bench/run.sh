@@ -8,8 +8,9 @@
 # PyPI; generate the data set (1,000 orgs in 24 zones, NDJSON / CSV / gzip, pricing tiers,
 # duplicates, bad lines of every reason); run creditd (`run ingest`, then `ledger export`) and
 # bench/duckdb_ledger.py (the same reconciliation in DuckDB SQL) on the same files; check the
-# two ledgers are byte-equal; then time an incremental ingest of one late 5-minute file (and
-# check the ledger then equals the generator's own), and a run on 20 M lines. Prints a table of wall time, lines/s, peak RSS and ratios, and the
+# two ledgers are byte-equal; then time an incremental ingest of one late 5-minute file (the
+# median of three, from the same state; and check the ledger then equals the generator's own),
+# and a run on 20 M lines. Prints a table of wall time, lines/s, peak RSS and ratios, and the
 # targets met or missed; writes the same to $BENCH_DIR/results-<time>.md.
 #
 # Environment: BENCH_DIR (data, venv and results; default ~/.cache/creditd-bench),
@@ -118,10 +119,18 @@ if ! cmp -s "$WORK/ledger-creditd.csv" "$WORK/ledger-duckdb.csv"; then
 fi
 echo "equal: $(($(wc -l <"$WORK/ledger-creditd.csv") - 1)) org-days" >&2
 
-say "creditd: one late 5-minute file into the full days"
-cp -l "$BASE"/aside/* "$WORK/inbox/"
+# A run of a fifth of a second is at the mercy of the machine's other work: it is timed three
+# times from the same state, and the median counts.
+say "creditd: one late 5-minute file into the full days (three times, from the same state)"
 INC_LINES=$(cat "$BASE"/aside/* | wc -l)
-m creditd-incremental -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" run ingest >/dev/null
+cp -a "$WORK/state" "$WORK/state.full"
+for i in 1 2 3; do
+	rm -rf "$WORK/state"
+	cp -a "$WORK/state.full" "$WORK/state"
+	cp -l "$BASE"/aside/* "$WORK/inbox/"
+	m "creditd-incremental-$i" -- "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" run ingest >/dev/null
+done
+rm -rf "$WORK/state.full"
 # The generator worked out the ledger on its own, late file included: creditd must agree.
 "$BIN/creditd" --config "$WORK/creditd.toml" --now "$NOW" ledger export --format csv |
 	sed 's/,[a-z]*$//' >"$WORK/ledger-after-late.csv"
@@ -154,7 +163,8 @@ def total(*labels):
     return sum(r[l][0] for l in labels), max(r[l][1] for l in labels)
 cd = total("creditd-ingest", "creditd-export")
 dk = total("duckdb")
-inc = total("creditd-incremental")
+incs = sorted(r[f"creditd-incremental-{i}"] for i in (1, 2, 3))
+inc = (incs[1][0], max(kib for _, kib in incs))
 big = total("creditd-big-ingest", "creditd-big-export")
 mib = lambda kib: f"{kib / 1024:,.0f} MiB"
 print(f"| run | lines | wall | lines/s | peak RSS |")
@@ -162,7 +172,7 @@ print(f"|---|---:|---:|---:|---:|")
 print(f"| DuckDB {duck} (anchor) | {n:,} | {dk[0]:.1f} s | {n / dk[0]:,.0f} | {mib(dk[1])} |")
 print(f"| creditd ingest + export | {n:,} | {cd[0]:.1f} s | {n / cd[0]:,.0f} | {mib(cd[1])} |")
 print(f"| creditd, {scale:.2f}× the lines | {nbig:,} | {big[0]:.1f} s | {nbig / big[0]:,.0f} | {mib(big[1])} |")
-print(f"| creditd, one late 5-minute file | {ninc:,} | {inc[0]:.2f} s | | {mib(inc[1])} |")
+print(f"| creditd, one late 5-minute file (median of 3: {', '.join(f'{w:.2f}' for w, _ in incs)} s) | {ninc:,} | {inc[0]:.2f} s | | {mib(inc[1])} |")
 print()
 checks = [
     ("creditd wall time ≤ 0.5 × DuckDB's", cd[0] / dk[0], 0.5, f"{cd[0] / dk[0]:.2f} ×"),

@@ -885,6 +885,66 @@ mod tests {
         );
     }
 
+    /// Writes `rows` events spread round-robin over `days` consecutive days; returns the row
+    /// counts of each part's row groups, by day.
+    fn row_groups_written(rows: u64, days: u64) -> Vec<Vec<usize>> {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        let first = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
+        let endpoint: std::sync::Arc<str> = "/api/v1/tickets".into();
+        let mut writer = PartWriter::new(dir.path(), &sha);
+        for i in 0..rows {
+            let id = format!("r{i}");
+            writer
+                .push(&Event {
+                    request_id: &id,
+                    org_id: "1",
+                    ts_ms: i as i64,
+                    local_date: first + chrono::Days::new(i % days),
+                    method: "GET",
+                    endpoint: endpoint.clone(),
+                    status: 200,
+                    billable: true,
+                    credits: 1,
+                    unpriced: false,
+                    latency_ms: None,
+                    charged_credits: None,
+                    dc: None,
+                    file: &sha,
+                    line: i + 1,
+                })
+                .unwrap();
+        }
+        let parts = writer.finish().unwrap();
+        assert_eq!(parts.len() as u64, days.min(rows));
+        parts
+            .iter()
+            .map(|p| {
+                let f = File::open(dir.path().join(&p.path)).unwrap();
+                let mut reader = ParquetReader::new(f);
+                let meta = reader.get_metadata().unwrap();
+                let groups: Vec<usize> = meta.row_groups.iter().map(|g| g.num_rows()).collect();
+                assert_eq!(groups.iter().sum::<usize>() as u64, p.rows);
+                groups
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_over_many_days_still_makes_row_groups_worth_reading() {
+        // 900 rows on each of 30 days: no day reaches a row group of its own before the end,
+        // so each part is one row group (not 30 slivers of every 4 Ki batch).
+        let groups = row_groups_written(27_000, 30);
+        assert!(groups.iter().all(|g| g == &vec![900]), "{groups:?}");
+    }
+
+    #[test]
+    fn a_long_file_of_one_day_is_handed_over_in_batches_as_it_is_read() {
+        // Encoding overlaps decoding: the rows go to the writer 4 Ki at a time.
+        let groups = row_groups_written(10_000, 1);
+        assert_eq!(groups, vec![vec![4096, 4096, 1808]]);
+    }
+
     #[test]
     fn exactly_at_the_allotment_is_not_above_it() {
         let events = frame(&[("4", 1, "a", true, 5), ("4", 2, "b", true, 5)]);

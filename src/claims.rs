@@ -328,80 +328,70 @@ const IN_MEMORY_MAX: u64 = 512 << 20;
 
 /// Opens a claims file that the rest of this run will search, millions of times when the run
 /// is large enough to have rewritten it: read into memory when it is at most
-/// [`IN_MEMORY_MAX`], else mapped.
+/// [`IN_MEMORY_MAX`], else mapped. `None` when it is empty.
 fn for_search(path: &Path) -> anyhow::Result<Option<Sorted>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .len();
-    if len <= IN_MEMORY_MAX {
-        load(path)
-    } else {
-        map(path)
-    }
-}
-
-/// Reads a claims file into memory, on huge pages where the kernel offers them on request:
-/// a search is a random access, and with 4 KiB pages a large file costs an
-/// address-translation miss on nearly every one. `None` when it is empty.
-fn load(path: &Path) -> anyhow::Result<Option<Sorted>> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let len = file.metadata()?.len() as usize;
-    if len == 0 {
+    let Some((file, len)) = open_sorted(path)? else {
         return Ok(None);
+    };
+    if len > IN_MEMORY_MAX {
+        return map_file(&file, path).map(Some);
     }
-    anyhow::ensure!(
-        len.is_multiple_of(WIDTH),
-        "{} is not a claims file (its size is not a multiple of {WIDTH})",
-        path.display()
-    );
-    let mut bytes = memmap2::MmapMut::map_anon(len)
+    // In memory on huge pages where the kernel offers them on request: a search is a random
+    // access, and with 4 KiB pages a large file costs an address-translation miss on nearly
+    // every one.
+    let mut bytes = memmap2::MmapMut::map_anon(len as usize)
         .context("cannot allocate memory for the request-id claims")?;
     #[cfg(target_os = "linux")]
     if let Err(e) = bytes.advise(memmap2::Advice::HugePage) {
         // Only slower without them.
         tracing::debug!("no huge pages for the request-id claims: {e}");
     }
-    file.read_exact(&mut bytes)
+    (&file)
+        .read_exact(&mut bytes)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Some(Sorted {
-        map: bytes.make_read_only()?,
-        len,
-    }))
+    Ok(Some(Sorted(bytes.make_read_only()?)))
 }
 
 /// The bytes of a sorted fingerprint file: mapped from disk, or held in memory when this run
 /// wrote it.
-struct Sorted {
-    map: memmap2::Mmap,
-    len: usize,
-}
+struct Sorted(memmap2::Mmap);
 
 impl std::ops::Deref for Sorted {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.map[..self.len]
+        &self.0
     }
 }
 
-/// Maps a base file; `None` when it is empty (an empty file cannot be mapped).
+/// Maps a claims file; `None` when it is empty (an empty file cannot be mapped).
 fn map(path: &Path) -> anyhow::Result<Option<Sorted>> {
+    open_sorted(path)?
+        .map(|(file, _)| map_file(&file, path))
+        .transpose()
+}
+
+/// Opens a claims file and checks its size: `None` when it is empty, else the file and its
+/// length.
+fn open_sorted(path: &Path) -> anyhow::Result<Option<(File, u64)>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    if file.metadata()?.len() == 0 {
+    let len = file.metadata()?.len();
+    if len == 0 {
         return Ok(None);
     }
-    // Safety: base files are written once, renamed into place, and never modified after.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
     anyhow::ensure!(
-        map.len() % WIDTH == 0,
+        len.is_multiple_of(WIDTH as u64),
         "{} is not a claims file (its size is not a multiple of {WIDTH})",
         path.display()
     );
-    Ok(Some(Sorted {
-        len: map.len(),
-        map,
-    }))
+    Ok(Some((file, len)))
+}
+
+fn map_file(file: &File, path: &Path) -> anyhow::Result<Sorted> {
+    // Safety: claims files are written once, renamed into place, and never modified after.
+    let map = unsafe { memmap2::Mmap::map(file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    Ok(Sorted(map))
 }
 
 fn at(base: &[u8], i: usize) -> Fingerprint {

@@ -184,8 +184,7 @@ struct OpenPart {
     rows: u64,
 }
 
-/// A part's file, buffered: the Parquet writer writes page headers a few bytes at a time.
-/// Shared so that the buffer can be flushed, and its errors seen, once the writer is done.
+/// A part's file, buffered ([`WRITE_BUFFER`]). Shared so that the buffer can be flushed, and its errors seen, once the writer is done.
 #[derive(Clone)]
 struct SharedFile(Arc<Mutex<BufWriter<File>>>);
 
@@ -207,6 +206,10 @@ impl Write for SharedFile {
         self.0.lock().expect("never poisoned").flush()
     }
 }
+
+/// The write buffer of a Parquet file: polars' writer writes page headers a few bytes at a
+/// time.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// What the writing thread is told.
 enum ToWriter {
@@ -388,7 +391,10 @@ fn write_batch(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tmp = path.with_extension("parquet.tmp");
         let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let file = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, f))));
+        let file = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(
+            WRITE_BUFFER,
+            f,
+        ))));
         let writer = ParquetWriter::new(file.clone())
             .with_compression(ParquetCompression::Zstd(None))
             .batched(df.schema())?;
@@ -485,7 +491,7 @@ pub fn write_kept(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension("parquet.tmp");
     let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut f = BufWriter::with_capacity(1 << 20, f);
+    let mut f = BufWriter::with_capacity(WRITE_BUFFER, f);
     ParquetWriter::new(&mut f)
         .with_compression(ParquetCompression::Zstd(None))
         .finish(&mut df)?;

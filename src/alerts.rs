@@ -12,7 +12,7 @@ use crate::localday::day_span;
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
 use crate::setup::Setup;
-use crate::store::{Crossing, LedgerRow, Tx};
+use crate::store::{Crossing, LedgerRow, Store, Tx, Unit};
 
 /// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
 /// with `copy_ops`; ops alone when the org names nobody.
@@ -117,6 +117,7 @@ fn queue(
     status: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
+    crate::faults::check(&format!("build:{key}"))?;
     let to = recipients(setup, row);
     let raw = mail::build(key, &setup.config.alerts.from, &to, rendered, now)?;
     tx.enqueue(
@@ -271,4 +272,74 @@ fn with_view<T>(
         details: &details,
     };
     Ok(render(&view))
+}
+
+/// Queues the messages `queue` makes as one failure unit named `target` (DESIGN §7): inside a
+/// savepoint, so a message that cannot be built leaves nothing half-queued while the rest of
+/// the transaction (the ledger row, the close) commits. A failure is recorded as an open
+/// problem and returned as its error text; a success closes the target's problem.
+pub fn queue_isolated(
+    tx: &Tx<'_>,
+    target: &str,
+    now: DateTime<Utc>,
+    queue: impl FnOnce(&Tx<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<String>> {
+    match tx.isolated(queue) {
+        Ok(()) => {
+            tx.resolve_problem(Unit::Message, target)?;
+            Ok(None)
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(target, "cannot queue the message: {error}");
+            tx.record_problem(Unit::Message, target, &error, now.timestamp_millis())?;
+            Ok(Some(format!(
+                "message {target}: {error} (tried again next run)"
+            )))
+        }
+    }
+}
+
+/// Tries again every org-day message that could not be queued before (the open `message`
+/// problems of alerts and summaries). Returns the failures that remain.
+pub fn retry_messages(
+    setup: &Setup,
+    store: &mut Store,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let mut failed = Vec::new();
+    for p in store.problems(Some(Unit::Message))? {
+        let Some((kind, rest)) = p.target.split_once(':') else {
+            continue;
+        };
+        let Some((org_id, date)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        if kind != "alerts" && kind != "summary" {
+            // The digest's problem is the digest task's own: it tries again by itself.
+            continue;
+        }
+        let tx = store.transaction()?;
+        let Some(row) = tx.ledger_row(org_id, date)? else {
+            // The org-day has no row any more (a backfill removed it): nothing to report.
+            tx.resolve_problem(Unit::Message, &p.target)?;
+            tx.commit()?;
+            continue;
+        };
+        let outcome = queue_isolated(&tx, &p.target, now, |tx| {
+            if kind == "summary" {
+                queue_summary(setup, tx, &row, now)?;
+                return Ok(());
+            }
+            let crossings = tx.crossings(org_id, date)?;
+            queue_crossing_alerts(setup, tx, &row, &crossings, now, None)?;
+            if row.revision > 0 {
+                queue_amended_summary(setup, tx, &row, now)?;
+            }
+            Ok(())
+        })?;
+        tx.commit()?;
+        failed.extend(outcome);
+    }
+    Ok(failed)
 }

@@ -464,10 +464,16 @@ pub fn run(
         tx.put_crossings(&row.org_id, &row.local_date, crossings)?;
         tx.clear_dirty(&row.org_id, &row.local_date)?;
         if opts.resend {
-            alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now, None)?;
-            if is_amended {
-                alerts::queue_amended_summary(setup, &tx, &row, now)?;
-            }
+            // A message that cannot be built is an open problem, retried by the next run;
+            // it never holds back the swap.
+            let target = format!("alerts:{}:{}", row.org_id, row.local_date);
+            alerts::queue_isolated(&tx, &target, now, |tx| {
+                alerts::queue_crossing_alerts(setup, tx, &row, crossings, now, None)?;
+                if is_amended {
+                    alerts::queue_amended_summary(setup, tx, &row, now)?;
+                }
+                Ok(())
+            })?;
         }
     }
     for (sha, line) in &unquarantine {

@@ -55,6 +55,11 @@ pub enum Command {
     },
     /// Validate config, registry, purchases, pricing and job files; exit 2 on any problem.
     Check,
+    /// The messages waiting in the outbox (queued, failed); send a parked one again, or drop it.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
     /// Run the jobs of jobs/*.toml on their schedules until SIGTERM or SIGINT.
     Daemon,
     /// Recompute org-days from the archived raw files with today's registry, purchases and
@@ -77,6 +82,16 @@ pub enum Command {
         #[arg(long)]
         resend: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Every message not sent yet: queued (with its next attempt) and failed (parked).
+    List,
+    /// Make a failed (or queued) message due now; `run deliver` sends it.
+    Retry { key: String },
+    /// Mark a failed (or queued) message dropped: kept, never sent.
+    Drop { key: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,8 +152,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let now = cli.now.unwrap_or_else(Utc::now);
     match cli.command {
         Command::Check => check(&cli.config),
+        Command::Outbox { action } => {
+            let setup = load_setup(&cli.config)?;
+            crate::outbox::run(&setup, action.unwrap_or(OutboxAction::List), now)
+        }
         Command::Daemon => {
-            crate::daemon::run(cli.config.clone()).map_err(|e| ConfigError(format!("{e:#}")))?;
+            crate::daemon::run(cli.config.clone(), cli.now)
+                .map_err(|e| ConfigError(format!("{e:#}")))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { task } => {

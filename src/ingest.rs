@@ -24,7 +24,7 @@ use crate::localday::DayCursor;
 use crate::logline::{decode_json, Call, CsvLayout, Reason};
 use crate::pricing::Pricing;
 use crate::setup::Setup;
-use crate::store::{FileCounts, FileRow, Store};
+use crate::store::{FileCounts, FileRow, Store, Unit};
 
 /// The formats of access-log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,25 @@ pub enum Outcome {
         file: String,
         error: String,
     },
+    /// A stop request arrived in the middle of the file: nothing of it was kept, it stays in
+    /// the inbox for the next run.
+    Stopped(String),
 }
+
+/// The error that ends a file's ingest when a stop is requested (its transaction rolls back).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// How many lines go by between two looks at the stop flag.
+const STOP_CHECK_LINES: u64 = 4096;
 
 /// The result of one ingest run.
 #[derive(Debug, Default)]
@@ -100,6 +118,13 @@ pub fn ingest_inbox(
         }
     }
     names.sort();
+    // A failed file that left the inbox (removed or fixed by hand under another name) is no
+    // longer a problem.
+    for p in store.problems(Some(Unit::File))? {
+        if !names.contains(&p.target) {
+            store.resolve_problem(Unit::File, &p.target)?;
+        }
+    }
     let mut report = Report::default();
     if names.is_empty() {
         return Ok(report);
@@ -111,7 +136,8 @@ pub fn ingest_inbox(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let outcome = ingester.ingest_file(store, &mut claims, &inbox.join(&name), &name, now);
+        let outcome =
+            ingester.ingest_file(store, &mut claims, &inbox.join(&name), &name, now, stop);
         report.outcomes.push(outcome);
         // A long run folds its claims into the base now and then, bounding their memory.
         if claims.pending_len() >= MAX_PENDING_CLAIMS {
@@ -145,7 +171,8 @@ impl<'s> Ingester<'s> {
         }
     }
 
-    /// Ingests one file and archives it; never returns an error, a failure is an outcome.
+    /// Ingests one file and archives it; never returns an error, a failure is an outcome (and
+    /// an open problem until the file goes through). A stop request rolls the file back.
     pub fn ingest_file(
         &mut self,
         store: &mut Store,
@@ -153,9 +180,17 @@ impl<'s> Ingester<'s> {
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
+        stop: &AtomicBool,
     ) -> Outcome {
-        match self.try_ingest_file(store, claims, path, name, now) {
+        match self.try_ingest_file(store, claims, path, name, now, stop) {
             Ok(o) => o,
+            Err(e) if e.is::<Stopped>() => {
+                tracing::info!(
+                    file = name,
+                    "stopped in the middle of the file; it stays in the inbox"
+                );
+                Outcome::Stopped(name.to_string())
+            }
             Err(e) => {
                 let error = format!("{e:#}");
                 tracing::error!(file = %path.display(), "{error}");
@@ -169,6 +204,7 @@ impl<'s> Ingester<'s> {
                 };
                 let recorded = store.transaction().and_then(|tx| {
                     tx.record_file(&row, &stamp(now))?;
+                    tx.record_problem(Unit::File, name, &error, now.timestamp_millis())?;
                     tx.commit()
                 });
                 if let Err(e2) = recorded {
@@ -189,6 +225,7 @@ impl<'s> Ingester<'s> {
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
+        stop: &AtomicBool,
     ) -> anyhow::Result<Outcome> {
         let (format, gz) = classify(name).expect("listed files are access logs");
         let sha = sha256_file(path)?;
@@ -215,6 +252,7 @@ impl<'s> Ingester<'s> {
                 };
                 let tx = store.transaction()?;
                 tx.record_file(&row, &stamp(now))?;
+                tx.resolve_problem(Unit::File, name)?;
                 tx.commit()?;
                 archive(path, &state.join(&rel))?;
                 return Ok(Outcome::DuplicateFile(row));
@@ -228,6 +266,7 @@ impl<'s> Ingester<'s> {
             // A failure recorded when only the move went wrong is now moot.
             let tx = store.transaction()?;
             tx.clear_failed(name)?;
+            tx.resolve_problem(Unit::File, name)?;
             tx.commit()?;
             return Ok(Outcome::ArchiveCompleted(name.to_string()));
         }
@@ -240,6 +279,9 @@ impl<'s> Ingester<'s> {
         let mut reader = LogReader::open(path, format, gz)?;
         while let Some((line_no, bytes, decoded)) = reader.next_line()? {
             counts.lines += 1;
+            if counts.lines % STOP_CHECK_LINES == 0 && stop.load(Ordering::SeqCst) {
+                return Err(Stopped.into());
+            }
             let checked = decoded.and_then(|call| self.check_org(call));
             match checked {
                 Err(reason) => {
@@ -285,6 +327,7 @@ impl<'s> Ingester<'s> {
             error: None,
         };
         tx.record_file(&row, &stamp(now))?;
+        tx.resolve_problem(Unit::File, name)?;
         tx.commit()?;
         claims.extend(claimed);
         archive(path, &state.join(&archive_rel))?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -13,24 +14,73 @@ use crate::allotment::{format_pct, pct_hundredths, Model};
 use crate::events::{reconcile_day, scan_parts, Measure};
 use crate::localday::day_start;
 use crate::setup::Setup;
-use crate::store::{Crossing, LedgerRow, Store};
+use crate::store::{Crossing, LedgerRow, Store, Unit};
 
-/// Recomputes every org-day marked dirty, one local date per transaction. Returns how many
-/// org-days were recomputed.
+/// What a recompute did: the org-days written, and those that failed (each recorded as an
+/// open problem, left dirty and tried again at the next run).
+#[derive(Debug, Default)]
+pub struct Recomputed {
+    pub org_days: usize,
+    pub failed: Vec<String>,
+    /// Set when a stop request ended the recompute early (the dates left stay dirty).
+    pub stopped: bool,
+}
+
+/// Recomputes every org-day marked dirty, one local date per transaction. A date that fails
+/// as a whole is retried org by org, so one bad org-day never holds back the others (DESIGN
+/// §7); `stop` is checked between dates.
 pub fn recompute_dirty(
     setup: &Setup,
     store: &mut Store,
     now: DateTime<Utc>,
-) -> anyhow::Result<usize> {
+    stop: &AtomicBool,
+) -> anyhow::Result<Recomputed> {
     let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (org, date) in store.dirty()? {
         by_date.entry(date).or_default().push(org);
     }
-    let mut count = 0;
+    let mut out = Recomputed::default();
     for (date, orgs) in by_date {
-        count += recompute_date(setup, store, &date, &orgs, now)?;
+        if stop.load(Ordering::SeqCst) {
+            out.stopped = true;
+            break;
+        }
+        match recompute_date(setup, store, &date, &orgs, now, &mut out.failed) {
+            Ok(n) => out.org_days += n,
+            Err(e) if orgs.len() == 1 => {
+                org_day_failed(store, &orgs[0], &date, &e, now, &mut out.failed)
+            }
+            Err(_) => {
+                for org in &orgs {
+                    let one = std::slice::from_ref(org);
+                    match recompute_date(setup, store, &date, one, now, &mut out.failed) {
+                        Ok(n) => out.org_days += n,
+                        Err(e) => org_day_failed(store, org, &date, &e, now, &mut out.failed),
+                    }
+                }
+            }
+        }
     }
-    Ok(count)
+    Ok(out)
+}
+
+fn org_day_failed(
+    store: &Store,
+    org: &str,
+    date: &str,
+    error: &anyhow::Error,
+    now: DateTime<Utc>,
+    failed: &mut Vec<String>,
+) {
+    let target = format!("{org}:{date}");
+    let error = format!("{error:#}");
+    tracing::error!(org, date, "cannot recompute the org-day: {error}");
+    if let Err(e) = store.record_problem(Unit::OrgDay, &target, &error, now.timestamp_millis()) {
+        tracing::error!("cannot record the problem of {target}: {e:#}");
+    }
+    failed.push(format!(
+        "org-day {target}: {error} (left dirty; tried again next run)"
+    ));
 }
 
 /// A freshly computed ledger row (revision 0) and its crossings.
@@ -134,6 +184,7 @@ fn recompute_date(
     date: &str,
     orgs: &[String],
     now: DateTime<Utc>,
+    failed: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
     let parts = store.parts_on(date)?;
@@ -154,10 +205,13 @@ fn recompute_date(
         let Some(Computed { row, crossings }) = computed.get(org_id) else {
             // No events, or no plan: there is no row to write.
             tx.clear_dirty(org_id, date)?;
+            tx.resolve_problem(Unit::OrgDay, &format!("{org_id}:{date}"))?;
             continue;
         };
         let mut row = row.clone();
-        let org = setup.org(org_id).expect("computed rows are of known orgs");
+        let Some(org) = setup.org(org_id) else {
+            continue;
+        };
         let mut amended = false;
         if let Some(prev) = tx.ledger_row(org_id, date)? {
             let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
@@ -167,11 +221,18 @@ fn recompute_date(
         }
         tx.put_ledger_row(&row)?;
         tx.put_crossings(org_id, date, crossings)?;
-        alerts::queue_crossing_alerts(setup, &tx, &row, crossings, now, Some(&prefetched))?;
-        if amended {
-            alerts::queue_amended_summary(setup, &tx, &row, now)?;
-        }
+        // A message that cannot be built is a problem of its own: the ledger row still
+        // commits, and the message is tried again at every run until it is queued.
+        let queued = alerts::queue_isolated(&tx, &format!("alerts:{org_id}:{date}"), now, |tx| {
+            alerts::queue_crossing_alerts(setup, tx, &row, crossings, now, Some(&prefetched))?;
+            if amended {
+                alerts::queue_amended_summary(setup, tx, &row, now)?;
+            }
+            Ok(())
+        })?;
+        failed.extend(queued);
         tx.clear_dirty(org_id, date)?;
+        tx.resolve_problem(Unit::OrgDay, &format!("{org_id}:{date}"))?;
         count += 1;
     }
     tx.commit()?;
@@ -187,13 +248,22 @@ pub struct Closed {
     pub due_at: DateTime<Utc>,
 }
 
+/// What a close sweep did: the days closed now, and the summaries that could not be queued
+/// (each an open problem, tried again at the next run).
+#[derive(Debug, Default)]
+pub struct Closing {
+    pub closed: Vec<Closed>,
+    pub failed: Vec<String>,
+}
+
 /// Closes every org-day whose close time has passed at `now`, each exactly once (a day missed
-/// while the daemon was down closes at the first sweep after). Returns the days closed now.
+/// while the daemon was down closes at the first sweep after).
 pub fn close_days(
     setup: &Setup,
     store: &mut Store,
     now: DateTime<Utc>,
-) -> anyhow::Result<Vec<Closed>> {
+    stop: &AtomicBool,
+) -> anyhow::Result<Closing> {
     let mut due = Vec::new();
     for (org_id, date) in store.unclosed_days()? {
         let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
@@ -209,7 +279,12 @@ pub fn close_days(
     }
     let tx = store.transaction()?;
     let mut closed = Vec::new();
+    let mut failed = Vec::new();
     for c in due {
+        // Each close is whole; a stop request commits those done and leaves the rest due.
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let date = c.local_date.to_string();
         if tx.close_day(
             &c.org_id,
@@ -218,19 +293,29 @@ pub fn close_days(
             now.timestamp_millis(),
         )? {
             if let Some(row) = tx.ledger_row(&c.org_id, &date)? {
-                alerts::queue_summary(setup, &tx, &row, now)?;
+                let target = format!("summary:{}:{date}", c.org_id);
+                let queued = alerts::queue_isolated(&tx, &target, now, |tx| {
+                    alerts::queue_summary(setup, tx, &row, now).map(|_| ())
+                })?;
+                failed.extend(queued);
             }
             closed.push(c);
         }
     }
     tx.commit()?;
-    Ok(closed)
+    Ok(Closing { closed, failed })
 }
 
 /// When day `date` of a zone closes: the next day's start plus the grace period.
 pub fn close_time(tz: chrono_tz::Tz, date: NaiveDate, grace: std::time::Duration) -> DateTime<Utc> {
-    let next = date.succ_opt().expect("date in range");
-    day_start(tz, next) + chrono::Duration::from_std(grace).expect("grace fits")
+    // `check` bounds the grace to 7 days; past the calendar's end a day never closes.
+    let Some(next) = date.succ_opt() else {
+        return DateTime::<Utc>::MAX_UTC;
+    };
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    day_start(tz, next)
+        .checked_add_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// One line of `ledger export`, with the columns of DESIGN §4.

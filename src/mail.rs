@@ -228,17 +228,45 @@ impl Sender {
         Ok(Sender { transport })
     }
 
-    /// Sends one raw message; `Err` carries the server's answer (a 4xx or 5xx, or no answer).
-    pub async fn send(&self, from: &str, to: &[String], raw: &[u8]) -> anyhow::Result<()> {
-        let from: Mailbox = from.parse()?;
-        let to: Vec<lettre::Address> = to
-            .iter()
-            .map(|a| a.parse::<Mailbox>().map(|m| m.email))
-            .collect::<Result<_, _>>()?;
-        let envelope = lettre::address::Envelope::new(Some(from.email), to)?;
-        self.transport.send_raw(&envelope, raw).await?;
+    /// Sends one raw message; `Err` carries the server's answer (a 4xx or 5xx, or no answer)
+    /// and whether it is final.
+    pub async fn send(&self, from: &str, to: &[String], raw: &[u8]) -> Result<(), SendError> {
+        let envelope = envelope(from, to).map_err(|error| SendError {
+            error,
+            permanent: true,
+        })?;
+        self.transport
+            .send_raw(&envelope, raw)
+            .await
+            .map_err(|e| SendError {
+                permanent: e.is_permanent(),
+                error: e.into(),
+            })?;
         Ok(())
     }
+}
+
+/// A message the server did not take: `permanent` for a 5xx answer or an envelope that can
+/// never be sent (retrying cannot help), else a 4xx or a connection problem.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: anyhow::Error,
+    pub permanent: bool,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+fn envelope(from: &str, to: &[String]) -> anyhow::Result<lettre::address::Envelope> {
+    let from: Mailbox = from.parse()?;
+    let to: Vec<lettre::Address> = to
+        .iter()
+        .map(|a| a.parse::<Mailbox>().map(|m| m.email))
+        .collect::<Result<_, _>>()?;
+    Ok(lettre::address::Envelope::new(Some(from.email), to)?)
 }
 
 struct UrlParts {

@@ -312,6 +312,8 @@ pub struct DigestView {
     pub files: Vec<(String, String, u64, u64, u64, u64, u64)>,
     /// Crossings too old to mail (`max_age`): (key, when)
     pub expired: Vec<(String, String)>,
+    /// Open problems (DESIGN §7): (unit, where, attempts, last error)
+    pub problems: Vec<(String, String, u64, String)>,
 }
 
 fn table(text: &mut String, h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>]) {
@@ -350,9 +352,26 @@ pub fn digest(d: &DigestView) -> Rendered {
         d.limits.len() - over,
         d.quarantine.iter().map(|q| q.1).sum::<u64>()
     );
+    let subject = if d.problems.is_empty() {
+        subject
+    } else {
+        format!("{subject}, {} open problem(s)", d.problems.len())
+    };
     let mut text = format!("creditd ops digest for {}\n", d.date);
     let mut h = format!("<h2>creditd ops digest for {}</h2>\n", d.date);
     let s = |v: &dyn ToString| v.to_string();
+    if !d.problems.is_empty() {
+        table(
+            &mut text,
+            &mut h,
+            "Open problems (each is tried again at every run)",
+            &["unit", "where", "attempts", "last error"],
+            &d.problems
+                .iter()
+                .map(|p| vec![p.0.clone(), p.1.clone(), s(&p.2), p.3.clone()])
+                .collect::<Vec<_>>(),
+        );
+    }
     table(
         &mut text,
         &mut h,
@@ -463,7 +482,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                     s(&x.1),
                     s(&x.2),
                     s(&x.3),
-                    format!("{:+}", x.2 as i64 - x.3 as i64),
+                    format!("{:+}", i128::from(x.2) - i128::from(x.3)),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -584,6 +603,32 @@ pub fn backfill(v: &BackfillView<'_>) -> Rendered {
             })
             .collect::<Vec<_>>(),
     );
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
+/// The ops message sent once when the daemon rejects a changed config or registry and goes on
+/// with the last valid version.
+pub fn config_rejected(problems: &[String]) -> Rendered {
+    let subject = format!(
+        "[creditd] config rejected ({} problem(s)): running on the last valid version",
+        problems.len()
+    );
+    let mut text = String::from(
+        "creditd re-read its config, registry, purchases and pricing before a job and found \
+         problems. It keeps running on the last valid version until they are fixed \
+         (`creditd check` lists them).\n\n",
+    );
+    let mut h = format!("<p>{}</p>\n<ul>\n", html(text.trim()));
+    for p in problems {
+        let _ = writeln!(text, "  {}", one_line(p));
+        let _ = writeln!(h, "<li>{}</li>", html(p));
+    }
+    h.push_str("</ul>\n");
     Rendered {
         subject,
         text,

@@ -11,6 +11,11 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::logline::Reason;
 
+mod outbox;
+mod problems;
+pub use outbox::Change;
+pub use problems::{Problem, Unit};
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
@@ -213,6 +218,9 @@ pub struct OutboxMessage {
     pub status: String,
     pub attempts: u64,
     pub last_error: Option<String>,
+    /// Since when it has been tried (ms since the epoch): when it was queued, or when
+    /// `outbox retry` last made it due.
+    pub failing_since: i64,
 }
 
 /// A threshold crossing.
@@ -242,6 +250,9 @@ impl Store {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(problems::SCHEMA))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| outbox::migrate(&conn))
             .with_context(|| format!("cannot create the schema in {}", path.display()))?;
         Ok(Store { conn })
     }
@@ -427,17 +438,35 @@ impl Store {
     /// Queued messages due at `now_ms`, oldest first.
     pub fn due_messages(&self, now_ms: i64) -> anyhow::Result<Vec<OutboxMessage>> {
         let mut stmt = self.conn.prepare(
-            "SELECT key, kind, recipients, subject, message, status, attempts, last_error FROM outbox
+            "SELECT key, kind, recipients, subject, message, status, attempts, last_error, COALESCE(retry_from, created_at) FROM outbox
              WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY created_at, key",
         )?;
         let rows = stmt.query_map([now_ms], outbox_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The status of the message under `key`, if there is one.
+    pub fn outbox_status(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status FROM outbox WHERE key = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+
+    /// How many messages are waiting to be sent (queued, due or not).
+    pub fn queued_count(&self) -> anyhow::Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE status = 'queued'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Every message, by key.
     pub fn outbox(&self) -> anyhow::Result<Vec<OutboxMessage>> {
         let mut stmt = self.conn.prepare(
-            "SELECT key, kind, recipients, subject, message, status, attempts, last_error FROM outbox ORDER BY key",
+            "SELECT key, kind, recipients, subject, message, status, attempts, last_error, COALESCE(retry_from, created_at) FROM outbox ORDER BY key",
         )?;
         let rows = stmt.query_map([], outbox_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -515,8 +544,9 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         subject: r.get(3)?,
         message: r.get(4)?,
         status: r.get(5)?,
-        attempts: r.get::<_, i64>(6)? as u64,
+        attempts: r.get::<_, i64>(6)?.max(0) as u64,
         last_error: r.get(7)?,
+        failing_since: r.get(8)?,
     })
 }
 
@@ -761,6 +791,16 @@ impl Tx<'_> {
     }
 
     /// Records a failed attempt and when to try again.
+    /// Parks a message the server refused for good (or that kept failing for days): status
+    /// `failed`, kept with its error, never tried again by itself.
+    pub fn mark_refused(&self, key: &str, error: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE key = ?1",
+            params![key, error],
+        )?;
+        Ok(())
+    }
+
     pub fn mark_failed(&self, key: &str, error: &str, next_attempt_ms: i64) -> anyhow::Result<()> {
         self.tx.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE key = ?1",

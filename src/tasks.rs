@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::alerts;
 use crate::events;
 use crate::ingest::{self, Outcome};
 use crate::ledger;
@@ -14,6 +15,7 @@ use crate::mail;
 use crate::report::{self, DigestView};
 use crate::setup::Setup;
 use crate::state::State;
+use crate::store::Unit;
 
 /// What a task did: lines for a person, one summary line, and whether everything worked.
 #[derive(Debug, Default)]
@@ -27,7 +29,12 @@ pub struct TaskReport {
 /// The tasks available in this build.
 pub const AVAILABLE: [&str; 5] = ["ingest", "close-days", "deliver", "ops-digest", "all"];
 
-/// Runs one task by name.
+/// The tasks of `run all`, in their order.
+pub const ALL: [&str; 4] = ["ingest", "close-days", "ops-digest", "deliver"];
+
+/// Runs one task by name; `all` runs each task of [`ALL`] whatever happened to the others
+/// (DESIGN §7). A task that fails is an open problem until it runs through; its failure is in
+/// the report (not `ok`), never an error: only an unknown task name is.
 pub fn run(
     task: &str,
     setup: &Setup,
@@ -35,29 +42,73 @@ pub fn run(
     now: DateTime<Utc>,
     stop: &AtomicBool,
 ) -> anyhow::Result<TaskReport> {
-    match task {
-        "ingest" => ingest(setup, state, now, stop),
-        "close-days" => close_days(setup, state, now),
-        "deliver" => deliver(setup, state, now, stop),
-        "ops-digest" => ops_digest(setup, state, now),
-        "all" => {
-            let mut a = ingest(setup, state, now, stop)?;
-            for b in [
-                close_days(setup, state, now)?,
-                ops_digest(setup, state, now)?,
-                deliver(setup, state, now, stop)?,
-            ] {
-                a.details.extend(b.details);
-                a.problems.extend(b.problems);
-                a.summary = format!("{}; {}", a.summary, b.summary);
-                a.ok &= b.ok;
-            }
-            Ok(a)
-        }
-        other => anyhow::bail!(
-            "task {other} is not available in this build (available: {})",
+    if !AVAILABLE.contains(&task) {
+        anyhow::bail!(
+            "task {task} is not available in this build (available: {})",
             AVAILABLE.join(", ")
-        ),
+        );
+    }
+    if task != "all" {
+        return Ok(run_isolated(task, setup, state, now, stop));
+    }
+    let mut a = TaskReport {
+        ok: true,
+        ..Default::default()
+    };
+    let mut summaries = Vec::new();
+    for task in ALL {
+        if stop.load(Ordering::SeqCst) {
+            summaries.push(format!("{task}: not run (stopping)"));
+            continue;
+        }
+        let b = run_isolated(task, setup, state, now, stop);
+        a.details.extend(b.details);
+        a.problems.extend(b.problems);
+        summaries.push(b.summary);
+        a.ok &= b.ok;
+    }
+    a.summary = summaries.join("; ");
+    Ok(a)
+}
+
+/// Runs one task as a failure unit: an error becomes a problem of the task, recorded in the
+/// store and reported; a run that gets through closes it.
+fn run_isolated(
+    task: &str,
+    setup: &Setup,
+    state: &mut State,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> TaskReport {
+    let result = crate::faults::check(&format!("task:{task}")).and_then(|()| match task {
+        "ingest" => ingest(setup, state, now, stop),
+        "close-days" => close_days(setup, state, now, stop),
+        "deliver" => deliver(setup, state, now, stop),
+        _ => ops_digest(setup, state, now, stop),
+    });
+    let store = state.store();
+    match result {
+        Ok(report) => {
+            if let Err(e) = store.resolve_problem(Unit::Task, task) {
+                tracing::error!("cannot update the problems of task {task}: {e:#}");
+            }
+            report
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(task, "failed: {error}");
+            if let Err(e) = store.record_problem(Unit::Task, task, &error, now.timestamp_millis()) {
+                tracing::error!("cannot record the failure of task {task}: {e:#}");
+            }
+            TaskReport {
+                details: Vec::new(),
+                problems: vec![format!(
+                    "task {task} failed: {error} (tried again next run)"
+                )],
+                summary: format!("{task}: failed"),
+                ok: false,
+            }
+        }
     }
 }
 
@@ -99,17 +150,27 @@ pub fn ingest(
             Outcome::Failed { file, error } => out.problems.push(format!(
                 "failed {file}: {error} (left in the inbox; tried again next run)"
             )),
+            Outcome::Stopped(f) => out.details.push(format!(
+                "stopped in {f}: left in the inbox for the next run"
+            )),
         }
     }
-    let days =
-        ledger::recompute_dirty(setup, state.store(), now).context("cannot update the ledger")?;
+    let recomputed = ledger::recompute_dirty(setup, state.store(), now, stop)
+        .context("cannot update the ledger")?;
+    let mut failed_units = recomputed.failed.len();
+    out.problems.extend(recomputed.failed);
+    let retried = alerts::retry_messages(setup, state.store(), now)?;
+    failed_units += retried.len();
+    out.problems.extend(retried);
     out.summary = format!(
-        "ingest: {} file(s), {} failed, {lines} lines, {accepted} accepted, {duplicates} duplicates, {quarantined} quarantined; {days} org-day(s) updated in {:.1}s",
+        "ingest: {} file(s), {} failed, {lines} lines, {accepted} accepted, {duplicates} duplicates, {quarantined} quarantined; {} org-day(s) updated{} in {:.1}s",
         report.outcomes.len(),
         report.failures(),
+        recomputed.org_days,
+        if failed_units > 0 { format!(", {failed_units} failed") } else { String::new() },
         started.elapsed().as_secs_f64()
     );
-    out.ok = report.failures() == 0;
+    out.ok = report.failures() == 0 && failed_units == 0;
     Ok(out)
 }
 
@@ -118,10 +179,14 @@ pub fn close_days(
     setup: &Setup,
     state: &mut State,
     now: DateTime<Utc>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<TaskReport> {
     let started = std::time::Instant::now();
-    let closed = ledger::close_days(setup, state.store(), now)?;
+    let ledger::Closing { closed, mut failed } =
+        ledger::close_days(setup, state.store(), now, stop)?;
+    failed.extend(alerts::retry_messages(setup, state.store(), now)?);
     Ok(TaskReport {
+        ok: failed.is_empty(),
         details: closed
             .iter()
             .map(|c| {
@@ -133,13 +198,17 @@ pub fn close_days(
                 )
             })
             .collect(),
-        problems: Vec::new(),
         summary: format!(
-            "close-days: {} org-day(s) closed in {:.1}s",
+            "close-days: {} org-day(s) closed{} in {:.1}s",
             closed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} message(s) could not be queued", failed.len())
+            },
             started.elapsed().as_secs_f64()
         ),
-        ok: true,
+        problems: failed,
     })
 }
 
@@ -164,7 +233,7 @@ pub fn deliver(
         ok: true,
         ..Default::default()
     };
-    let (mut sent, mut failed) = (0, 0);
+    let (mut sent, mut failed, mut parked) = (0, 0, 0);
     let sender = match &setup.config.smtp {
         None => None,
         Some(smtp) => Some(mail::Sender::new(smtp)?),
@@ -183,7 +252,12 @@ pub fn deliver(
             break;
         }
         let result = match &sender {
-            None => mail::write_eml(&setup.config.state_dir.join("outbox"), &m.key, &m.message),
+            // A file that cannot be written (full disk) is worth another try.
+            None => mail::write_eml(&setup.config.state_dir.join("outbox"), &m.key, &m.message)
+                .map_err(|error| mail::SendError {
+                    error,
+                    permanent: false,
+                }),
             Some(s) => {
                 let fut = s.send(&setup.config.alerts.from, &m.recipients, &m.message);
                 match &runtime {
@@ -196,17 +270,43 @@ pub fn deliver(
         match result {
             Ok(()) => {
                 tx.mark_sent(&m.key, now.timestamp_millis())?;
+                tx.resolve_problem(Unit::Message, &m.key)?;
                 sent += 1;
                 out.details
                     .push(format!("sent {} to {}", m.key, m.recipients.join(", ")));
             }
+            Err(e)
+                if e.permanent
+                    || now.timestamp_millis().saturating_sub(m.failing_since) >= GIVE_UP_MS =>
+            {
+                // Refused for good, or failing for a week: parked as `failed` and an open
+                // problem until `outbox retry` or `outbox drop`.
+                let why = if e.permanent {
+                    "refused for good"
+                } else {
+                    "still failing after 7 days"
+                };
+                let error = format!("{e}");
+                tx.mark_refused(&m.key, &error)?;
+                tx.record_problem(
+                    Unit::Message,
+                    &m.key,
+                    &format!("{why}: {error}"),
+                    now.timestamp_millis(),
+                )?;
+                parked += 1;
+                out.problems.push(format!(
+                    "could not send {}: {error} ({why}; parked as failed: `creditd outbox retry {}` sends it again)",
+                    m.key, m.key
+                ));
+            }
             Err(e) => {
                 let wait = backoff(m.attempts);
-                let next = now + chrono::Duration::from_std(wait).expect("fits");
-                tx.mark_failed(&m.key, &format!("{e:#}"), next.timestamp_millis())?;
+                let next = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                tx.mark_failed(&m.key, &format!("{e}"), next.timestamp_millis())?;
                 failed += 1;
                 out.problems.push(format!(
-                    "could not send {}: {e:#} (attempt {}; next try in {}s)",
+                    "could not send {}: {e} (attempt {}; next try in {}s)",
                     m.key,
                     m.attempts + 1,
                     wait.as_secs()
@@ -215,12 +315,17 @@ pub fn deliver(
         }
         tx.commit()?;
     }
+    let queued = state.store().queued_count()?;
+    out.ok = parked == 0;
     out.summary = format!(
-        "deliver: {sent} sent, {failed} left queued for retry in {:.1}s",
+        "deliver: {sent} sent, {failed} left queued for retry, {parked} refused for good (parked as failed); {queued} still queued in all, in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(out)
 }
+
+/// How long a message may keep failing before it is parked as `failed` (7 days).
+const GIVE_UP_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Queues the ops digest of `now`'s UTC date (once per date), covering the org-days closed and
 /// the files processed since the previous digest.
@@ -228,10 +333,18 @@ pub fn ops_digest(
     setup: &Setup,
     state: &mut State,
     now: DateTime<Utc>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<TaskReport> {
     let date = now.date_naive();
     let key = format!("digest:{date}");
     let store = state.store();
+    if store.outbox_status(&key)?.is_some() {
+        return Ok(TaskReport {
+            summary: format!("ops-digest: {key} was queued before"),
+            ok: true,
+            ..Default::default()
+        });
+    }
     let since_ms = store.last_digest_at()?.unwrap_or(i64::MIN);
     let since = if since_ms == i64::MIN {
         String::new()
@@ -253,6 +366,13 @@ pub fn ops_digest(
     let mut org_days = Vec::new();
     let mut dates = std::collections::BTreeSet::new();
     for (org_id, local_date) in &closed {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(TaskReport {
+                summary: format!("ops-digest: {key} not queued (stopping)"),
+                ok: true,
+                ..Default::default()
+            });
+        }
         let rows = store.ledger(
             Some(local_date),
             Some(local_date),
@@ -322,21 +442,39 @@ pub fn ops_digest(
         })
         .collect();
     view.expired = store.expired_since(since_ms)?;
+    view.problems = store
+        .problems(None)?
+        .into_iter()
+        .map(|p| (p.unit.to_string(), p.target, p.attempts, p.error))
+        .collect();
     let rendered = report::digest(&view);
     let to = setup.config.alerts.ops_to.clone();
-    let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
     let tx = store.transaction()?;
-    let queued = tx.enqueue(
-        &key,
-        "digest",
-        None,
-        &to,
-        &rendered.subject,
-        &raw,
-        "queued",
-        now.timestamp_millis(),
-    )?;
+    let mut queued = false;
+    let failed = alerts::queue_isolated(&tx, &key, now, |tx| {
+        crate::faults::check(&format!("build:{key}"))?;
+        let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
+        queued = tx.enqueue(
+            &key,
+            "digest",
+            None,
+            &to,
+            &rendered.subject,
+            &raw,
+            "queued",
+            now.timestamp_millis(),
+        )?;
+        Ok(())
+    })?;
     tx.commit()?;
+    if let Some(problem) = failed {
+        return Ok(TaskReport {
+            details: Vec::new(),
+            summary: format!("ops-digest: {key} could not be queued"),
+            problems: vec![problem],
+            ok: false,
+        });
+    }
     Ok(TaskReport {
         details: Vec::new(),
         problems: Vec::new(),

@@ -4,7 +4,8 @@ Usage: python3 smtp_server.py PORT OUT_DIR REFUSE [DELAY_MS]
 
 Every accepted message is written to OUT_DIR as <n>.eml, its envelope recipients to
 <n>.rcpt (one per line). The first REFUSE messages are answered with a 451 instead. With
-DELAY_MS, each message is answered that long after its data arrived (a slow server).
+DELAY_MS, each message is answered that long after its data arrived (a slow server). With
+the environment variable REJECT_RCPT set, a recipient containing it is refused for good (550).
 """
 
 import asyncio
@@ -20,6 +21,13 @@ class Recorder:
         self.refuse = refuse
         self.delay = delay
         self.count = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reject = os.environ.get("REJECT_RCPT")
+        if reject and reject in address:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.delay:

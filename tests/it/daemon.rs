@@ -159,7 +159,7 @@ impl Daemon {
             .unwrap();
         let daemon = Daemon { child, err_path };
         wait_for("the daemon to be ready", Duration::from_secs(30), || {
-            daemon.log().contains("creditd daemon ready")
+            daemon.log().contains("catch-up done; the schedule runs")
         });
         daemon
     }

@@ -72,7 +72,8 @@ fn every_org_day_closes_once_on_time_across_dst_and_downtime() {
     let mut state = State::open(&setup.config.state_dir).unwrap();
     let start = Utc.with_ymd_and_hms(2025, 10, 24, 0, 0, 0).unwrap();
     creditd::ingest::ingest_inbox(&setup, state.store(), start, &Default::default()).unwrap();
-    creditd::ledger::recompute_dirty(&setup, state.store(), start).unwrap();
+    let go = Default::default();
+    creditd::ledger::recompute_dirty(&setup, state.store(), start, &go).unwrap();
 
     // Sweep every 15 minutes for two weeks, with the daemon down for 9 hours in the middle.
     let down = (
@@ -83,13 +84,15 @@ fn every_org_day_closes_once_on_time_across_dst_and_downtime() {
     let mut now = start;
     while now < start + Duration::days(14) {
         if !(now > down.0 && now < down.1) {
-            let closed = creditd::ledger::close_days(&setup, state.store(), now).unwrap();
-            for c in closed {
+            let closing = creditd::ledger::close_days(&setup, state.store(), now, &go).unwrap();
+            assert!(closing.failed.is_empty(), "{:?}", closing.failed);
+            for c in closing.closed {
                 sweeps.push((c.org_id, c.local_date, now));
             }
             // A second sweep at the same instant closes nothing more.
-            assert!(creditd::ledger::close_days(&setup, state.store(), now)
+            assert!(creditd::ledger::close_days(&setup, state.store(), now, &go)
                 .unwrap()
+                .closed
                 .is_empty());
         }
         now += Duration::minutes(15);

@@ -23,9 +23,29 @@ impl SmtpServer {
 
     /// Like [`SmtpServer::start`], answering each message `delay_ms` after its data.
     pub fn start_slow(port: u16, out: &Path, refuse: usize, delay_ms: u64) -> SmtpServer {
+        SmtpServer::spawn(port, out, refuse, delay_ms, None)
+    }
+
+    /// Like [`SmtpServer::start`], refusing for good (550) every recipient containing
+    /// `reject`.
+    pub fn start_rejecting(port: u16, out: &Path, reject: &str) -> SmtpServer {
+        SmtpServer::spawn(port, out, 0, 0, Some(reject))
+    }
+
+    fn spawn(
+        port: u16,
+        out: &Path,
+        refuse: usize,
+        delay_ms: u64,
+        reject: Option<&str>,
+    ) -> SmtpServer {
         std::fs::create_dir_all(out).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
+        let mut child = Command::new("/usr/bin/python3");
+        if let Some(reject) = reject {
+            child.env("REJECT_RCPT", reject);
+        }
+        let mut child = child
             .arg(script)
             .arg(port.to_string())
             .arg(out)

@@ -7,6 +7,7 @@ mod daemon;
 mod days;
 mod hostile;
 mod ingest;
+mod isolation;
 mod mail;
 mod security;
 mod systemd;

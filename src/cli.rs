@@ -1,9 +1,12 @@
 //! The command line: parses arguments, runs one command, maps the outcome to an exit status
 //! (0 done, 1 done with failures, 2 usage or configuration error).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::ledger;
 use crate::setup::Setup;
 use crate::state::State;
+use crate::store::Store;
 use crate::tasks;
 use crate::usage;
 
@@ -147,6 +151,103 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A usage error (an unknown org in `--org`, `--from` after `--to`): exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Standard output for a command's results. A reader that went away (`creditd ledger export |
+/// head -1`) ends the output quietly: the command has done its job, so it still exits 0.
+pub struct Stdout {
+    out: std::io::StdoutLock<'static>,
+    closed: bool,
+}
+
+impl Default for Stdout {
+    fn default() -> Self {
+        Stdout {
+            out: std::io::stdout().lock(),
+            closed: false,
+        }
+    }
+}
+
+impl Stdout {
+    /// Writes `text` as it is; nothing more once the reader has closed the pipe.
+    pub fn text(&mut self, text: &str) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush())
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(e).context("cannot write to standard output"),
+        }
+    }
+
+    /// Writes one line.
+    pub fn line(&mut self, line: impl std::fmt::Display) -> anyhow::Result<()> {
+        self.text(&format!("{line}\n"))
+    }
+}
+
+/// The note a reader gives on a state where nothing was ingested yet.
+fn note_no_data(state_dir: &Path) {
+    eprintln!(
+        "no data yet: nothing has been ingested in {}",
+        state_dir.display()
+    );
+}
+
+/// Refuses a date range that ends before it starts.
+fn check_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> anyhow::Result<()> {
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(UsageError(format!(
+                "--from {from} is after --to {to}: the range is empty"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an `--org` that is neither in the registry nor in the ledger (an org removed from the
+/// registry keeps its ledger rows, and they can still be read and backfilled).
+fn check_orgs(setup: &Setup, store: Option<&Store>, orgs: &[String]) -> anyhow::Result<()> {
+    for org in orgs {
+        if setup.org(org).is_some() {
+            continue;
+        }
+        let in_ledger = match store {
+            Some(s) => !s.ledger(None, None, std::slice::from_ref(org))?.is_empty(),
+            None => false,
+        };
+        if !in_ledger {
+            return Err(UsageError(format!(
+                "--org {org}: no such org in the registry {} or in the ledger",
+                setup.config.orgs.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let now = cli.now.unwrap_or_else(Utc::now);
@@ -172,13 +273,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Task::All => "all",
             };
             let report = tasks::run(name, &setup, &mut state, now, &AtomicBool::new(false))?;
+            let mut out = Stdout::default();
             for line in &report.details {
-                println!("{line}");
+                out.line(line)?;
             }
             for line in &report.problems {
                 eprintln!("{line}");
             }
-            println!("{}", report.summary);
+            out.line(&report.summary)?;
             Ok(if report.ok {
                 ExitCode::SUCCESS
             } else {
@@ -192,6 +294,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             resend,
         } => {
+            check_range(Some(from), Some(to))?;
             let setup = load_setup(&cli.config)?;
             let opts = crate::backfill::Options {
                 from,
@@ -211,16 +314,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format,
                 },
         } => {
+            check_range(from, to)?;
             let setup = load_setup(&cli.config)?;
             let store = State::open_store_read_only(&setup.config.state_dir)?;
-            let rows = match store {
-                Some(store) => ledger::query(&store, from, to, &org)?,
-                None => Vec::new(),
+            check_orgs(&setup, store.as_ref(), &org)?;
+            let rows = match &store {
+                Some(store) => ledger::query(store, from, to, &org)?,
+                None => {
+                    note_no_data(&setup.config.state_dir);
+                    Vec::new()
+                }
             };
             let rows = ledger::export_rows(&setup, &rows, now);
+            let mut out = Stdout::default();
             match format {
-                Format::Csv => print!("{}", ledger::to_csv(&rows)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Csv => out.text(&ledger::to_csv(&rows))?,
+                Format::Json => out.line(serde_json::to_string_pretty(&rows)?)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -228,18 +337,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let setup = load_setup(&cli.config)?;
             let rows = match State::open_store_read_only(&setup.config.state_dir)? {
                 Some(store) => store.files()?,
-                None => Vec::new(),
+                None => {
+                    note_no_data(&setup.config.state_dir);
+                    Vec::new()
+                }
             };
-            print!("{}", crate::files::render(&rows, format == Format::Json)?);
+            Stdout::default().text(&crate::files::render(&rows, format == Format::Json)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Usage { org, date } => {
             let setup = load_setup(&cli.config)?;
+            if setup.org(&org).is_none() {
+                return Err(UsageError(format!(
+                    "--org {org}: no such org in the registry {}",
+                    setup.config.orgs.display()
+                ))
+                .into());
+            }
             let store = State::open_store_read_only(&setup.config.state_dir)?;
-            print!(
-                "{}",
-                usage::render(&setup, store.as_ref(), &org, date, now)?
-            );
+            if store.is_none() {
+                note_no_data(&setup.config.state_dir);
+            }
+            Stdout::default().text(&usage::render(&setup, store.as_ref(), &org, date, now)?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -268,10 +387,11 @@ fn backfill(
             // The lock (the pair's first half) is held until the end of this function.
             Some((_lock, store)) => store,
             None => {
-                println!(
+                check_orgs(setup, None, &opts.orgs)?;
+                Stdout::default().line(format_args!(
                     "backfill: nothing stored yet in {}",
                     setup.config.state_dir.display()
-                );
+                ))?;
                 return Ok(ExitCode::SUCCESS);
             }
         }
@@ -279,18 +399,20 @@ fn backfill(
         state = State::open(&setup.config.state_dir)?;
         state.store()
     };
+    check_orgs(setup, Some(&*store), &opts.orgs)?;
     let out = crate::backfill::run(setup, store, opts, now, progress)?;
+    let mut stdout = Stdout::default();
     for c in &out.changes {
-        println!(
+        stdout.line(format_args!(
             "{} {} {}: {} → {}",
             c.org_id, c.local_date, c.column, c.before, c.after
-        );
+        ))?;
     }
     if out.no_data() {
-        println!(
+        stdout.line(format_args!(
             "backfill {} to {}: no data in this range (no events, no ledger rows); nothing changed",
             opts.from, opts.to
-        );
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let view = crate::report::BackfillView {
@@ -306,18 +428,18 @@ fn backfill(
         quarantined: out.quarantined,
         resend: opts.resend,
     };
-    println!(
+    stdout.line(format_args!(
         "{} Read {} file(s), {} line(s).",
         crate::report::backfill_summary(&view),
         out.files,
         out.lines
-    );
+    ))?;
     if opts.dry_run {
-        println!("Dry run: nothing was written.");
+        stdout.line("Dry run: nothing was written.")?;
     } else if out.queued.is_empty() {
-        println!("Nothing changed, so nothing was queued.");
+        stdout.line("Nothing changed, so nothing was queued.")?;
     } else {
-        println!("Queued: {}", out.queued.join(", "));
+        stdout.line(format_args!("Queued: {}", out.queued.join(", ")))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -409,7 +531,7 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
     }
     let plans: usize = setup.registry.orgs.values().map(|o| o.plans.len()).sum();
     let rules: usize = setup.catalogs.iter().map(|c| c.rules().len()).sum();
-    println!(
+    Stdout::default().line(format_args!(
         "check: ok — {} orgs ({} plan rows), {} purchases, {} pricing catalog(s) with {} rules, {} job(s)",
         setup.registry.orgs.len(),
         plans,
@@ -417,6 +539,6 @@ fn check(config: &Path) -> anyhow::Result<ExitCode> {
         setup.catalogs.len(),
         rules,
         jobs
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! nothing behind, and is tried again on the next run.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -107,37 +108,38 @@ pub fn ingest_inbox(
     stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
     let inbox = &setup.config.inbox;
-    let mut names = Vec::new();
-    let entries = std::fs::read_dir(inbox)
-        .with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if classify(&name).is_some() && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            names.push(name);
-        }
+    let listing = list_inbox(inbox)?;
+    let skipped: Vec<(String, String)> = listing
+        .skipped
+        .iter()
+        .map(|(name, kind)| (name.clone(), kind.to_string()))
+        .collect();
+    for (name, kind) in store.note_skipped(&skipped, &stamp(now))? {
+        tracing::warn!(
+            "skipped {} in the inbox: a {kind}, not a regular file; it is never opened (shown once)",
+            inbox.join(&name).display()
+        );
     }
-    names.sort();
     // A failed file that left the inbox (removed or fixed by hand under another name) is no
     // longer a problem.
     for p in store.problems(Some(Unit::File))? {
-        if !names.contains(&p.target) {
+        if !listing.files.iter().any(|(_, name)| *name == p.target) {
             store.resolve_problem(Unit::File, &p.target)?;
         }
     }
     let mut report = Report::default();
-    if names.is_empty() {
+    if listing.files.is_empty() {
         return Ok(report);
     }
     let state_dir = &setup.config.state_dir;
     let mut claims = Claims::open(state_dir, store, true)?;
     let mut ingester = Ingester::new(setup);
-    for name in names {
+    for (os_name, name) in listing.files {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let outcome =
-            ingester.ingest_file(store, &mut claims, &inbox.join(&name), &name, now, stop);
+        let path = inbox.join(&os_name);
+        let outcome = ingester.ingest_file(store, &mut claims, &path, &name, now, stop);
         report.outcomes.push(outcome);
         // A long run folds its claims into the base now and then, bounding their memory.
         if claims.pending_len() >= MAX_PENDING_CLAIMS {
@@ -149,6 +151,86 @@ pub fn ingest_inbox(
         tracing::error!("cannot write the request-id claims: {e:#}");
     }
     Ok(report)
+}
+
+/// The access-log entries of the inbox.
+#[derive(Debug, Default)]
+pub struct InboxListing {
+    /// Regular files in name (byte) order: the name for IO, and its lossy text for display
+    /// and the store.
+    pub files: Vec<(OsString, String)>,
+    /// Entries with an access-log name that are not regular files: (lossy name, kind).
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Lists the inbox without following or opening anything: each entry's own type decides.
+pub fn list_inbox(inbox: &Path) -> anyhow::Result<InboxListing> {
+    let mut listing = InboxListing::default();
+    let entries = std::fs::read_dir(inbox)
+        .with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
+        let os_name = entry.file_name();
+        let name = os_name.to_string_lossy().into_owned();
+        if classify(&name).is_none() {
+            continue;
+        }
+        // The entry's own type (a symlink is a symlink, whatever it points to). An entry that
+        // vanished since the listing is simply not there.
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        match entry_kind(file_type) {
+            None => listing.files.push((os_name, name)),
+            Some(kind) => listing.skipped.push((name, kind)),
+        }
+    }
+    listing.files.sort();
+    listing.skipped.sort();
+    Ok(listing)
+}
+
+/// `None` for a regular file, else what the entry is.
+fn entry_kind(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_symlink() {
+        Some("symlink")
+    } else if t.is_dir() {
+        Some("directory")
+    } else if t.is_fifo() {
+        Some("FIFO")
+    } else if t.is_socket() {
+        Some("socket")
+    } else if t.is_block_device() {
+        Some("block device")
+    } else if t.is_char_device() {
+        Some("character device")
+    } else {
+        Some("special file")
+    }
+}
+
+/// Opens an inbox file for reading only if it is a regular file: a symlink is not followed
+/// and a FIFO put in its place since the listing does not block the run.
+pub fn open_regular(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if let Some(kind) = entry_kind(meta.file_type()) {
+        anyhow::bail!(
+            "cannot read {}: a {kind}, not a regular file",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Claims held in memory before a run folds them into the claims base file (64 MiB of them).
@@ -421,7 +503,7 @@ pub struct LogReader {
 
 impl LogReader {
     pub fn open(path: &Path, format: Format, gz: bool) -> anyhow::Result<LogReader> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = open_regular(path)?;
         let reader: Box<dyn Read> = if gz {
             Box::new(flate2::read::MultiGzDecoder::new(file))
         } else {
@@ -509,7 +591,7 @@ fn stamp(now: DateTime<Utc>) -> String {
 
 /// The SHA-256 of a file's bytes, hex.
 pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -546,9 +628,19 @@ fn archive(from: &Path, to: &PathBuf) -> anyhow::Result<()> {
         let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600));
         return Ok(());
     }
+    archive_by_copy(from, to)
+}
+
+/// The move to the archive across filesystems: a private copy (0600, whatever the source's
+/// mode), synced, renamed into place, then the source removed.
+fn archive_by_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = to.with_extension("copying");
     std::fs::copy(from, &tmp)
         .with_context(|| format!("cannot copy {} to the archive", from.display()))?;
+    // `copy` gives the copy the source's mode; the archive is ours alone.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", tmp.display()))?;
     File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, to)?;
     std::fs::remove_file(from)
@@ -569,6 +661,23 @@ mod tests {
         assert_eq!(classify("a.csv.tmp"), None);
         assert_eq!(classify("a.csv.part"), None);
         assert_eq!(classify("notes.txt"), None);
+    }
+
+    #[test]
+    fn an_archive_copy_across_filesystems_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("gw-1.ndjson");
+        std::fs::write(&from, b"{}\n").unwrap();
+        std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let to = dir.path().join("archive").join("0123-gw-1.ndjson");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        archive_by_copy(&from, &to).unwrap();
+        let mode = std::fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+        assert_eq!(std::fs::read(&to).unwrap(), b"{}\n");
+        assert!(!from.exists(), "the inbox copy is removed");
+        assert!(!to.with_extension("copying").exists());
     }
 }
 

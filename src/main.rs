@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("creditd: {e:#}");
-            if e.downcast_ref::<creditd::cli::ConfigError>().is_some() {
+            if e.downcast_ref::<creditd::cli::ConfigError>().is_some()
+                || e.downcast_ref::<creditd::cli::UsageError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::{ConfigError, OutboxAction};
+use crate::cli::{OutboxAction, Stdout, UsageError};
 use crate::ledger::format_ts;
 use crate::report::one_line;
 use crate::setup::Setup;
@@ -18,7 +18,7 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
     let (key, change) = match action {
         OutboxAction::List => {
             let Some(store) = State::open_store_read_only(dir)? else {
-                print!("{HEADER}");
+                Stdout::default().text(HEADER)?;
                 eprintln!("no data yet: nothing has been queued in {}", dir.display());
                 return Ok(ExitCode::SUCCESS);
             };
@@ -36,7 +36,7 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
                     &one_line(m.last_error.as_deref().unwrap_or("")),
                 ]));
             }
-            print!("{out}");
+            Stdout::default().text(&out)?;
             return Ok(ExitCode::SUCCESS);
         }
         OutboxAction::Retry { key } => {
@@ -52,11 +52,11 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
     };
     match change {
         Change::Done => {
-            println!("{key}: done");
+            Stdout::default().text(&format!("{key}: done\n"))?;
             Ok(ExitCode::SUCCESS)
         }
-        Change::Unknown => Err(ConfigError(format!("no message has the key {key:?}")).into()),
-        Change::NotAllowed(status) => Err(ConfigError(format!(
+        Change::Unknown => Err(UsageError(format!("no message has the key {key:?}")).into()),
+        Change::NotAllowed(status) => Err(UsageError(format!(
             "{key} is {status}: only a failed or queued message can be retried or dropped"
         ))
         .into()),

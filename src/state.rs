@@ -62,13 +62,54 @@ impl State {
         })
     }
 
-    /// Opens the store of a state directory for reading; `None` if nothing was stored yet.
+    /// Opens the store of a state directory for reading; `None` if nothing was stored yet (no
+    /// directory, no store, or a store whose tables are not created yet). Never creates or
+    /// changes anything, and works in a directory the reader may not write.
     pub fn open_store_read_only(dir: &Path) -> anyhow::Result<Option<Store>> {
         let path = dir.join(STORE_FILE);
-        if !path.exists() {
+        let exists = path.try_exists().with_context(|| {
+            format!(
+                "cannot read the state directory {}: it must be readable (and searchable) by this user",
+                dir.display()
+            )
+        })?;
+        if !exists {
             return Ok(None);
         }
-        Store::open_read_only(&path).map(Some)
+        let opened = Store::open_read_only(&path).and_then(|s| {
+            let ready = s.has_reader_tables()?;
+            Ok((s, ready))
+        });
+        let (store, ready) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                // A store in write-ahead-log mode wants its shared-memory file, which a reader
+                // cannot create in a directory it may not write. When no log is pending the
+                // database file alone is complete and is read as it is.
+                let wal = dir.join(format!("{STORE_FILE}-wal"));
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot read the store {} (its directory must be readable by this user)",
+                            path.display()
+                        )
+                    });
+                }
+                let store = Store::open_immutable(&path)
+                    .and_then(|s| {
+                        let ready = s.has_reader_tables()?;
+                        Ok((s, ready))
+                    })
+                    .with_context(|| {
+                        format!(
+                            "cannot read the store {}: {e:#} (it must be readable by this user)",
+                            path.display()
+                        )
+                    })?;
+                store
+            }
+        };
+        Ok(ready.then_some(store))
     }
 
     /// Takes the writer lock of an existing state directory and opens its store so that

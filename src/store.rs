@@ -42,6 +42,15 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_ingested ON files (sha256) WHERE status = 'ingested';
 
+-- Inbox entries with an access-log name that are not regular files (directories, symlinks,
+-- FIFOs, sockets, devices): never opened, warned about once, removed when the entry is gone.
+CREATE TABLE IF NOT EXISTS skipped (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+) WITHOUT ROWID;
+
 -- Every request id that has been charged once; the dedupe key of DESIGN §2.1.
 -- Parts whose request ids are not in the claims base file yet (see claims.rs). The request-id
 -- table of earlier versions is gone: the claims are rebuilt from the parts.
@@ -231,6 +240,15 @@ pub struct Crossing {
     pub request_id: String,
 }
 
+/// An inbox entry that is not a regular file, as `status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    pub name: String,
+    pub kind: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -249,10 +267,17 @@ impl Store {
         // in memory, and a larger WAL before a checkpoint lets commits share page writes.
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
-        conn.execute_batch(SCHEMA)
-            .and_then(|()| conn.execute_batch(problems::SCHEMA))
+        // One transaction: a reader never sees a store with only some of its tables, and an
+        // older store is upgraded whole or not at all.
+        conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(anyhow::Error::from)
-            .and_then(|()| outbox::migrate(&conn))
+            .and_then(|()| {
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(problems::SCHEMA)?;
+                outbox::migrate(&conn)?;
+                conn.execute_batch("COMMIT")?;
+                Ok(())
+            })
             .with_context(|| format!("cannot create the schema in {}", path.display()))?;
         Ok(Store { conn })
     }
@@ -286,6 +311,68 @@ impl Store {
             .prepare(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY seq"))?;
         let rows = stmt.query_map([], file_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether the tables the readers (`ledger export`, `files`, `usage`) query exist: false
+    /// for a store that no writer has initialised yet.
+    pub fn has_reader_tables(&self) -> anyhow::Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+             AND name IN ('files', 'ledger', 'crossings')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n == 3)
+    }
+
+    /// The inbox entries skipped because they are not regular files, by name.
+    pub fn skipped_entries(&self) -> anyhow::Result<Vec<SkippedEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, kind, first_seen, last_seen FROM skipped ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SkippedEntry {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                first_seen: r.get(2)?,
+                last_seen: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the inbox entries skipped by this run (name, kind) and forgets the others;
+    /// returns those not seen before (or seen as another kind), to be warned about.
+    pub fn note_skipped(
+        &mut self,
+        entries: &[(String, String)],
+        now: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let tx = self.conn.transaction()?;
+        let mut new = Vec::new();
+        {
+            let mut known = tx.prepare("SELECT kind FROM skipped WHERE name = ?1")?;
+            let mut put = tx.prepare(
+                "INSERT INTO skipped (name, kind, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET last_seen = ?3, \
+                 first_seen = CASE WHEN kind = ?2 THEN first_seen ELSE ?3 END, kind = ?2",
+            )?;
+            for (name, kind) in entries {
+                let before: Option<String> = known.query_row([name], |r| r.get(0)).optional()?;
+                if before.as_deref() != Some(kind.as_str()) {
+                    new.push((name.clone(), kind.clone()));
+                }
+                put.execute(params![name, kind, now])?;
+            }
+            let names: HashSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+            let mut all = tx.prepare("SELECT name FROM skipped")?;
+            let stored: Vec<String> = all.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            for gone in stored.iter().filter(|n| !names.contains(n.as_str())) {
+                tx.execute("DELETE FROM skipped WHERE name = ?1", [gone])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
     }
 
     /// Opens an existing store that nobody may change while it is open (the caller holds the

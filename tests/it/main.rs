@@ -2,6 +2,7 @@
 
 mod backfill;
 mod check;
+mod cli;
 mod crash;
 mod daemon;
 mod days;

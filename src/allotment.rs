@@ -30,6 +30,14 @@ pub struct EditionTerms {
     pub additional_max_per_day: u64,
 }
 
+/// The most billable or light agents a plan may have (DESIGN §7).
+pub const MAX_AGENTS: u64 = 1_000_000;
+
+/// The most any daily figure read from the config or the registry may be: an edition's
+/// numbers, a `legacy_daily_limit`, a purchase's `credits_per_day` (DESIGN §7). With
+/// [`MAX_AGENTS`] it keeps every allotment below 1.000002 × 10^18, inside [`MAX_FIGURE`].
+pub const MAX_DAILY: u64 = 1_000_000_000_000;
+
 /// Built-in defaults. Credits come from DESIGN §3.1; the legacy limits and purchase caps are
 /// not published, and are documented (with the reasoning) in the README.
 pub fn default_edition(name: &str) -> Option<EditionTerms> {
@@ -165,18 +173,18 @@ pub fn day_terms(
 ) -> Option<DayTerms> {
     let plan = org.plan_on(day)?;
     let ed = editions.get(&plan.edition)?;
-    let base = ed.base;
-    let variable = ed.per_agent * plan.agents;
-    let purchased: u64 = purchases
+    let base = ed.base.min(MAX_FIGURE);
+    let variable = times(ed.per_agent, plan.agents);
+    let purchased = purchases
         .iter()
         .filter(|p| p.org_id == org.org_id && p.valid_from <= day && day <= p.valid_to)
-        .map(|p| p.credits_per_day)
-        .sum();
+        .fold(0, |sum, p| plus(sum, p.credits_per_day));
     let additional = purchased.min(ed.additional_max_per_day);
-    let legacy_limit = plan
-        .legacy_daily_limit
-        .unwrap_or(ed.legacy_base + ed.legacy_per_agent * plan.agents);
-    let credit_allotment = base + variable + additional;
+    let legacy_limit = plan.legacy_daily_limit.map_or_else(
+        || plus(ed.legacy_base, times(ed.legacy_per_agent, plan.agents)),
+        |limit| limit.min(MAX_FIGURE),
+    );
+    let credit_allotment = plus(plus(base, variable), additional);
 
     let cutover = migration.dc_cutover.get(&org.data_center)?;
     let (model, allotted, reason) = if day < *cutover {
@@ -194,7 +202,7 @@ pub fn day_terms(
     {
         (
             Model::Grandfathered,
-            legacy_limit.max(base + variable) + additional,
+            plus(legacy_limit.max(plus(base, variable)), additional),
             format!(
                 "paid org signed up {} before {}: keeps the higher of its legacy limit and its credits",
                 org.signup_date, migration.new_signup_cutoff
@@ -226,19 +234,28 @@ pub fn day_terms(
         base,
         variable,
         additional,
-        additional_excess: purchased - additional,
+        additional_excess: purchased.saturating_sub(additional),
         legacy_limit,
         allotted,
         concurrency: ed.concurrency,
     })
 }
 
-/// `100 × used / allotted` in hundredths, rounded half up in integer arithmetic.
+/// The largest figure of an allotment: the most a signed 64-bit integer holds, as the store
+/// and the event files keep them. `check` bounds every input far below it (DESIGN §7), so
+/// only a bound that was bypassed reaches it; the figures then saturate here, never wrap.
+pub const MAX_FIGURE: u64 = i64::MAX as u64;
+
+/// `100 × used / allotted` in hundredths, rounded half up in integer arithmetic (u128, so
+/// no `used` can overflow it). An allotment of 0 (which `check` prevents) reads as 0 % when
+/// nothing was used and as the largest percentage otherwise; results beyond `u64` saturate.
 pub fn pct_hundredths(used: u64, allotted: u64) -> u64 {
-    assert!(allotted > 0, "allotments are positive");
-    let used = used as u128;
-    let allotted = allotted as u128;
-    ((20_000 * used + allotted) / (2 * allotted)) as u64
+    if allotted == 0 {
+        return if used == 0 { 0 } else { u64::MAX };
+    }
+    let used = u128::from(used);
+    let allotted = u128::from(allotted);
+    u64::try_from((20_000 * used + allotted) / (2 * allotted)).unwrap_or(u64::MAX)
 }
 
 /// Renders hundredths as a percentage with two decimals: `8000` → `80.00`.
@@ -247,8 +264,19 @@ pub fn format_pct(hundredths: u64) -> String {
 }
 
 /// Whether `used` has reached `threshold` percent of `allotted`, compared exactly.
+/// Both sides are products of two `u64`s in `u128`, which cannot overflow.
 pub fn reached(used: u64, allotted: u64, threshold: u64) -> bool {
-    100 * used as u128 >= threshold as u128 * allotted as u128
+    100 * u128::from(used) >= u128::from(threshold) * u128::from(allotted)
+}
+
+/// `a + b`, saturating at [`MAX_FIGURE`].
+fn plus(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(MAX_FIGURE)
+}
+
+/// `a × b`, saturating at [`MAX_FIGURE`].
+fn times(a: u64, b: u64) -> u64 {
+    a.saturating_mul(b).min(MAX_FIGURE)
 }
 
 #[cfg(test)]
@@ -517,5 +545,94 @@ mod tests {
         assert_eq!(format_pct(pct_hundredths(15_999, 20_000)), "80.00");
         assert!(!reached(15_999, 20_000, 80));
         assert!(reached(16_000, 20_000, 80));
+    }
+
+    #[test]
+    fn allotments_at_the_bounds_are_exact() {
+        let big = EditionTerms {
+            base: MAX_DAILY,
+            per_agent: MAX_DAILY,
+            concurrency: MAX_DAILY,
+            legacy_base: MAX_DAILY,
+            legacy_per_agent: MAX_DAILY,
+            additional_max_per_day: MAX_DAILY,
+        };
+        let eds: BTreeMap<String, EditionTerms> = [("enterprise".to_string(), big)].into();
+        let o = org(
+            "us",
+            "2025-01-01",
+            vec![plan("enterprise", MAX_AGENTS, true, None)],
+        );
+        let ps = [
+            purchase(MAX_DAILY, "2025-11-01", "2025-11-01"),
+            purchase(MAX_DAILY - 1, "2025-11-01", "2025-11-01"),
+        ];
+        let t = day_terms(&o, d("2025-11-01"), &eds, &ps, &migration(None)).unwrap();
+        assert_eq!(t.model, Model::Grandfathered);
+        assert_eq!(t.variable, 1_000_000_000_000_000_000);
+        assert_eq!(t.legacy_limit, 1_000_001_000_000_000_000);
+        assert_eq!(
+            (t.additional, t.additional_excess),
+            (MAX_DAILY, MAX_DAILY - 1)
+        );
+        assert_eq!(t.allotted, 1_000_002_000_000_000_000);
+        assert!(t.allotted < MAX_FIGURE);
+    }
+
+    #[test]
+    fn figures_beyond_the_bounds_saturate_instead_of_wrapping() {
+        let huge = EditionTerms {
+            base: u64::MAX,
+            per_agent: u64::MAX,
+            concurrency: u64::MAX,
+            legacy_base: u64::MAX,
+            legacy_per_agent: u64::MAX,
+            additional_max_per_day: u64::MAX,
+        };
+        let eds: BTreeMap<String, EditionTerms> = [("enterprise".to_string(), huge)].into();
+        let o = org(
+            "us",
+            "2025-01-01",
+            vec![plan("enterprise", u64::MAX, true, None)],
+        );
+        let ps = [
+            purchase(u64::MAX, "2025-11-01", "2025-11-01"),
+            purchase(u64::MAX - 1, "2025-11-01", "2025-11-01"),
+        ];
+        for (day, model) in [
+            ("2025-10-01", Model::Legacy),
+            ("2025-11-01", Model::Grandfathered),
+        ] {
+            let t = day_terms(&o, d(day), &eds, &ps, &migration(None)).unwrap();
+            assert_eq!(t.model, model);
+            assert_eq!(
+                (t.base, t.variable, t.legacy_limit, t.allotted),
+                (MAX_FIGURE, MAX_FIGURE, MAX_FIGURE, MAX_FIGURE),
+                "{day}"
+            );
+        }
+        let mut o = o;
+        o.plans[0].paid = false;
+        o.plans[0].legacy_daily_limit = Some(u64::MAX);
+        let t = day_terms(&o, d("2025-11-01"), &eds, &ps, &migration(None)).unwrap();
+        assert_eq!(t.model, Model::Credits);
+        assert_eq!((t.legacy_limit, t.allotted), (MAX_FIGURE, MAX_FIGURE));
+        assert_eq!(t.additional_excess, 0);
+    }
+
+    #[test]
+    fn percentages_of_huge_usage_saturate_and_never_panic() {
+        // 20000 × used would overflow u64 for any used above 9.2 × 10^14.
+        assert_eq!(pct_hundredths(10_u64.pow(15), 10_u64.pow(15)), 10_000);
+        assert_eq!(format_pct(pct_hundredths(u64::MAX, u64::MAX)), "100.00");
+        assert_eq!(pct_hundredths(u64::MAX, 1), u64::MAX);
+        // (20000 × (2^64 − 1) + 20000) / 40000 = 2^63, exactly.
+        assert_eq!(pct_hundredths(u64::MAX, 20_000), 1 << 63);
+        assert_eq!(pct_hundredths(0, 0), 0);
+        assert_eq!(pct_hundredths(1, 0), u64::MAX);
+        assert!(reached(u64::MAX, u64::MAX, 99));
+        assert!(reached(u64::MAX, u64::MAX, 100));
+        assert!(!reached(u64::MAX - 1, u64::MAX, 100));
+        assert!(!reached(0, u64::MAX, 1));
     }
 }

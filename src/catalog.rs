@@ -9,20 +9,23 @@ use crate::config::DateLit;
 use crate::pricing::{Catalog, Method, Rule, Tier};
 use crate::registry::Problem;
 
+/// The most credits one call may cost (`credits`, a tier's `credits`, `unpriced_credits`).
+/// A day's credits are summed in signed 64-bit integers: at this price 9 × 10^9 calls still fit.
+pub const MAX_CALL_CREDITS: u64 = 1_000_000_000;
+
+/// The largest tier bound `upto`: offsets beyond it are beyond any real pagination.
+pub const MAX_UPTO: u64 = 1_000_000_000_000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
     /// Applies to calls at or after 00:00 UTC of this date.
     effective_from: DateLit,
     /// Credits for a billable call that matches no rule.
-    #[serde(default = "one")]
-    unpriced_credits: u64,
+    #[serde(default)]
+    unpriced_credits: Option<toml::Spanned<u64>>,
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
-}
-
-fn one() -> u64 {
-    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +88,18 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
             ))
         })
         .ok();
+    let unpriced_credits = match &raw.unpriced_credits {
+        None => 1,
+        Some(u) if *u.get_ref() > MAX_CALL_CREDITS => {
+            problems.push(problem(
+                Some(line_of(text, u.span().start)),
+                Some("unpriced_credits".into()),
+                format!("expected at most {MAX_CALL_CREDITS}, found {}", u.get_ref()),
+            ));
+            1
+        }
+        Some(u) => *u.get_ref(),
+    };
     let mut rules = Vec::new();
     for (i, spanned) in raw.rule.iter().enumerate() {
         let line = Some(line_of(text, spanned.span().start));
@@ -125,8 +140,29 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
                 "tiers need an offset_param naming the query parameter to price by".into(),
             ));
         }
+        if r.credits > MAX_CALL_CREDITS {
+            problems.push(problem(
+                line,
+                at("credits"),
+                format!("expected at most {MAX_CALL_CREDITS}, found {}", r.credits),
+            ));
+        }
         let mut last: Option<u64> = None;
         for (j, t) in r.tiers.iter().enumerate() {
+            if t.credits > MAX_CALL_CREDITS {
+                problems.push(problem(
+                    line,
+                    at(&format!("tiers[{}].credits", j + 1)),
+                    format!("expected at most {MAX_CALL_CREDITS}, found {}", t.credits),
+                ));
+            }
+            if let Some(u) = t.upto.filter(|u| *u > MAX_UPTO) {
+                problems.push(problem(
+                    line,
+                    at(&format!("tiers[{}].upto", j + 1)),
+                    format!("expected at most {MAX_UPTO}, found {u}"),
+                ));
+            }
             match (t.upto, last) {
                 (None, _) if j + 1 != r.tiers.len() => problems.push(problem(
                     line,
@@ -162,7 +198,7 @@ pub fn parse(file: &str, text: &str) -> Result<Catalog, Vec<Problem>> {
         });
     }
     match (effective_from, problems.is_empty()) {
-        (Some(from), true) => Ok(Catalog::new(from, raw.unpriced_credits, rules)),
+        (Some(from), true) => Ok(Catalog::new(from, unpriced_credits, rules)),
         _ => Err(problems),
     }
 }
@@ -235,5 +271,36 @@ tiers = [ { upto = 2000, credits = 3 }, { upto = 10000, credits = 5 },
             "{}",
             bad[0].message
         );
+    }
+
+    #[test]
+    fn prices_and_tier_bounds_are_bounded() {
+        let at_bounds = "effective_from = 2025-10-01\nunpriced_credits = 1000000000\n[[rule]]\nmethod = \"GET\"\npath = \"/a\"\ncredits = 1000000000\noffset_param = \"from\"\ntiers = [{ upto = 1000000000000, credits = 1000000000 }, { credits = 1 }]\n";
+        let c = parse("p.toml", at_bounds).unwrap();
+        assert_eq!(c.price(Method::Get, "/a?from=7").credits, MAX_CALL_CREDITS);
+        assert_eq!(c.price(Method::Get, "/b").credits, MAX_CALL_CREDITS);
+        let over = "effective_from = 2025-10-01\nunpriced_credits = 1000000001\n[[rule]]\nmethod = \"GET\"\npath = \"/a\"\ncredits = 1000000001\noffset_param = \"from\"\ntiers = [{ upto = 1000000000001, credits = 1000000001 }, { credits = 1 }]\n";
+        let shown: Vec<String> = parse("p.toml", over)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "p.toml:2: field unpriced_credits: expected at most 1000000000, found 1000000001",
+                "p.toml:3: field rule[1].credits: expected at most 1000000000, found 1000000001",
+                "p.toml:3: field rule[1].tiers[1].credits: expected at most 1000000000, found 1000000001",
+                "p.toml:3: field rule[1].tiers[1].upto: expected at most 1000000000000, found 1000000000001",
+            ]
+        );
+        // Negative numbers and words are refused by the reader, with their line.
+        for (text, line) in [
+            ("effective_from = 2025-10-01\nunpriced_credits = -1\n", 2),
+            ("effective_from = 2025-10-01\n[[rule]]\nmethod = \"GET\"\npath = \"/a\"\ncredits = \"three\"\n", 5),
+        ] {
+            let bad = parse("p.toml", text).unwrap_err();
+            assert_eq!(bad[0].line, Some(line), "{}", bad[0].message);
+        }
     }
 }

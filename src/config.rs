@@ -9,7 +9,13 @@ use anyhow::{bail, Context};
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::allotment::{default_edition, EditionTerms, Migration, EDITIONS};
+use crate::allotment::{default_edition, EditionTerms, Migration, EDITIONS, MAX_DAILY};
+
+/// The longest `[daemon] close_grace` (DESIGN §7): a day closes at most a week late.
+pub const MAX_CLOSE_GRACE: Duration = Duration::from_secs(7 * 86_400);
+
+/// The longest `[alerts] max_age` (DESIGN §7): ten years.
+pub const MAX_AGE: Duration = Duration::from_secs(3650 * 86_400);
 
 /// The file as written. Every section is optional; absent keys take their defaults.
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +314,18 @@ impl Config {
             set(&mut e.legacy_base, over.legacy_base);
             set(&mut e.legacy_per_agent, over.legacy_per_agent);
             set(&mut e.additional_max_per_day, over.additional_max_per_day);
+            for (key, value) in [
+                ("base", e.base),
+                ("per_agent", e.per_agent),
+                ("concurrency", e.concurrency),
+                ("legacy_base", e.legacy_base),
+                ("legacy_per_agent", e.legacy_per_agent),
+                ("additional_max_per_day", e.additional_max_per_day),
+            ] {
+                if value > MAX_DAILY {
+                    bail!("[editions.{name}] {key}: expected at most {MAX_DAILY}, found {value}");
+                }
+            }
             if e.base == 0 {
                 bail!("[editions.{name}] base: expected a positive number of credits, found 0");
             }
@@ -376,7 +394,7 @@ impl Config {
         let max_age = a
             .max_age
             .as_deref()
-            .map(|s| parse_duration("[alerts] max_age", s))
+            .map(|s| parse_duration("[alerts] max_age", s, MAX_AGE))
             .transpose()?;
         let alerts = Alerts {
             near_limit_percent,
@@ -393,6 +411,14 @@ impl Config {
                 .unwrap_or("creditd <creditd@example.com>".to_string()),
         };
 
+        if alerts.ops_to.is_empty() {
+            bail!("[alerts] ops_to: expected at least one address; ops messages, and org messages without report_to, go there");
+        }
+        for addr in &alerts.ops_to {
+            if let Err(why) = crate::mail::check_recipient(addr) {
+                bail!("[alerts] ops_to: expected mail addresses like \"api-ops@example.com\", found {addr:?} ({why})");
+            }
+        }
         if alerts.from.parse::<lettre::message::Mailbox>().is_err() {
             bail!(
                 "[alerts] from: expected a mail address like \"creditd <creditd@example.com>\", found {:?}",
@@ -402,6 +428,7 @@ impl Config {
         let close_grace = parse_duration(
             "[daemon] close_grace",
             raw.daemon.close_grace.as_deref().unwrap_or("2h"),
+            MAX_CLOSE_GRACE,
         )?;
         let smtp = raw
             .smtp
@@ -480,10 +507,18 @@ fn parse_status_pattern(lit: &StatusLit) -> anyhow::Result<StatusPattern> {
     bail!("[billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found {text:?}")
 }
 
-fn parse_duration(field: &str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s).with_context(|| {
+/// A duration like `"2h"`, at most `max`.
+fn parse_duration(field: &str, s: &str, max: Duration) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(s).with_context(|| {
         format!("{field}: expected a duration like \"2h\" or \"90m\", found {s:?}")
-    })
+    })?;
+    if d > max {
+        bail!(
+            "{field}: expected at most \"{}d\", found {s:?}",
+            max.as_secs() / 86_400
+        );
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -546,6 +581,48 @@ mod tests {
         assert_eq!(
             error("[daemon]\nclose_grace = \"soon\"\n"),
             "/etc/creditd/creditd.toml:2: [daemon] close_grace: expected a duration like \"2h\" or \"90m\", found \"soon\": expected number at 0"
+        );
+    }
+
+    #[test]
+    fn numbers_and_durations_are_bounded() {
+        let c = parse("[editions.enterprise]\nbase = 1000000000000\nper_agent = 1000000000000\nconcurrency = 1000000000000\nlegacy_base = 1000000000000\nlegacy_per_agent = 1000000000000\nadditional_max_per_day = 1000000000000\n\n[daemon]\nclose_grace = \"7days\"\n\n[alerts]\nmax_age = \"3650d\"\n").unwrap();
+        assert_eq!(c.editions["enterprise"].additional_max_per_day, MAX_DAILY);
+        assert_eq!(c.close_grace, MAX_CLOSE_GRACE);
+        assert_eq!(c.alerts.max_age, Some(MAX_AGE));
+        assert_eq!(
+            error("[editions.express]\nlegacy_per_agent = 1000000000001\n"),
+            "/etc/creditd/creditd.toml:2: [editions.express] legacy_per_agent: expected at most 1000000000000, found 1000000000001"
+        );
+        assert_eq!(
+            error("[daemon]\nclose_grace = \"1000000y\"\n"),
+            "/etc/creditd/creditd.toml:2: [daemon] close_grace: expected at most \"7d\", found \"1000000y\""
+        );
+        assert_eq!(
+            error("[daemon]\nclose_grace = \"7d 1s\"\n"),
+            "/etc/creditd/creditd.toml:2: [daemon] close_grace: expected at most \"7d\", found \"7d 1s\""
+        );
+        assert_eq!(
+            error("\n[alerts]\nmax_age = \"3651d\"\n"),
+            "/etc/creditd/creditd.toml:3: [alerts] max_age: expected at most \"3650d\", found \"3651d\""
+        );
+    }
+
+    #[test]
+    fn ops_to_is_not_empty_and_every_address_is_read_as_sending_reads_it() {
+        let c = parse("[alerts]\nops_to = [\"ops@example.com\", \"noc@localhost\"]\n").unwrap();
+        assert_eq!(c.alerts.ops_to, vec!["ops@example.com", "noc@localhost"]);
+        assert_eq!(
+            error("[alerts]\nops_to = []\n"),
+            "/etc/creditd/creditd.toml:2: [alerts] ops_to: expected at least one address; ops messages, and org messages without report_to, go there"
+        );
+        assert_eq!(
+            error("[alerts]\nops_to = [\"ops@example.com\", \"nobody\"]\n"),
+            "/etc/creditd/creditd.toml:2: [alerts] ops_to: expected mail addresses like \"api-ops@example.com\", found \"nobody\" (Missing domain or user)"
+        );
+        assert_eq!(
+            error("[alerts]\nops_to = [\"Ops <ops@example.com>\"]\n"),
+            "/etc/creditd/creditd.toml:2: [alerts] ops_to: expected mail addresses like \"api-ops@example.com\", found \"Ops <ops@example.com>\" (Invalid email user)"
         );
     }
 }

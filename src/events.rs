@@ -557,29 +557,43 @@ pub fn reconcile_day(
     if measures.is_empty() {
         return Ok(Vec::new());
     }
-    let terms = DataFrame::new(
-        measures.len(),
-        vec![
-            Column::new(
-                "org_id".into(),
-                measures
-                    .iter()
-                    .map(|m| m.org_id.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "legacy".into(),
-                measures.iter().map(|m| m.legacy).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "allotted".into(),
-                measures
-                    .iter()
-                    .map(|m| m.allotted as i64)
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )?;
+    let mut term_columns = vec![
+        Column::new(
+            "org_id".into(),
+            measures
+                .iter()
+                .map(|m| m.org_id.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "legacy".into(),
+            measures.iter().map(|m| m.legacy).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "allotted".into(),
+            measures
+                .iter()
+                .map(|m| i64::try_from(m.allotted).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    // The least total that reaches t %: 100 × used ≥ t × allotted exactly when used ≥
+    // ⌈t × allotted / 100⌉, worked out here in u128 because t × allotted overflows i64 for
+    // allotments that the bounds allow (up to about 10^18).
+    for t in thresholds {
+        term_columns.push(Column::new(
+            format!("need{t}").into(),
+            measures
+                .iter()
+                .map(|m| {
+                    let need = (u128::from(m.allotted) * u128::from(*t)).div_ceil(100);
+                    i64::try_from(need).unwrap_or(i64::MAX)
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let term_names: Vec<Expr> = term_columns.iter().map(|c| col(c.name().clone())).collect();
+    let terms = DataFrame::new(measures.len(), term_columns)?;
     let units = when(col("billable"))
         .then(
             when(col("legacy"))
@@ -610,11 +624,11 @@ pub fn reconcile_day(
     for t in thresholds {
         crossing_at(
             format!("near{t}"),
-            (col("running") * lit(100i64))
-                .gt_eq(col("allotted") * lit(*t as i64))
+            col("running")
+                .gt_eq(col(format!("need{t}")))
                 .and(col("units").gt(lit(0i64))),
         );
-        reaches = reaches.or((col("used") * lit(100i64)).gt_eq(col("allotted") * lit(*t as i64)));
+        reaches = reaches.or(col("used").gt_eq(col(format!("need{t}"))));
     }
     crossing_at(
         "over".to_string(),
@@ -674,11 +688,7 @@ pub fn reconcile_day(
         .collect()?;
     // The crossings need each org's calls in call order (`ts`, then `request_id`), but only
     // of the orgs that reach a threshold: most org-days do not, and sorting is the costly step.
-    let reaching = figures.clone().lazy().filter(reaches).select([
-        col("org_id"),
-        col("legacy"),
-        col("allotted"),
-    ]);
+    let reaching = figures.clone().lazy().filter(reaches).select(term_names);
     let crossings = calls
         .lazy()
         .join(

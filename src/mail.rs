@@ -54,6 +54,19 @@ pub fn eml_name(key: &str) -> String {
     format!("{}.eml", &id[1..id.len() - "@creditd>".len()])
 }
 
+/// Checks one recipient (`report_to`, `ops_to`) as sending will take it: a bare address
+/// `local@domain` that lettre reads both as an [`lettre::Address`] and as the [`Mailbox`]
+/// [`build`] and [`Sender::send`] parse, with no comma (the outbox keeps recipients
+/// comma-separated). `Err` is lettre's reason, e.g. "Invalid email user".
+pub fn check_recipient(addr: &str) -> Result<(), String> {
+    if addr.contains(',') {
+        return Err("a comma separates addresses".into());
+    }
+    addr.parse::<lettre::Address>().map_err(|e| e.to_string())?;
+    addr.parse::<Mailbox>().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Builds the raw message (RFC 5322 bytes) for `rendered`.
 pub fn build(
     key: &str,

@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::allotment::{Org, Plan, Purchase};
+use crate::allotment::{Org, Plan, Purchase, MAX_AGENTS, MAX_DAILY};
 
 /// One problem in an input file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,26 +207,15 @@ fn parse_date(s: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("expected a date like 2025-10-06, found {s:?}"))
 }
 
-fn parse_count(s: &str) -> Result<u64, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().map_err(|_| format!("number too large: {s:?}"))
-    } else {
-        Err(format!("expected a whole number ≥ 0, found {s:?}"))
+/// A whole number from 0 to `max` (DESIGN §7 bounds what the registry may say).
+fn parse_count(s: &str, max: u64) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected a whole number ≥ 0, found {s:?}"));
     }
-}
-
-/// Whether `s` looks like one mail address: `local@domain`, no spaces or control characters.
-pub fn plausible_address(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+    match s.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected a whole number up to {max}, found {s:?}")),
+    }
 }
 
 fn parse_orgs(
@@ -261,13 +250,13 @@ fn parse_orgs(
                 ),
             );
         }
-        let agents = parse_count(f(3))
+        let agents = parse_count(f(3), MAX_AGENTS)
             .map_err(|m| rows.problem(line, "agents", m))
             .ok();
         let light_agents = if f(4).is_empty() {
             Some(0)
         } else {
-            parse_count(f(4))
+            parse_count(f(4), MAX_AGENTS)
                 .map_err(|m| rows.problem(line, "light_agents", m))
                 .ok()
         };
@@ -313,7 +302,7 @@ fn parse_orgs(
         let legacy = if f(9).is_empty() {
             Some(None)
         } else {
-            match parse_count(f(9)) {
+            match parse_count(f(9), MAX_DAILY) {
                 Ok(0) => {
                     rows.problem(
                         line,
@@ -331,14 +320,13 @@ fn parse_orgs(
         };
         let mut report_to = Vec::new();
         for addr in f(10).split(';').map(str::trim).filter(|a| !a.is_empty()) {
-            if plausible_address(addr) {
-                report_to.push(addr.to_string());
-            } else {
-                rows.problem(
+            match crate::mail::check_recipient(addr) {
+                Ok(()) => report_to.push(addr.to_string()),
+                Err(why) => rows.problem(
                     line,
                     "report_to",
-                    format!("expected ';'-separated mail addresses, found {addr:?}"),
-                );
+                    format!("expected ';'-separated mail addresses, found {addr:?} ({why})"),
+                ),
             }
         }
         let effective_from = if f(11).is_empty() {
@@ -476,7 +464,7 @@ fn parse_purchases(
                 format!("{org_id:?} is not in the org registry"),
             );
         }
-        let credits = parse_count(f(2))
+        let credits = parse_count(f(2), MAX_DAILY)
             .map_err(|m| rows.problem(line, "credits_per_day", m))
             .ok();
         let from = parse_date(f(3))
@@ -556,7 +544,7 @@ mod tests {
                 "orgs.csv:2: field signup_date: expected a date like 2025-10-06, found \"2024-13-01\"",
                 "orgs.csv:2: field paid: expected true or false, found \"yes\"",
                 "orgs.csv:2: field legacy_daily_limit: expected a positive limit or empty, found 0",
-                "orgs.csv:2: field report_to: expected ';'-separated mail addresses, found \"not-an-address\"",
+                "orgs.csv:2: field report_to: expected ';'-separated mail addresses, found \"not-an-address\" (Missing domain or user)",
                 "orgs.csv:2: field effective_from: expected a date like 2025-10-06, found \"01/02/2025\"",
                 "orgs.csv:4: field timezone: org 200 has timezone UTC on line 3 but Europe/Paris here; it must be the same on every row",
             ]
@@ -582,6 +570,45 @@ mod tests {
                 "p.csv:3: field credits_per_day: expected a whole number ≥ 0, found \"-5\"",
                 "p.csv:3: field valid_to: 2025-09-30 is before valid_from 2025-10-01",
             ]
+        );
+    }
+
+    #[test]
+    fn counts_are_bounded_and_addresses_are_read_as_sending_reads_them() {
+        let (orgs, problems) = parse(
+            "300,A,free,1000000,1000000,UTC,us,2025-01-01,false,1000000000000,a@x.example; ;b@localhost,\n\
+             301,B,free,1000001,18446744073709551616,UTC,us,2025-01-01,false,1000000000001,,\n\
+             302,C,free,18446744073709551615,0,UTC,us,2025-01-01,false,,\"billing..team@acme.example;nobody;\"\"a,b\"\"@x.example;Ann <ann@x.example>\",\n",
+        );
+        assert_eq!(
+            problems,
+            vec![
+                "orgs.csv:3: field agents: expected a whole number up to 1000000, found \"1000001\"",
+                "orgs.csv:3: field light_agents: expected a whole number up to 1000000, found \"18446744073709551616\"",
+                "orgs.csv:3: field legacy_daily_limit: expected a whole number up to 1000000000000, found \"1000000000001\"",
+                "orgs.csv:4: field agents: expected a whole number up to 1000000, found \"18446744073709551615\"",
+                "orgs.csv:4: field report_to: expected ';'-separated mail addresses, found \"billing..team@acme.example\" (Invalid email user)",
+                "orgs.csv:4: field report_to: expected ';'-separated mail addresses, found \"nobody\" (Missing domain or user)",
+                "orgs.csv:4: field report_to: expected ';'-separated mail addresses, found \"\\\"a,b\\\"@x.example\" (a comma separates addresses)",
+                "orgs.csv:4: field report_to: expected ';'-separated mail addresses, found \"Ann <ann@x.example>\" (Invalid email user)",
+            ]
+        );
+        let plan = &orgs["300"].plans[0];
+        assert_eq!((plan.agents, plan.light_agents), (1_000_000, 1_000_000));
+        assert_eq!(plan.legacy_daily_limit, Some(1_000_000_000_000));
+        assert_eq!(plan.report_to, vec!["a@x.example", "b@localhost"]);
+
+        let mut problems = Vec::new();
+        let text = "purchase_id,org_id,credits_per_day,valid_from,valid_to\n\
+                    p1,300,1000000000000,2025-10-01,2025-10-31\n\
+                    p2,300,1000000000001,2025-10-01,2025-10-31\n";
+        let ps = parse_purchases("p.csv", text.as_bytes(), &orgs, &mut problems);
+        assert_eq!(ps.len(), 1);
+        assert_eq!(ps[0].credits_per_day, 1_000_000_000_000);
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec!["p.csv:3: field credits_per_day: expected a whole number up to 1000000000000, found \"1000000000001\""]
         );
     }
 }

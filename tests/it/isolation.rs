@@ -408,3 +408,62 @@ fn a_recipient_refused_for_good_parks_its_messages_as_failed_and_the_rest_go_out
     dir.expect(2, &["outbox", "retry", "over:nobody:2025-10-01"]);
     dir.expect(2, &["outbox", "drop", &parked[0]]);
 }
+
+#[test]
+fn a_broken_registry_at_reload_keeps_the_last_valid_version_and_tells_ops_once() {
+    let dir = Dir::sample();
+    let later = dir.hold_back(|n| n.contains("20251030"));
+    dir.write(
+        "jobs/ingest.toml",
+        "schedule = \"* * * * * *\"\ntask = \"ingest\"\n",
+    );
+    let daemon = crate::daemon::Daemon::start(&dir);
+    let good = dir.read("orgs.csv");
+    // An operator's typo: a zone that does not exist.
+    dir.write(
+        "orgs.csv",
+        good.replacen("America/Havana", "America/Havanna", 1),
+    );
+    wait_for("the rejection", Duration::from_secs(60), || {
+        daemon.log().contains("running on the last valid version")
+    });
+    // Files still go through, priced and localized with the last valid registry.
+    dir.release(&later);
+    wait_for("the inbox to empty", Duration::from_secs(120), || {
+        dir.inbox().is_empty()
+    });
+    // Every job reads it again (each a counted attempt), and keeps rejecting it.
+    wait_for("a second rejected reload", Duration::from_secs(30), || {
+        problems(&dir).first().is_some_and(|p| p.attempts >= 2)
+    });
+    let open = problems(&dir);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].unit, Unit::Config);
+    assert!(
+        open[0].error.contains("America/Havanna"),
+        "{}",
+        open[0].error
+    );
+    let store = Store::open_read_only(&dir.path().join("state/creditd.sqlite")).unwrap();
+    let told: Vec<_> = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == "config")
+        .collect();
+    assert_eq!(told.len(), 1, "ops are told once per rejected version");
+    assert_eq!(told[0].key, open[0].target);
+    assert_eq!(told[0].recipients, vec!["api-ops@example.com".to_string()]);
+
+    // Fixed: the next job reads it, and the problem closes.
+    dir.write("orgs.csv", good);
+    wait_for("the problem to close", Duration::from_secs(60), || {
+        problems(&dir).is_empty()
+    });
+    daemon.stop();
+    dir.expect(0, &["run", "ingest"]);
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+}

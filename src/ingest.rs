@@ -341,7 +341,8 @@ impl<'s> Ingester<'s> {
                 (org, cursor)
             }
         };
-        let date = cursor.day_of(call.ts_ms);
+        // Decoding bounds `ts` to 2000–2099; an instant without a date is a bad one anyway.
+        let date = cursor.day_of(call.ts_ms).ok_or(Reason::BadTimestamp)?;
         if date < org.signup_date {
             return Err(Reason::BeforeSignup);
         }

@@ -216,7 +216,19 @@ pub fn decode_json(line: &str) -> Result<Call<'_>, Reason> {
     let mut values: [Option<json::Value<'_>>; 9] = Default::default();
     let mut repeated = false;
     json::object_members(line, |key, value| {
-        if let Some(i) = FIELDS.iter().position(|f| *f == key) {
+        let slot = match key.as_ref() {
+            "ts" => Some(0),
+            "request_id" => Some(1),
+            "org_id" => Some(2),
+            "method" => Some(3),
+            "path" => Some(4),
+            "status" => Some(5),
+            "latency_ms" => Some(6),
+            "charged_credits" => Some(7),
+            "dc" => Some(8),
+            _ => None,
+        };
+        if let Some(i) = slot {
             repeated |= values[i].is_some();
             values[i] = Some(value);
         }

@@ -9,42 +9,59 @@
 //!
 //! Pure code: no clock, no IO.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveTime, Offset, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// The earliest instant whose local date in `tz` is `date`.
+///
+/// Total over chrono's whole date range: for a date whose start cannot be shown as a UTC
+/// instant (within a day of chrono's limits) it gives the nearest representable instant.
+/// Ingest only lets in calls of 2000–2099, so such dates never come from data.
 pub fn day_start(tz: Tz, date: NaiveDate) -> DateTime<Utc> {
     let midnight = date.and_time(NaiveTime::MIN);
-    match tz.from_local_datetime(&midnight) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(a, b) => a.with_timezone(&Utc).min(b.with_timezone(&Utc)),
-        LocalResult::None => {
-            // Midnight falls into a gap. Every transition since 1970 happens on a whole minute,
-            // so the first local minute that exists is the first instant of the day.
-            for minutes in 1..=(26 * 60) {
-                let local = midnight + Duration::minutes(minutes);
-                match tz.from_local_datetime(&local) {
-                    LocalResult::Single(t) => return t.with_timezone(&Utc),
-                    LocalResult::Ambiguous(a, b) => {
-                        return a.with_timezone(&Utc).min(b.with_timezone(&Utc))
-                    }
-                    LocalResult::None => continue,
-                }
+    // Where midnight falls into a gap, the first local minute that exists is the first
+    // instant of the day: every transition since 1970 happens on a whole minute, and none
+    // skips more than a day.
+    for minutes in 0..=(26 * 60) {
+        let Some(local) = midnight.checked_add_signed(Duration::minutes(minutes)) else {
+            break;
+        };
+        match tz.from_local_datetime(&local) {
+            LocalResult::Single(t) => return t.with_timezone(&Utc),
+            LocalResult::Ambiguous(a, b) => {
+                return a.with_timezone(&Utc).min(b.with_timezone(&Utc))
             }
-            unreachable!("no time zone skips more than a day")
+            LocalResult::None => continue,
         }
+    }
+    if date.year() > 0 {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        DateTime::<Utc>::MIN_UTC
     }
 }
 
-/// The half-open UTC span `[start, end)` of local day `date`.
+/// The half-open UTC span `[start, end)` of local day `date` (the last representable date
+/// ends at chrono's last instant).
 pub fn day_span(tz: Tz, date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
-    let next = date.succ_opt().expect("date in range");
-    (day_start(tz, date), day_start(tz, next))
+    let end = match date.succ_opt() {
+        Some(next) => day_start(tz, next),
+        None => DateTime::<Utc>::MAX_UTC,
+    };
+    (day_start(tz, date), end)
 }
 
-/// The local day an instant belongs to.
+/// The local day an instant belongs to (within a day of chrono's limits, where that day may
+/// not be representable, the nearest date chrono has).
 pub fn local_day(tz: Tz, at: DateTime<Utc>) -> NaiveDate {
-    let mut date = at.with_timezone(&tz).date_naive();
+    // The wall date, computed without chrono's panicking conversion near its limits.
+    let utc = at.naive_utc();
+    let offset = tz.offset_from_utc_datetime(&utc).fix();
+    let mut date = utc
+        .checked_add_offset(offset)
+        .map_or(utc.date(), |local| local.date());
     // The wall date can lag the day span by one where the clock falls back across midnight.
     while let Some(next) = date.succ_opt() {
         if at >= day_start(tz, next) {
@@ -54,7 +71,10 @@ pub fn local_day(tz: Tz, at: DateTime<Utc>) -> NaiveDate {
         }
     }
     while at < day_start(tz, date) {
-        date = date.pred_opt().expect("date in range");
+        match date.pred_opt() {
+            Some(prev) => date = prev,
+            None => break,
+        }
     }
     date
 }
@@ -72,18 +92,19 @@ impl DayCursor {
         DayCursor { tz, span: None }
     }
 
-    /// The local day of the instant `ts_ms` (epoch milliseconds, UTC).
-    pub fn day_of(&mut self, ts_ms: i64) -> NaiveDate {
+    /// The local day of the instant `ts_ms` (epoch milliseconds, UTC); `None` for an instant
+    /// chrono cannot show as a date (beyond ±262,000 years).
+    pub fn day_of(&mut self, ts_ms: i64) -> Option<NaiveDate> {
         if let Some((start, end, date)) = self.span {
             if ts_ms >= start && ts_ms < end {
-                return date;
+                return Some(date);
             }
         }
-        let at = DateTime::<Utc>::from_timestamp_millis(ts_ms).expect("timestamp in range");
+        let at = DateTime::<Utc>::from_timestamp_millis(ts_ms)?;
         let date = local_day(self.tz, at);
         let (start, end) = day_span(self.tz, date);
         self.span = Some((start.timestamp_millis(), end.timestamp_millis(), date));
-        date
+        Some(date)
     }
 }
 
@@ -119,10 +140,10 @@ mod tests {
             d(date).pred_opt().unwrap()
         );
         assert_eq!(local_day(tz, e), d(date).succ_opt().unwrap());
-        assert_eq!(cursor.day_of(s.timestamp_millis()), d(date));
-        assert_eq!(cursor.day_of(e.timestamp_millis() - 1), d(date));
+        assert_eq!(cursor.day_of(s.timestamp_millis()).unwrap(), d(date));
+        assert_eq!(cursor.day_of(e.timestamp_millis() - 1).unwrap(), d(date));
         assert_eq!(
-            cursor.day_of(e.timestamp_millis()),
+            cursor.day_of(e.timestamp_millis()).unwrap(),
             d(date).succ_opt().unwrap()
         );
     }
@@ -286,10 +307,104 @@ mod tests {
         let tz: Tz = "Asia/Beirut".parse().unwrap();
         let mut cursor = DayCursor::new(tz);
         let late_hour = utc("2025-10-25T21:30:00Z"); // reads 23:30 on the 25th, second time
-        assert_eq!(cursor.day_of(late_hour.timestamp_millis()), d("2025-10-25"));
+        assert_eq!(
+            cursor.day_of(late_hour.timestamp_millis()).unwrap(),
+            d("2025-10-25")
+        );
         let next = utc("2025-10-25T22:00:00Z");
-        assert_eq!(cursor.day_of(next.timestamp_millis()), d("2025-10-26"));
+        assert_eq!(
+            cursor.day_of(next.timestamp_millis()).unwrap(),
+            d("2025-10-26")
+        );
         let earlier = utc("2025-10-20T10:00:00Z");
-        assert_eq!(cursor.day_of(earlier.timestamp_millis()), d("2025-10-20"));
+        assert_eq!(
+            cursor.day_of(earlier.timestamp_millis()).unwrap(),
+            d("2025-10-20")
+        );
+    }
+    /// Zones with a fall-back or skip across midnight, large offsets both ways, and UTC.
+    const ZONES: [&str; 8] = [
+        "UTC",
+        "Asia/Beirut",
+        "America/Havana",
+        "Pacific/Kiritimati",
+        "Etc/GMT+12",
+        "Pacific/Chatham",
+        "Africa/Cairo",
+        "America/St_Johns",
+    ];
+
+    #[test]
+    fn the_edges_of_chrono_s_range_do_not_panic() {
+        for zone in ZONES {
+            let tz: Tz = zone.parse().unwrap();
+            for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+                // An instant whose local date chrono cannot hold gets the nearest date.
+                let day = local_day(tz, at);
+                let (start, end) = day_span(tz, day);
+                assert!(start <= end, "{zone} {at}: {day} {start} {end}");
+            }
+            for date in [NaiveDate::MIN, NaiveDate::MAX] {
+                let (start, end) = day_span(tz, date);
+                assert!(start <= end, "{zone} {date}");
+            }
+            let mut cursor = DayCursor::new(tz);
+            for ms in [i64::MIN, i64::MAX] {
+                assert_eq!(cursor.day_of(ms), None, "{zone} {ms}");
+            }
+            let first = DateTime::<Utc>::MIN_UTC.timestamp_millis();
+            let last = DateTime::<Utc>::MAX_UTC.timestamp_millis();
+            // The middle ones made the local day panic (the year 262142, in a zone east of UTC).
+            let edges = [
+                first,
+                first + 1,
+                8_210_266_876_799_999,
+                -8_210_266_876_799_999,
+                last - 1,
+                last,
+            ];
+            for ms in edges {
+                assert!(cursor.day_of(ms).is_some(), "{zone} {ms}");
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any i64 instant in any zone: no panic; an instant chrono can show lies in the
+            /// span of its day.
+            #[test]
+            fn any_instant_has_a_day_or_none(ms in prop_oneof![
+                any::<i64>(),
+                DateTime::<Utc>::MIN_UTC.timestamp_millis()..DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+                // 1900–2200, where every zone's rules apply.
+                -2_208_988_800_000i64..7_258_118_400_000,
+            ], zone in 0..ZONES.len()) {
+                let tz: Tz = ZONES[zone].parse().unwrap();
+                let day = DayCursor::new(tz).day_of(ms);
+                prop_assert_eq!(day.is_some(), DateTime::<Utc>::from_timestamp_millis(ms).is_some());
+                if let Some(day) = day {
+                    let (start, end) = day_span(tz, day);
+                    prop_assert!(start.timestamp_millis() <= ms && ms <= end.timestamp_millis());
+                    if (-2_208_988_800_000..7_258_118_400_000).contains(&ms) {
+                        prop_assert!(ms < end.timestamp_millis());
+                        prop_assert_eq!(local_day(tz, start), day);
+                    }
+                }
+            }
+
+            /// Any date chrono has, in any zone: a span that does not run backwards.
+            #[test]
+            fn any_date_has_a_span(days in any::<i32>(), zone in 0..ZONES.len()) {
+                let tz: Tz = ZONES[zone].parse().unwrap();
+                if let Some(date) = NaiveDate::from_num_days_from_ce_opt(days) {
+                    let (start, end) = day_span(tz, date);
+                    prop_assert!(start <= end);
+                }
+            }
+        }
     }
 }

@@ -105,3 +105,177 @@ fn a_file_that_vanishes_mid_ingest_fails_alone_and_is_taken_when_it_returns() {
     let counts = file_counts(&dir);
     assert_eq!(counts, expected_file_counts(&dir));
 }
+
+/// A call of org 500 with the JSON text `ts`, `rid`, `org`, `method`, `status` as given.
+fn raw(ts: &str, rid: &str, org: &str, method: &str, status: &str) -> String {
+    format!("{{\"ts\":{ts},\"request_id\":{rid},\"org_id\":{org},\"method\":{method},\"path\":\"/x\",\"status\":{status}}}")
+}
+
+/// A valid call at 10:00 UTC on 2025-10-08 with its request id and one more member.
+fn call_with(rid: &str, extra: &str) -> String {
+    format!("{{\"ts\":\"2025-10-08T10:00:00Z\",\"request_id\":\"{rid}\",\"org_id\":\"500\",\"method\":\"GET\",\"path\":\"/x\",\"status\":200{extra}}}")
+}
+
+/// Every line of a hostile file with its expected outcome: `None` = charged, else the reason.
+fn hostile_corpus() -> Vec<(String, Option<&'static str>)> {
+    let ts = |ts: &str| raw(ts, "\"t\"", "\"500\"", "\"GET\"", "200");
+    let rid = |rid: &str| raw("\"2025-10-08T10:00:00Z\"", rid, "\"500\"", "\"GET\"", "200");
+    let org = |org: &str| raw("\"2025-10-08T10:00:00Z\"", "\"o\"", org, "\"GET\"", "200");
+    let method = |m: &str| raw("\"2025-10-08T10:00:00Z\"", "\"m\"", "\"500\"", m, "200");
+    let status = |s: &str, id: &str| {
+        raw(
+            "\"2025-10-08T10:00:00Z\"",
+            &format!("\"{id}\""),
+            "\"500\"",
+            "\"GET\"",
+            s,
+        )
+    };
+    let mut big = call_with("big", ",\"pad\":\"");
+    big.truncate(big.len() - 1);
+    big.push_str(&"x".repeat(2 << 20));
+    big.push_str("\"}");
+    vec![
+        (call_with("first", ""), None),
+        // The line that panicked the local day (exit 101) and blocked the inbox.
+        (
+            r#"{"ts":8210266876799999,"request_id":"x","org_id":"500","method":"GET","path":"/a","status":200}"#.to_string(),
+            Some("bad_timestamp"),
+        ),
+        (ts("-8210266876799999"), Some("bad_timestamp")),
+        (ts("-1"), Some("bad_timestamp")),
+        (ts("0"), Some("bad_timestamp")),
+        (ts("-9223372036854775808"), Some("bad_timestamp")),
+        (ts("9223372036854775807"), Some("bad_timestamp")),
+        (ts("18446744073709551615"), Some("bad_timestamp")),
+        (ts("1e400"), Some("bad_timestamp")),
+        (ts("1759917600000.5"), Some("bad_timestamp")),
+        (ts("true"), Some("bad_timestamp")),
+        (ts("[1759917600000]"), Some("bad_timestamp")),
+        (ts("{\"ms\":1759917600000}"), Some("bad_timestamp")),
+        (ts("null"), Some("missing_field")),
+        (ts("\"2100-01-01T00:00:00Z\""), Some("bad_timestamp")),
+        (ts("\"2100-01-01T01:00:00+01:00\""), Some("bad_timestamp")),
+        (ts("\"1999-12-31T23:59:59.999Z\""), Some("bad_timestamp")),
+        (ts("\"0001-01-01T00:00:00Z\""), Some("bad_timestamp")),
+        (ts("\"9999-12-31T23:59:59Z\""), Some("bad_timestamp")),
+        // The last millisecond of 2099 is fine: 2100-01-01 in Berlin.
+        (
+            raw("\"2099-12-31T23:59:59.999Z\"", "\"late\"", "\"500\"", "\"GET\"", "200"),
+            None,
+        ),
+        // Request ids of a type other than string or integer used to be read as "?" and
+        // charged once between them.
+        (rid("true"), Some("malformed")),
+        (rid("false"), Some("malformed")),
+        (rid("[1,2]"), Some("malformed")),
+        (rid("{\"a\":1}"), Some("malformed")),
+        (rid("1.5"), Some("malformed")),
+        (rid("1e400"), Some("malformed")),
+        (rid("null"), Some("missing_field")),
+        (rid("\"\""), Some("missing_field")),
+        // Integers are their decimal text, however long: two ids, two calls.
+        (rid("123456789012345678901234567890"), None),
+        (rid("123456789012345678901234567891"), None),
+        (rid("18446744073709551615"), None),
+        (org("500"), None),
+        (org("500.0"), Some("malformed")),
+        (org("[500]"), Some("malformed")),
+        (org("\"501\""), Some("unknown_org")),
+        (method("1"), Some("malformed")),
+        (method("null"), Some("missing_field")),
+        (method("\"HEAD\""), Some("bad_method")),
+        (status("\"204\"", "s1"), None),
+        (status("2.0e2", "s2"), Some("malformed")),
+        (status("true", "s3"), Some("malformed")),
+        (status("600", "s4"), Some("bad_status")),
+        (status("18446744073709551615", "s5"), Some("bad_status")),
+        (status("\"2xx\"", "s6"), Some("bad_status")),
+        // Unusable optional fields are dropped; the call counts.
+        (call_with("opt1", ",\"latency_ms\":1e400"), None),
+        (call_with("opt2", ",\"latency_ms\":86400001,\"charged_credits\":-5"), None),
+        (call_with("opt3", ",\"charged_credits\":[1],\"dc\":{\"a\":1}"), None),
+        (call_with("opt4", ",\"dc\":18446744073709551615"), None),
+        // 2 MiB on one line: malformed alone, its neighbours untouched.
+        (big, Some("malformed")),
+        (call_with("last", ""), None),
+    ]
+}
+
+#[test]
+fn a_corpus_of_hostile_lines_gets_the_outcomes_of_the_rules_and_the_inbox_goes_on() {
+    let dir = small();
+    let corpus = hostile_corpus();
+    let mut text = String::new();
+    for (line, _) in &corpus {
+        text.push_str(line);
+        text.push('\n');
+    }
+    dir.write("inbox/a-hostile.ndjson", &text);
+    // The same lines as CSV timestamps and optional fields, and a file after them.
+    dir.write(
+        "inbox/b-hostile.csv",
+        "ts,request_id,org_id,method,path,status,latency_ms,charged_credits,dc\n\
+         8210266876799999,c1,500,GET,/x,200,,,\n\
+         -1,c2,500,GET,/x,200,,,\n\
+         2100-01-01T00:00:00Z,c3,500,GET,/x,200,,,\n\
+         1999-12-31T23:59:59.999Z,c4,500,GET,/x,200,,,\n\
+         1759917600000.5,c5,500,GET,/x,200,,,\n\
+         1759917600000,c6,500,GET,/x,200,99999999999999999999,1000001,\n",
+    );
+    dir.write("inbox/c-after.ndjson", call("after"));
+
+    dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "ingest"]);
+    let counts = file_counts(&dir);
+    assert_nothing_lost(&counts);
+    let count = |reason: Option<&str>| corpus.iter().filter(|(_, r)| *r == reason).count() as u64;
+    let charged = count(None);
+    // lines, accepted, unique, duplicates, malformed, missing, ts, method, status, org, signup
+    assert_eq!(
+        counts["a-hostile.ndjson"],
+        [
+            corpus.len() as u64,
+            charged,
+            charged,
+            0,
+            count(Some("malformed")),
+            count(Some("missing_field")),
+            count(Some("bad_timestamp")),
+            count(Some("bad_method")),
+            count(Some("bad_status")),
+            count(Some("unknown_org")),
+            0
+        ]
+    );
+    assert_eq!(counts["b-hostile.csv"], [6, 1, 1, 0, 0, 0, 5, 0, 0, 0, 0]);
+    assert_eq!(counts["c-after.ndjson"], [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    // Each quarantined line keeps its number and reason; the 2 MiB one only 4 KiB of itself.
+    let store = rusqlite::Connection::open(dir.path().join("state/creditd.sqlite")).unwrap();
+    let mut stmt = store
+        .prepare("SELECT line, reason, length(raw) FROM quarantine WHERE file = 'a-hostile.ndjson' ORDER BY line")
+        .unwrap();
+    let rows: Vec<(i64, String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<(i64, String)> = corpus
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, r))| r.map(|r| (i as i64 + 1, r.to_string())))
+        .collect();
+    let got: Vec<(i64, String)> = rows.iter().map(|(l, r, _)| (*l, r.clone())).collect();
+    assert_eq!(got, expected);
+    assert!(rows.iter().all(|(_, _, len)| *len < 5000), "{rows:?}");
+
+    // The ledger charges exactly the valid calls: 2025-10-08 holds all but the one of 2099,
+    // which is 2100-01-01 in Berlin, and the CSV and later files add one each.
+    let export = dir.export();
+    let day = format!("\n500,2025-10-08,credits,free,0,{0},{0},", charged - 1 + 2);
+    assert!(export.contains(&day), "{day}\n{export}");
+    assert!(
+        export.contains("\n500,2100-01-01,credits,free,0,1,1,"),
+        "{export}"
+    );
+}

@@ -274,6 +274,9 @@ fn with_view<T>(
     Ok(render(&view))
 }
 
+/// The prefix of the problems of messages that could not be built.
+const BUILD: &str = "build:";
+
 /// Queues the messages `queue` makes as one failure unit named `target` (DESIGN §7): inside a
 /// savepoint, so a message that cannot be built leaves nothing half-queued while the rest of
 /// the transaction (the ledger row, the close) commits. A failure is recorded as an open
@@ -284,6 +287,8 @@ pub fn queue_isolated(
     now: DateTime<Utc>,
     queue: impl FnOnce(&Tx<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<String>> {
+    // `build:` keeps these apart from the problems of parked messages, named by their key.
+    let target = &format!("{BUILD}{target}");
     match tx.isolated(queue) {
         Ok(()) => {
             tx.resolve_problem(Unit::Message, target)?;
@@ -309,7 +314,11 @@ pub fn retry_messages(
 ) -> anyhow::Result<Vec<String>> {
     let mut failed = Vec::new();
     for p in store.problems(Some(Unit::Message))? {
-        let Some((kind, rest)) = p.target.split_once(':') else {
+        let Some(what) = p.target.strip_prefix(BUILD) else {
+            // A parked message: only `outbox retry` or `outbox drop` ends it.
+            continue;
+        };
+        let Some((kind, rest)) = what.split_once(':') else {
             continue;
         };
         let Some((org_id, date)) = rest.rsplit_once(':') else {
@@ -326,7 +335,7 @@ pub fn retry_messages(
             tx.commit()?;
             continue;
         };
-        let outcome = queue_isolated(&tx, &p.target, now, |tx| {
+        let outcome = queue_isolated(&tx, what, now, |tx| {
             if kind == "summary" {
                 queue_summary(setup, tx, &row, now)?;
                 return Ok(());

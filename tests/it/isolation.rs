@@ -167,7 +167,7 @@ fn a_message_that_cannot_be_built_holds_back_nothing_else() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let target = format!("alerts:{}", broken_key.trim_start_matches("over:"));
+    let target = format!("build:alerts:{}", broken_key.trim_start_matches("over:"));
     assert!(stderr.contains(&format!("message {target}: ")), "{stderr}");
 
     // The ledger is whole and every other message went out.
@@ -367,9 +367,21 @@ fn a_recipient_refused_for_good_parks_its_messages_as_failed_and_the_rest_go_out
     parked.sort();
     assert_eq!(open, parked);
 
-    // A parked message is not tried again by itself.
-    dir.expect(0, &["--now", "2025-10-12T02:00:00Z", "run", "deliver"]);
-    assert_eq!(server.received().len(), others.len());
+    // A parked message is not tried again by itself, and stays an open problem.
+    dir.expect(0, &["--now", "2025-10-12T00:00:00Z", "run", "all"]);
+    let store = Store::open_read_only(&dir.path().join("state/creditd.sqlite")).unwrap();
+    for m in store.outbox().unwrap().iter().filter(to_org) {
+        assert_eq!((m.status.as_str(), m.attempts), ("failed", 1), "{}", m.key);
+    }
+    let still: Vec<String> = problems(&dir).into_iter().map(|p| p.target).collect();
+    assert_eq!(still, parked);
+    let others = store
+        .outbox()
+        .unwrap()
+        .into_iter()
+        .filter(|m| !to_org(&m))
+        .count();
+    assert_eq!(server.received().len(), others);
 
     // `outbox list` shows them; `retry` sends one again, `drop` parks another for good.
     assert!(parked.len() >= 2, "{parked:?}");
@@ -388,14 +400,14 @@ fn a_recipient_refused_for_good_parks_its_messages_as_failed_and_the_rest_go_out
         0,
         &[
             "--now",
-            "2025-10-12T03:00:00Z",
+            "2025-10-12T00:00:00Z",
             "outbox",
             "retry",
             &parked[0],
         ],
     );
     dir.expect(0, &["outbox", "drop", &parked[1]]);
-    dir.expect(0, &["--now", "2025-10-12T03:00:00Z", "run", "deliver"]);
+    dir.expect(0, &["--now", "2025-10-12T00:00:00Z", "run", "deliver"]);
     assert_eq!(server.received().len(), 1);
     let open: Vec<String> = problems(&dir).into_iter().map(|p| p.target).collect();
     assert_eq!(open, parked[2..].to_vec());

@@ -153,21 +153,7 @@ pub enum StatusLit {
     Text(String),
 }
 
-/// A status or a class of statuses (`5xx`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusPattern {
-    Exact(u16),
-    Class(u16),
-}
-
-impl StatusPattern {
-    pub fn matches(self, status: u16) -> bool {
-        match self {
-            StatusPattern::Exact(s) => s == status,
-            StatusPattern::Class(c) => status / 100 == c,
-        }
-    }
-}
+pub use crate::billing::StatusPattern;
 
 /// The summary policy of `[alerts] daily_summary`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,7 +456,7 @@ impl Config {
 
     /// Whether calls with `status` are counted but never charged.
     pub fn is_exempt(&self, status: u16) -> bool {
-        self.exempt_status.iter().any(|p| p.matches(status))
+        crate::billing::is_exempt(&self.exempt_status, status)
     }
 }
 
@@ -496,15 +482,10 @@ fn parse_status_pattern(lit: &StatusLit) -> anyhow::Result<StatusPattern> {
         StatusLit::Int(i) => i.to_string(),
         StatusLit::Text(s) => s.trim().to_ascii_lowercase(),
     };
-    let bytes = text.as_bytes();
-    let ok_class = bytes.len() == 3 && (b'1'..=b'5').contains(&bytes[0]);
-    if ok_class && &bytes[1..] == b"xx" {
-        return Ok(StatusPattern::Class((bytes[0] - b'0') as u16));
+    match StatusPattern::parse(&text) {
+        Some(p) => Ok(p),
+        None => bail!("[billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found {text:?}"),
     }
-    if ok_class && bytes[1..].iter().all(u8::is_ascii_digit) {
-        return Ok(StatusPattern::Exact(text.parse().expect("digits")));
-    }
-    bail!("[billing] exempt_status: expected a status like \"429\" or a class like \"5xx\", found {text:?}")
 }
 
 /// A duration like `"2h"`, at most `max`.

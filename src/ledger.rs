@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::alerts;
 use crate::allotment::{format_pct, pct_hundredths, Model};
 use crate::events::{reconcile_day, scan_parts, Measure};
-use crate::localday::day_start;
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Unit};
 
@@ -306,17 +305,7 @@ pub fn close_days(
     Ok(Closing { closed, failed })
 }
 
-/// When day `date` of a zone closes: the next day's start plus the grace period.
-pub fn close_time(tz: chrono_tz::Tz, date: NaiveDate, grace: std::time::Duration) -> DateTime<Utc> {
-    // `check` bounds the grace to 7 days; past the calendar's end a day never closes.
-    let Some(next) = date.succ_opt() else {
-        return DateTime::<Utc>::MAX_UTC;
-    };
-    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-    day_start(tz, next)
-        .checked_add_signed(grace)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
+pub use crate::localday::close_time;
 
 /// One line of `ledger export`, with the columns of DESIGN §4.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

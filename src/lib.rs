@@ -1,10 +1,10 @@
 //! creditd: reconciles API access logs into a daily credit ledger per organization.
 //!
-//! The rules (`pricing`, `allotment`, `localday`, `logline`) are plain functions over plain
-//! data; IO lives at the edges (`ingest`, `store`, `events`, `state`, the CLI).
+//! The rules (`pricing`, `allotment`, `localday`, `logline`, `billing`) are the crate
+//! `creditd-rules`: plain functions over plain data, no IO, re-exported here under the same
+//! names. IO lives at the edges (`ingest`, `store`, `events`, `state`, the CLI).
 
 pub mod alerts;
-pub mod allotment;
 pub mod backfill;
 pub mod catalog;
 pub mod claims;
@@ -17,11 +17,8 @@ pub mod files;
 pub mod ingest;
 pub mod jobs;
 pub mod ledger;
-pub mod localday;
-pub mod logline;
 pub mod mail;
 pub mod outbox;
-pub mod pricing;
 pub mod registry;
 pub mod report;
 pub mod setup;
@@ -29,3 +26,5 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod usage;
+
+pub use creditd_rules::{allotment, billing, localday, logline, pricing};

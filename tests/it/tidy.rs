@@ -19,6 +19,7 @@ fn every_module_is_documented_and_free_of_debug_leftovers() {
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
     rust_files(&root.join("tests"), &mut files);
+    rust_files(&root.join("crates"), &mut files);
     assert!(files.len() > 10);
     let mut problems = Vec::new();
     for f in files {
@@ -36,4 +37,44 @@ fn every_module_is_documented_and_free_of_debug_leftovers() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The rules do no IO: `creditd-rules` may depend only on these crates (Cargo then refuses any
+/// use of polars, SQLite, lettre or tokio inside it), and nothing in it names the clock.
+#[test]
+fn the_rules_crate_depends_on_no_io_crate_and_reads_no_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/creditd-rules");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let allowed = ["chrono", "chrono-tz", "rustc-hash"];
+    let mut section = String::new();
+    let mut deps = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[dependencies]" && !line.is_empty() && !line.starts_with('#') {
+            deps.push(line.split('=').next().unwrap().trim().to_string());
+        }
+    }
+    assert!(!deps.is_empty());
+    for d in &deps {
+        assert!(
+            allowed.contains(&d.as_str()),
+            "creditd-rules depends on {d}"
+        );
+    }
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let clock = ["Utc::", "now()"].concat();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains(&clock) && !line.contains("std::fs") && !line.contains("SystemTime"),
+                "{}:{}: the rules read no clock and no file",
+                f.display(),
+                i + 1
+            );
+        }
+    }
 }

@@ -14,6 +14,18 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
+/// When day `date` of a zone closes (DESIGN §3.5): the next day's start plus the grace
+/// period. Past the calendar's end, or with a grace too large to add, a day never closes.
+pub fn close_time(tz: Tz, date: NaiveDate, grace: std::time::Duration) -> DateTime<Utc> {
+    let Some(next) = date.succ_opt() else {
+        return DateTime::<Utc>::MAX_UTC;
+    };
+    let grace = Duration::from_std(grace).unwrap_or(Duration::MAX);
+    day_start(tz, next)
+        .checked_add_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// The earliest instant whose local date in `tz` is `date`.
 ///
 /// Total over chrono's whole date range: for a date whose start cannot be shown as a UTC

@@ -8,6 +8,7 @@ mod days;
 mod hostile;
 mod ingest;
 mod mail;
+mod resources;
 mod security;
 mod systemd;
 mod tidy;

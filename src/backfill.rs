@@ -25,8 +25,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::alerts;
-use crate::claims::{fingerprint, Claims};
-use crate::events::{event_keys, write_kept, PartWriter};
+use crate::claims::{fingerprint, Claims, FingerprintSet};
+use crate::events::{event_keys, kept_part_path, write_kept, PartWriter};
 use crate::ingest::{classify, Ingester, LogReader};
 use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
 use crate::logline::Reason;
@@ -185,13 +185,15 @@ pub fn run(
 
     // The range as it is.
     let mut old_parts: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
-    let mut old_lines: HashMap<String, HashMap<u64, String>> = HashMap::new();
-    let mut old_ids: HashSet<String> = HashSet::new();
+    // Held for the whole range, so kept small: line numbers, and request ids as fingerprints
+    // (the claims' dedupe key), not as strings.
+    let mut old_lines: HashMap<String, HashSet<u64>> = HashMap::new();
+    let mut old_ids = FingerprintSet::default();
     for d in &dates {
         let parts = store.parts_on(&d.to_string())?;
         for (file, line, rid) in event_keys(state_dir, &parts, &opts.orgs)? {
-            old_ids.insert(rid.clone());
-            old_lines.entry(file).or_default().insert(line, rid);
+            old_ids.insert(fingerprint(&rid));
+            old_lines.entry(file).or_default().insert(line);
         }
         old_parts.insert(*d, parts);
     }
@@ -259,12 +261,12 @@ pub fn run(
     let claims = Claims::open(state_dir, store, !opts.dry_run)?;
     let mut ingester = Ingester::new(setup);
     let mut writer = PartWriter::new(&base, &token);
-    let mut new_ids: HashSet<String> = HashSet::new();
+    let mut new_ids = FingerprintSet::default();
     let mut new_org_days: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
     let mut counts: BTreeMap<String, FileCounts> = BTreeMap::new();
     let mut unquarantine: Vec<(String, u64)> = Vec::new();
     let mut to_quarantine: Vec<(String, String, u64, Reason, String)> = Vec::new();
-    let empty_lines = HashMap::new();
+    let empty_lines = HashSet::new();
     let empty_q = HashMap::new();
     for (f, path, bytes) in &sources {
         let (format, gz) =
@@ -280,7 +282,7 @@ pub fn run(
             lines += 1;
             // A line that does not decode never did: the format rules are not configuration.
             let Ok(call) = decoded else { continue };
-            let old = if lines_of.contains_key(&line_no) {
+            let old = if lines_of.contains(&line_no) {
                 Old::InRange
             } else if let Some(r) = q_of.get(&line_no) {
                 Old::Quarantined(*r)
@@ -296,7 +298,7 @@ pub fn run(
                             true
                         }
                         // A duplicate of an event of the range.
-                        Old::Other if old_ids.contains(&rid) => {
+                        Old::Other if old_ids.contains(&fingerprint(&rid)) => {
                             sub(&mut c.duplicates, "duplicates", &f.file)?;
                             true
                         }
@@ -326,9 +328,9 @@ pub fn run(
                         }
                         continue;
                     }
-                    let claimed_elsewhere =
-                        !old_ids.contains(&rid) && claims.contains(fingerprint(&rid));
-                    let unique = !new_ids.contains(&rid) && !claimed_elsewhere;
+                    let fp = fingerprint(&rid);
+                    let claimed_elsewhere = !old_ids.contains(&fp) && claims.contains(fp);
+                    let unique = !new_ids.contains(&fp) && !claimed_elsewhere;
                     match (&old, unique) {
                         (Old::InRange, true) | (Old::Other, false) => {}
                         (Old::InRange, false) => {
@@ -352,7 +354,7 @@ pub fn run(
                         }
                     }
                     if unique {
-                        new_ids.insert(rid);
+                        new_ids.insert(fp);
                         new_org_days
                             .entry(date)
                             .or_default()
@@ -381,7 +383,7 @@ pub fn run(
     }
     if !opts.orgs.is_empty() {
         for (d, parts) in &old_parts {
-            let rel = format!("events/local_date={d}/{token}-kept.parquet");
+            let rel = kept_part_path(*d, &token);
             let rows = write_kept(state_dir, parts, &opts.orgs, &base, &rel)?;
             if rows > 0 {
                 listing.entry(*d).or_default().push((rel, rows));

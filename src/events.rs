@@ -2,7 +2,8 @@
 //! that turns one day's events into ledger figures and threshold crossings.
 //!
 //! Layout: `state/events/local_date=YYYY-MM-DD/<file sha256 prefix>.parquet`, one part per
-//! input file and day, readable by DuckDB, Spark or Trino. A part becomes visible only when the
+//! input file and day (more, `<prefix>.<n>.parquet`, when a file touches more days than a
+//! writer keeps open: [`MAX_OPEN_PARTS`]), readable by DuckDB, Spark or Trino. A part becomes visible only when the
 //! store lists it (in the same transaction as the file's claims), so a crash can leave an
 //! orphan file behind but never a half-counted one.
 
@@ -326,67 +327,65 @@ impl Drop for PartWriter {
     }
 }
 
-/// The writing thread: one open part per day, written batch by batch.
-fn write_parts(
-    state_dir: &Path,
-    file_sha: &str,
-    batches: std::sync::mpsc::Receiver<ToWriter>,
-) -> anyhow::Result<Vec<Part>> {
-    let mut open: BTreeMap<NaiveDate, OpenPart> = BTreeMap::new();
-    let result = (|| {
-        loop {
-            match batches.recv() {
-                Ok(ToWriter::Batch(date, mut cols)) => {
-                    write_batch(state_dir, file_sha, &mut open, date, &mut cols)?
-                }
-                Ok(ToWriter::Finish) => break,
-                Err(_) => anyhow::bail!("abandoned"),
-            }
-        }
-        let mut parts = Vec::new();
-        // Taken one by one: on a failure the parts not finished yet are still in `open`, and
-        // their temporary files are removed below.
-        while let Some((date, part)) = open.pop_first() {
-            let result = part
-                .writer
-                .finish()
-                .map_err(anyhow::Error::from)
-                .and_then(|_| part.file.flush_and_sync())
-                .and_then(|_| {
-                    std::fs::rename(&part.tmp, state_dir.join(&part.path))
-                        .with_context(|| format!("cannot move {} into place", part.tmp.display()))
-                });
-            if let Err(e) = result {
-                let _ = std::fs::remove_file(&part.tmp);
-                return Err(e);
-            }
-            parts.push(Part {
-                local_date: date,
-                path: part.path,
-                rows: part.rows,
-            });
-        }
-        Ok(parts)
-    })();
-    if result.is_err() {
-        for part in open.values() {
-            let _ = std::fs::remove_file(&part.tmp);
-        }
-    }
-    result
+/// The most parts one [`PartWriter`] keeps open at once. A file touching more days than this
+/// closes the least recently written part to open another; a closed day that gets more rows
+/// later gets another part. Each open part holds a file descriptor and up to [`WRITE_BUFFER`]
+/// of memory, so this bounds both, far below systemd's default soft limit of 1024 files.
+pub const MAX_OPEN_PARTS: usize = 64;
+
+/// A part whose file is complete and synced, still under its temporary name until every part
+/// of the input file is done.
+struct ClosedPart {
+    local_date: NaiveDate,
+    tmp: PathBuf,
+    path: String,
+    rows: u64,
 }
 
-fn write_batch(
-    state_dir: &Path,
-    file_sha: &str,
-    open: &mut BTreeMap<NaiveDate, OpenPart>,
-    date: NaiveDate,
-    cols: &mut Columns,
-) -> anyhow::Result<()> {
-    let df = cols.take_frame(date)?;
-    if let std::collections::btree_map::Entry::Vacant(slot) = open.entry(date) {
-        let rel = part_path(date, file_sha);
-        let path = state_dir.join(&rel);
+/// The writing thread's parts: at most [`MAX_OPEN_PARTS`] open, the others closed.
+struct Parts<'a> {
+    state_dir: &'a Path,
+    name: &'a str,
+    open: HashMap<NaiveDate, (OpenPart, u64)>,
+    closed: Vec<ClosedPart>,
+    /// Parts started so far per day, which numbers the next one.
+    started: HashMap<NaiveDate, u32>,
+    /// Counts writes; an open part remembers its last one, so the least recently written
+    /// part is the one with the smallest.
+    clock: u64,
+}
+
+impl Parts<'_> {
+    fn write(&mut self, date: NaiveDate, cols: &mut Columns) -> anyhow::Result<()> {
+        let df = cols.take_frame(date)?;
+        self.clock += 1;
+        if !self.open.contains_key(&date) {
+            if self.open.len() >= MAX_OPEN_PARTS {
+                let lru = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(d, _)| *d)
+                    .expect("MAX_OPEN_PARTS > 0");
+                let (part, _) = self.open.remove(&lru).expect("just found");
+                self.close(lru, part)?;
+            }
+            let part = self.start(date, df.schema())?;
+            self.open.insert(date, (part, 0));
+        }
+        let (part, used) = self.open.get_mut(&date).expect("opened");
+        *used = self.clock;
+        part.writer.write_batch(&df)?;
+        part.rows += df.height() as u64;
+        Ok(())
+    }
+
+    /// Creates the next part of `date` under its temporary name.
+    fn start(&mut self, date: NaiveDate, schema: &SchemaRef) -> anyhow::Result<OpenPart> {
+        let seq = self.started.entry(date).or_insert(0);
+        let rel = part_path(date, self.name, *seq);
+        *seq += 1;
+        let path = self.state_dir.join(&rel);
         let dir = path.parent().expect("has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tmp = path.with_extension("parquet.tmp");
@@ -395,29 +394,144 @@ fn write_batch(
             WRITE_BUFFER,
             f,
         ))));
-        let writer = ParquetWriter::new(file.clone())
+        // From here on a failure leaves `tmp` to be removed: it is the caller's once returned,
+        // and removed here otherwise.
+        let writer = match ParquetWriter::new(file.clone())
             .with_compression(ParquetCompression::Zstd(None))
-            .batched(df.schema())?;
-        slot.insert(OpenPart {
+            .batched(schema)
+        {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        Ok(OpenPart {
             writer,
             file,
             tmp,
             path: rel,
             rows: 0,
-        });
+        })
     }
-    let part = open.get_mut(&date).expect("opened");
-    part.writer.write_batch(&df)?;
-    part.rows += df.height() as u64;
-    Ok(())
+
+    /// Finishes `part` and closes its file; it keeps its temporary name.
+    fn close(&mut self, date: NaiveDate, part: OpenPart) -> anyhow::Result<()> {
+        let tmp = part.tmp.clone();
+        let result = part
+            .writer
+            .finish()
+            .map_err(anyhow::Error::from)
+            .and_then(|_| part.file.flush_and_sync())
+            .with_context(|| format!("cannot write {}", tmp.display()));
+        // Dropping the writer and the last handle of the file closes it.
+        let OpenPart {
+            tmp, path, rows, ..
+        } = part;
+        self.closed.push(ClosedPart {
+            local_date: date,
+            tmp,
+            path,
+            rows,
+        });
+        result
+    }
+
+    /// Closes every part and moves them all into place, by day and then in the order written.
+    fn finish(&mut self) -> anyhow::Result<Vec<Part>> {
+        let mut open: Vec<(NaiveDate, OpenPart)> =
+            self.open.drain().map(|(d, (p, _))| (d, p)).collect();
+        open.sort_by_key(|(d, _)| *d);
+        // Closed one by one: on a failure the parts not closed yet are still listed for removal.
+        while let Some((date, part)) = open.pop() {
+            if let Err(e) = self.close(date, part) {
+                for (local_date, part) in open {
+                    self.closed.push(ClosedPart {
+                        local_date,
+                        tmp: part.tmp,
+                        path: part.path,
+                        rows: part.rows,
+                    });
+                }
+                return Err(e);
+            }
+        }
+        let mut done = std::mem::take(&mut self.closed);
+        done.sort_by(|a, b| (a.local_date, &a.path).cmp(&(b.local_date, &b.path)));
+        let mut parts = Vec::with_capacity(done.len());
+        let mut done = done.into_iter();
+        while let Some(part) = done.next() {
+            if let Err(e) = std::fs::rename(&part.tmp, self.state_dir.join(&part.path))
+                .with_context(|| format!("cannot move {} into place", part.tmp.display()))
+            {
+                let _ = std::fs::remove_file(&part.tmp);
+                self.closed.extend(done);
+                return Err(e);
+            }
+            parts.push(Part {
+                local_date: part.local_date,
+                path: part.path,
+                rows: part.rows,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Removes the temporary file of every part not moved into place.
+    fn abandon(&mut self) {
+        for (part, _) in self.open.values() {
+            let _ = std::fs::remove_file(&part.tmp);
+        }
+        for part in &self.closed {
+            let _ = std::fs::remove_file(&part.tmp);
+        }
+    }
 }
 
-/// Where the part of `file_sha`'s events on `date` lives, relative to the state directory.
-pub fn part_path(date: NaiveDate, file_sha: &str) -> String {
-    format!(
-        "events/local_date={date}/{}.parquet",
-        &file_sha[..16.min(file_sha.len())]
-    )
+/// The writing thread: parts written batch by batch, at most [`MAX_OPEN_PARTS`] open.
+fn write_parts(
+    state_dir: &Path,
+    file_sha: &str,
+    batches: std::sync::mpsc::Receiver<ToWriter>,
+) -> anyhow::Result<Vec<Part>> {
+    let mut parts = Parts {
+        state_dir,
+        name: &file_sha[..16.min(file_sha.len())],
+        open: HashMap::new(),
+        closed: Vec::new(),
+        started: HashMap::new(),
+        clock: 0,
+    };
+    let result = (|| {
+        loop {
+            match batches.recv() {
+                Ok(ToWriter::Batch(date, mut cols)) => parts.write(date, &mut cols)?,
+                Ok(ToWriter::Finish) => break,
+                Err(_) => anyhow::bail!("abandoned"),
+            }
+        }
+        parts.finish()
+    })();
+    if result.is_err() {
+        parts.abandon();
+    }
+    result
+}
+
+/// Where part `seq` (from 0) of the events named `name` on `date` lives, relative to the
+/// state directory: `<name>.parquet`, then `<name>.<seq>.parquet`.
+fn part_path(date: NaiveDate, name: &str, seq: u32) -> String {
+    if seq == 0 {
+        format!("events/local_date={date}/{name}.parquet")
+    } else {
+        format!("events/local_date={date}/{name}.{seq}.parquet")
+    }
+}
+
+/// Where a backfill named `token` puts the events of `date` it keeps (those of the orgs it
+/// does not recompute), relative to the state directory.
+pub fn kept_part_path(date: NaiveDate, token: &str) -> String {
+    format!("events/local_date={date}/{token}-kept.parquet")
 }
 
 /// Scans the given parts (paths relative to `state_dir`) lazily.
@@ -901,14 +1015,13 @@ mod tests {
         );
     }
 
-    /// Writes `rows` events spread round-robin over `days` consecutive days; returns the row
-    /// counts of each part's row groups, by day.
-    fn row_groups_written(rows: u64, days: u64) -> Vec<Vec<usize>> {
-        let dir = tempfile::tempdir().unwrap();
-        let sha = "ab".repeat(32);
+    const SHA: &str = "abababababababababababababababababababababababababababababababab";
+
+    /// Pushes `rows` events spread round-robin over `days` consecutive days from 2025-10-01:
+    /// event `i` has request id `r<i>` and line `i + 1`.
+    fn push_round_robin(writer: &mut PartWriter, rows: u64, days: u64) {
         let first = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
         let endpoint: std::sync::Arc<str> = "/api/v1/tickets".into();
-        let mut writer = PartWriter::new(dir.path(), &sha);
         for i in 0..rows {
             let id = format!("r{i}");
             writer
@@ -926,11 +1039,37 @@ mod tests {
                     latency_ms: None,
                     charged_credits: None,
                     dc: None,
-                    file: &sha,
+                    file: SHA,
                     line: i + 1,
                 })
                 .unwrap();
         }
+    }
+
+    /// Every file under `dir`, relative to it.
+    fn files_under(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Writes `rows` events spread round-robin over `days` consecutive days; returns the row
+    /// counts of each part's row groups, by day.
+    fn row_groups_written(rows: u64, days: u64) -> Vec<Vec<usize>> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::new(dir.path(), SHA);
+        push_round_robin(&mut writer, rows, days);
         let parts = writer.finish().unwrap();
         assert_eq!(parts.len() as u64, days.min(rows));
         parts
@@ -944,6 +1083,74 @@ mod tests {
                 groups
             })
             .collect()
+    }
+
+    #[test]
+    fn days_beyond_the_open_part_bound_get_more_parts_holding_every_row_once() {
+        // 70 days, interleaved: the buffers are handed over once memory is full (936 rows a
+        // day) and again at the end, so every day needs a writer twice while only 64 stay open.
+        let (rows, days) = (70_000, 70);
+        assert!(days as usize > MAX_OPEN_PARTS);
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::new(dir.path(), SHA);
+        push_round_robin(&mut writer, rows, days);
+        let parts = writer.finish().unwrap();
+
+        let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+        for p in &parts {
+            *per_day.entry(p.local_date).or_default() += 1;
+        }
+        assert_eq!(per_day.len() as u64, days);
+        assert!(parts.len() > days as usize, "{} parts", parts.len());
+        let mut listed: Vec<String> = parts.iter().map(|p| p.path.clone()).collect();
+        listed.sort();
+        assert_eq!(files_under(dir.path()), listed, "no temporary file left");
+
+        // Read back, part by part: each holds its own day's rows, and all of them together
+        // are the input, each row once.
+        let first = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut seen = vec![false; rows as usize];
+        for p in &parts {
+            let df = scan_parts(dir.path(), std::slice::from_ref(&p.path))
+                .unwrap()
+                .select([
+                    col("request_id"),
+                    col("line"),
+                    col("local_date").cast(DataType::Int32),
+                ])
+                .collect()
+                .unwrap();
+            assert_eq!(df.height() as u64, p.rows, "{}", p.path);
+            let ids = df.column("request_id").unwrap().str().unwrap().clone();
+            let lines = df.column("line").unwrap().i64().unwrap().clone();
+            let dates = df.column("local_date").unwrap().i32().unwrap().clone();
+            for r in 0..df.height() {
+                let line = lines.get(r).unwrap() as u64;
+                let i = line - 1;
+                assert_eq!(ids.get(r), Some(format!("r{i}").as_str()));
+                let date = first + chrono::Days::new(i % days);
+                assert_eq!(date, p.local_date, "{}", p.path);
+                assert_eq!(
+                    dates.get(r),
+                    Some(date.signed_duration_since(epoch).num_days() as i32)
+                );
+                assert!(!seen[i as usize], "r{i} twice");
+                seen[i as usize] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every row written");
+    }
+
+    #[test]
+    fn an_abandoned_writer_removes_its_closed_and_open_parts() {
+        // More days than stay open, so some parts are closed (not yet in place) and some open
+        // when the file is given up.
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::new(dir.path(), SHA);
+        push_round_robin(&mut writer, 70_000, 70);
+        drop(writer);
+        assert_eq!(files_under(dir.path()), Vec::<String>::new());
     }
 
     #[test]

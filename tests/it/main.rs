@@ -10,6 +10,7 @@ mod hostile;
 mod ingest;
 mod isolation;
 mod mail;
+mod resources;
 mod security;
 mod systemd;
 mod tidy;

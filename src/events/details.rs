@@ -1,0 +1,198 @@
+//! The details of an org-day the messages show: hourly usage, top endpoints, peak
+//! concurrency, unpriced calls.
+
+use super::*;
+
+/// What the reports show about one org-day beyond its ledger row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayDetails {
+    /// (endpoint, calls, credits charged), most credits first, at most 5.
+    pub top_endpoints: Vec<(String, u64, u64)>,
+    /// Units used (credits, or billable calls on legacy days) per hour since the day began.
+    pub hourly: Vec<u64>,
+    /// Most calls in flight at once, from `ts` and `latency_ms`.
+    pub peak_concurrency: u64,
+    /// (endpoint, calls) of calls no rule priced.
+    pub unpriced: Vec<(String, u64)>,
+    /// Calls that carried `charged_credits`, what the gateway charged and what creditd computed.
+    pub drift: (u64, u64, u64),
+}
+
+/// The columns [`day_details`] reads.
+const DETAIL_COLUMNS: [&str; 7] = [
+    "ts",
+    "endpoint",
+    "billable",
+    "credits",
+    "unpriced",
+    "latency_ms",
+    "charged_credits",
+];
+
+/// The events of several orgs on one date, read in one scan and split by org, so that the
+/// messages of many org-days of a date read the date's parts once rather than once each.
+pub struct OrgEvents(HashMap<String, DataFrame>);
+
+impl OrgEvents {
+    /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`).
+    pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> PolarsResult<OrgEvents> {
+        let mut by_org = HashMap::new();
+        if parts.is_empty() || orgs.is_empty() {
+            return Ok(OrgEvents(by_org));
+        }
+        let wanted = DataFrame::new(
+            orgs.len(),
+            vec![Column::new("org_id".into(), orgs.to_vec())],
+        )?;
+        let mut columns = vec![col("org_id")];
+        columns.extend(DETAIL_COLUMNS.iter().map(|c| col(*c)));
+        let df = scan_parts(state_dir, parts)?
+            .select(columns)
+            .join(
+                wanted.lazy(),
+                [col("org_id")],
+                [col("org_id")],
+                JoinArgs::new(JoinType::Semi),
+            )
+            .sort(["org_id"], SortMultipleOptions::default())
+            .collect()?;
+        let ids = df.column("org_id")?.str()?.clone();
+        let mut start = 0;
+        for i in 1..=df.height() {
+            if i == df.height() || ids.get(i) != ids.get(start) {
+                let org = ids.get(start).unwrap_or_default().to_string();
+                by_org.insert(org, df.slice(start as i64, i - start));
+                start = i;
+            }
+        }
+        Ok(OrgEvents(by_org))
+    }
+
+    /// The events of `org_id`, if it has any.
+    pub fn of(&self, org_id: &str) -> Option<LazyFrame> {
+        self.0.get(org_id).map(|df| df.clone().lazy())
+    }
+}
+
+/// Computes the details of `org_id`'s day from the day's parts. `day_start_ms` anchors the
+/// hourly buckets; `hours` is the day's length in hours (rounded up).
+pub fn day_details(
+    events: LazyFrame,
+    org_id: &str,
+    day_start_ms: i64,
+    hours: usize,
+    legacy: bool,
+) -> PolarsResult<DayDetails> {
+    let df = events
+        .filter(col("org_id").eq(lit(org_id)))
+        .select(DETAIL_COLUMNS.map(col))
+        .collect()?;
+    let mut out = DayDetails {
+        hourly: vec![0; hours.max(1)],
+        ..Default::default()
+    };
+    if df.height() == 0 {
+        return Ok(out);
+    }
+    let charged = when(col("billable"))
+        .then(col("credits"))
+        .otherwise(lit(0i64));
+    let top = df
+        .clone()
+        .lazy()
+        .group_by([col("endpoint")])
+        .agg([
+            len().cast(DataType::Int64).alias("calls"),
+            charged.clone().sum().alias("credits"),
+        ])
+        .sort_by_exprs(
+            [col("credits"), col("calls"), col("endpoint")],
+            SortMultipleOptions::default().with_order_descending_multi([true, true, false]),
+        )
+        .limit(5)
+        .collect()?;
+    let names = top.column("endpoint")?.str()?.clone();
+    let calls = top.column("calls")?.i64()?.clone();
+    let credits = top
+        .column("credits")?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .clone();
+    for i in 0..top.height() {
+        out.top_endpoints.push((
+            names.get(i).unwrap_or_default().to_string(),
+            calls.get(i).unwrap_or(0) as u64,
+            credits.get(i).unwrap_or(0) as u64,
+        ));
+    }
+
+    let unit = if legacy {
+        col("billable").cast(DataType::Int64)
+    } else {
+        charged
+    };
+    let hourly = df
+        .clone()
+        .lazy()
+        .with_column(((col("ts") - lit(day_start_ms)) / lit(3_600_000i64)).alias("hour"))
+        .group_by([col("hour")])
+        .agg([unit.sum().cast(DataType::Int64).alias("units")])
+        .collect()?;
+    let hs = hourly
+        .column("hour")?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .clone();
+    let us = hourly.column("units")?.i64()?.clone();
+    for i in 0..hourly.height() {
+        if let (Some(h), Some(u)) = (hs.get(i), us.get(i)) {
+            let idx = (h.max(0) as usize).min(out.hourly.len() - 1);
+            out.hourly[idx] += u as u64;
+        }
+    }
+
+    out.unpriced = unpriced_endpoints(df.clone().lazy(), 10)?;
+
+    // Peak concurrency: +1 at each start, -1 at each end; ends sort before starts at the
+    // same instant, so back-to-back calls do not overlap.
+    let starts = df
+        .clone()
+        .lazy()
+        .select([col("ts").alias("at"), lit(1i64).alias("delta")]);
+    let ends = df.clone().lazy().select([
+        (col("ts") + col("latency_ms").fill_null(lit(0i64))).alias("at"),
+        lit(-1i64).alias("delta"),
+    ]);
+    let peak = concat([starts, ends], UnionArgs::default())?
+        .sort_by_exprs([col("at"), col("delta")], SortMultipleOptions::default())
+        .select([col("delta")
+            .cum_sum(false)
+            .max()
+            .cast(DataType::Int64)
+            .alias("peak")])
+        .collect()?;
+    out.peak_concurrency = peak.column("peak")?.i64()?.get(0).unwrap_or(0).max(0) as u64;
+
+    let drift = df
+        .lazy()
+        .filter(col("charged_credits").is_not_null())
+        .select([
+            len().cast(DataType::Int64).alias("n"),
+            col("charged_credits")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("charged"),
+            when(col("billable"))
+                .then(col("credits"))
+                .otherwise(lit(0i64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("computed"),
+        ])
+        .collect()?;
+    let get = |c: &str| -> PolarsResult<u64> {
+        Ok(drift.column(c)?.i64()?.get(0).unwrap_or(0).max(0) as u64)
+    };
+    out.drift = (get("n")?, get("charged")?, get("computed")?);
+    Ok(out)
+}

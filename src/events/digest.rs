@@ -1,0 +1,79 @@
+//! The ops digest's figures: unpriced endpoints and gateway drift over closed org-days.
+
+use super::*;
+
+/// Unpriced endpoints and gateway drift over many org-days, for the ops digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestFigures {
+    /// (endpoint, calls), most calls first.
+    pub unpriced: Vec<(String, u64)>,
+    /// (org_id, calls carrying charged_credits, charged, computed), by org.
+    pub drift: Vec<(String, u64, u64, u64)>,
+}
+
+/// Computes [`DigestFigures`] over `events` restricted to the (org_id, local_date) pairs given.
+pub fn digest_figures(
+    events: LazyFrame,
+    org_days: &[(String, NaiveDate)],
+) -> PolarsResult<DigestFigures> {
+    let mut out = DigestFigures::default();
+    if org_days.is_empty() {
+        return Ok(out);
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    let keys = DataFrame::new(
+        org_days.len(),
+        vec![
+            Column::new(
+                "org_id".into(),
+                org_days.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "local_date".into(),
+                org_days
+                    .iter()
+                    .map(|o| o.1.signed_duration_since(epoch).num_days() as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .cast(&DataType::Date)?,
+        ],
+    )?;
+    let base = events.join(
+        keys.lazy(),
+        [col("org_id"), col("local_date")],
+        [col("org_id"), col("local_date")],
+        JoinArgs::new(JoinType::Semi),
+    );
+    out.unpriced = unpriced_endpoints(base.clone(), 20)?;
+    let drift = base
+        .filter(col("charged_credits").is_not_null())
+        .group_by([col("org_id")])
+        .agg([
+            len().cast(DataType::Int64).alias("n"),
+            col("charged_credits")
+                .sum()
+                .cast(DataType::Int64)
+                .alias("charged"),
+            when(col("billable"))
+                .then(col("credits"))
+                .otherwise(lit(0i64))
+                .sum()
+                .cast(DataType::Int64)
+                .alias("computed"),
+        ])
+        .sort(["org_id"], SortMultipleOptions::default())
+        .collect()?;
+    let org = drift.column("org_id")?.str()?.clone();
+    let n = drift.column("n")?.i64()?.clone();
+    let charged = drift.column("charged")?.i64()?.clone();
+    let computed = drift.column("computed")?.i64()?.clone();
+    for i in 0..drift.height() {
+        out.drift.push((
+            org.get(i).unwrap_or_default().to_string(),
+            n.get(i).unwrap_or(0) as u64,
+            charged.get(i).unwrap_or(0) as u64,
+            computed.get(i).unwrap_or(0) as u64,
+        ));
+    }
+    Ok(out)
+}

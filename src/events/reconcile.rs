@@ -1,0 +1,241 @@
+//! The day query: a day's figures per org and the threshold crossings (running totals).
+
+use super::*;
+
+/// What an org-day is measured against, for the reconcile query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measure {
+    pub org_id: String,
+    /// Legacy days count billable calls; the others count credits.
+    pub legacy: bool,
+    pub allotted: u64,
+}
+
+/// The figures of one org-day computed from its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayFigures {
+    pub org_id: String,
+    pub calls: u64,
+    pub billable_calls: u64,
+    pub credits: u64,
+    pub used: u64,
+    pub unpriced_calls: u64,
+    /// (threshold, ts, request_id) for each configured threshold reached, and 100 for the
+    /// call that took the total above the allotment.
+    pub crossings: Vec<(u64, i64, String)>,
+}
+
+/// Reconciles one local day: `events` holds that day's events (any orgs); `measures` names
+/// the orgs to compute and their allotments. Calls are ordered by `ts`, then `request_id`.
+pub fn reconcile_day(
+    events: LazyFrame,
+    measures: &[Measure],
+    thresholds: &[u64],
+) -> PolarsResult<Vec<DayFigures>> {
+    if measures.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut term_columns = vec![
+        Column::new(
+            "org_id".into(),
+            measures
+                .iter()
+                .map(|m| m.org_id.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "legacy".into(),
+            measures.iter().map(|m| m.legacy).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "allotted".into(),
+            measures
+                .iter()
+                .map(|m| i64::try_from(m.allotted).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    // The least total that reaches t %: 100 × used ≥ t × allotted exactly when used ≥
+    // ⌈t × allotted / 100⌉, worked out here in u128 because t × allotted overflows i64 for
+    // allotments that the bounds allow (up to about 10^18).
+    for t in thresholds {
+        term_columns.push(Column::new(
+            format!("need{t}").into(),
+            measures
+                .iter()
+                .map(|m| {
+                    let need = (u128::from(m.allotted) * u128::from(*t)).div_ceil(100);
+                    i64::try_from(need).unwrap_or(i64::MAX)
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let term_names: Vec<Expr> = term_columns.iter().map(|c| col(c.name().clone())).collect();
+    let terms = DataFrame::new(measures.len(), term_columns)?;
+    let units = when(col("billable"))
+        .then(
+            when(col("legacy"))
+                .then(lit(1i64))
+                .otherwise(col("credits")),
+        )
+        .otherwise(lit(0i64));
+    let mut firsts = Vec::new();
+    let mut crossing_names = Vec::new();
+    let mut crossing_at = |name: String, pred: Expr| {
+        firsts.push(
+            col("ts")
+                .filter(pred.clone())
+                .first()
+                .alias(format!("{name}_ts")),
+        );
+        firsts.push(
+            col("request_id")
+                .filter(pred)
+                .first()
+                .alias(format!("{name}_rid")),
+        );
+        crossing_names.push(name);
+    };
+    // An org-day reaches a threshold at all exactly when its total does: units are never
+    // negative, so the running total only rises.
+    let mut reaches = col("used").gt(col("allotted"));
+    for t in thresholds {
+        crossing_at(
+            format!("near{t}"),
+            col("running")
+                .gt_eq(col(format!("need{t}")))
+                .and(col("units").gt(lit(0i64))),
+        );
+        reaches = reaches.or(col("used").gt_eq(col(format!("need{t}"))));
+    }
+    crossing_at(
+        "over".to_string(),
+        col("running")
+            .gt(col("allotted"))
+            .and(col("units").gt(lit(0i64))),
+    );
+
+    let calls = events
+        .select([
+            col("org_id"),
+            col("ts"),
+            col("request_id"),
+            col("billable"),
+            col("credits"),
+            col("unpriced"),
+        ])
+        // Only the measured orgs' calls are held: often a few orgs of a day of many.
+        .filter(col("org_id").is_in(
+            lit(terms.column("org_id")?.as_materialized_series().clone()).implode(false),
+            false,
+        ))
+        .collect()?;
+    // The day's figures need no order: sums per org, then the org's terms (used = billable
+    // calls on legacy days, else their credits).
+    let figures = calls
+        .clone()
+        .lazy()
+        .group_by([col("org_id")])
+        .agg([
+            len().cast(DataType::Int64).alias("calls"),
+            col("billable")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("billable_calls"),
+            col("credits")
+                .filter(col("billable"))
+                .sum()
+                .alias("credits"),
+            col("unpriced")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("unpriced_calls"),
+        ])
+        .join(
+            terms.lazy(),
+            [col("org_id")],
+            [col("org_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .with_column(
+            when(col("legacy"))
+                .then(col("billable_calls"))
+                .otherwise(col("credits"))
+                .alias("used"),
+        )
+        .collect()?;
+    // The crossings need each org's calls in call order (`ts`, then `request_id`), but only
+    // of the orgs that reach a threshold: most org-days do not, and sorting is the costly step.
+    let reaching = figures.clone().lazy().filter(reaches).select(term_names);
+    let crossings = calls
+        .lazy()
+        .join(
+            reaching,
+            [col("org_id")],
+            [col("org_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .with_column(units.alias("units"))
+        // An integer first key settles almost every comparison without strings.
+        .sort_by_exprs(
+            [col("ts"), col("request_id")],
+            SortMultipleOptions::default(),
+        )
+        // The running totals are per org (`over`); each org's rows keep the call order.
+        .with_column(
+            col("units")
+                .cum_sum(false)
+                .over([col("org_id")])?
+                .alias("running"),
+        )
+        .group_by([col("org_id")])
+        .agg(firsts);
+    let df = figures
+        .lazy()
+        .join(
+            crossings,
+            [col("org_id")],
+            [col("org_id")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(["org_id"], SortMultipleOptions::default())
+        .collect()?;
+
+    let org = df.column("org_id")?.str()?.clone();
+    let num = |name: &str| -> PolarsResult<Int64Chunked> {
+        Ok(df.column(name)?.cast(&DataType::Int64)?.i64()?.clone())
+    };
+    let calls = num("calls")?;
+    let billable = num("billable_calls")?;
+    let credits = num("credits")?;
+    let used = num("used")?;
+    let unpriced = num("unpriced_calls")?;
+    let mut crossing_cols = Vec::new();
+    for (i, name) in crossing_names.iter().enumerate() {
+        let threshold = thresholds.get(i).copied().unwrap_or(100);
+        crossing_cols.push((
+            threshold,
+            num(&format!("{name}_ts"))?,
+            df.column(&format!("{name}_rid"))?.str()?.clone(),
+        ));
+    }
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let mut crossings = Vec::new();
+        for (t, ts, rid) in &crossing_cols {
+            if let (Some(ts), Some(rid)) = (ts.get(i), rid.get(i)) {
+                crossings.push((*t, ts, rid.to_string()));
+            }
+        }
+        out.push(DayFigures {
+            org_id: org.get(i).unwrap_or_default().to_string(),
+            calls: calls.get(i).unwrap_or(0) as u64,
+            billable_calls: billable.get(i).unwrap_or(0) as u64,
+            credits: credits.get(i).unwrap_or(0) as u64,
+            used: used.get(i).unwrap_or(0) as u64,
+            unpriced_calls: unpriced.get(i).unwrap_or(0) as u64,
+            crossings,
+        });
+    }
+    Ok(out)
+}

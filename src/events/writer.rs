@@ -1,0 +1,481 @@
+//! Writing parts: column buffers per day, the writer thread, at most [`MAX_OPEN_PARTS`] parts
+//! open, and the part paths (only this module builds them).
+
+use super::*;
+
+/// A string column buffer: the strings back to back in one allocation, and where each ends
+/// (`None` for a null), so a row costs no allocation of its own.
+#[derive(Default)]
+struct Strings {
+    bytes: String,
+    ends: Vec<Option<usize>>,
+}
+
+impl Strings {
+    fn push(&mut self, s: Option<&str>) {
+        self.ends.push(s.map(|s| {
+            self.bytes.push_str(s);
+            self.bytes.len()
+        }));
+    }
+
+    fn column(&self, name: &str) -> Column {
+        let mut start = 0;
+        let values: Vec<Option<&str>> = self
+            .ends
+            .iter()
+            .map(|end| {
+                end.map(|end| {
+                    let s = &self.bytes[start..end];
+                    start = end;
+                    s
+                })
+            })
+            .collect();
+        if values.iter().all(Option::is_some) {
+            Column::new(
+                name.into(),
+                values.into_iter().flatten().collect::<Vec<&str>>(),
+            )
+        } else {
+            Column::new(name.into(), values)
+        }
+    }
+}
+
+/// Column buffers for one batch of events of one day.
+#[derive(Default)]
+struct Columns {
+    request_id: Strings,
+    org_id: Strings,
+    ts: Vec<i64>,
+    method: Vec<&'static str>,
+    endpoint: Strings,
+    status: Vec<i32>,
+    billable: Vec<bool>,
+    credits: Vec<i64>,
+    unpriced: Vec<bool>,
+    latency_ms: Vec<Option<i64>>,
+    charged_credits: Vec<Option<i64>>,
+    dc: Strings,
+    file: Strings,
+    line: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, e: &Event<'_>) {
+        self.request_id.push(Some(e.request_id));
+        self.org_id.push(Some(e.org_id));
+        self.ts.push(e.ts_ms);
+        self.method.push(e.method);
+        self.endpoint.push(Some(&e.endpoint));
+        self.status.push(e.status as i32);
+        self.billable.push(e.billable);
+        self.credits.push(e.credits as i64);
+        self.unpriced.push(e.unpriced);
+        self.latency_ms.push(e.latency_ms);
+        self.charged_credits.push(e.charged_credits);
+        self.dc.push(e.dc);
+        self.file.push(Some(e.file));
+        self.line.push(e.line as i64);
+    }
+
+    fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    fn take_frame(&mut self, date: NaiveDate) -> PolarsResult<DataFrame> {
+        let c = std::mem::take(self);
+        let n = c.ts.len();
+        let days = date
+            .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
+            .num_days() as i32;
+        let local_date = Column::new("local_date".into(), vec![days; n]).cast(&DataType::Date)?;
+        DataFrame::new(
+            n,
+            vec![
+                c.request_id.column("request_id"),
+                c.org_id.column("org_id"),
+                Column::new("ts".into(), c.ts),
+                local_date,
+                Column::new("method".into(), c.method),
+                c.endpoint.column("endpoint"),
+                Column::new("status".into(), c.status),
+                Column::new("billable".into(), c.billable),
+                Column::new("credits".into(), c.credits),
+                Column::new("unpriced".into(), c.unpriced),
+                Column::new("latency_ms".into(), c.latency_ms),
+                Column::new("charged_credits".into(), c.charged_credits),
+                c.dc.column("dc"),
+                c.file.column("file"),
+                Column::new("line".into(), c.line),
+            ],
+        )
+    }
+}
+
+/// A part written for one input file and day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub local_date: NaiveDate,
+    /// Relative to the state directory.
+    pub path: String,
+    pub rows: u64,
+}
+
+struct OpenPart {
+    writer: polars::io::parquet::write::BatchedWriter<SharedFile>,
+    file: SharedFile,
+    tmp: PathBuf,
+    path: String,
+    rows: u64,
+}
+
+/// A part's file, buffered ([`WRITE_BUFFER`]). Shared so that the buffer can be flushed, and its errors seen, once the writer is done.
+#[derive(Clone)]
+struct SharedFile(Arc<Mutex<BufWriter<File>>>);
+
+impl SharedFile {
+    fn flush_and_sync(&self) -> anyhow::Result<()> {
+        let mut file = self.0.lock().expect("never poisoned: writes do not panic");
+        file.flush()?;
+        file.get_ref().sync_all()?;
+        Ok(())
+    }
+}
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("never poisoned").write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("never poisoned").flush()
+    }
+}
+
+/// The write buffer of a Parquet file: polars' writer writes page headers a few bytes at a
+/// time.
+pub(super) const WRITE_BUFFER: usize = 1 << 20;
+
+/// What the writing thread is told.
+enum ToWriter {
+    Batch(NaiveDate, Box<Columns>),
+    /// Finish every part and move it into place. Without it (the sender dropped), the parts are
+    /// abandoned and their temporary files removed.
+    Finish,
+}
+
+/// Writes the events of one input file into per-day Parquet parts, in bounded batches.
+///
+/// Encoding and compressing Parquet runs on a thread of its own, fed through a channel of two
+/// batches, while the caller goes on decoding lines: memory stays bounded by the batch size.
+pub struct PartWriter {
+    buffers: BTreeMap<NaiveDate, Columns>,
+    buffered: usize,
+    to_writer: Option<std::sync::mpsc::SyncSender<ToWriter>>,
+    writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<Part>>>>,
+}
+
+/// Rows buffered before a day's buffer is handed to the writer (as one row group). Small, so
+/// that encoding overlaps decoding even in a file of a few thousand lines: with a whole file
+/// in one batch, the writer waited for the reader and then the reader for the writer.
+const BATCH_ROWS: usize = 4 * 1024;
+
+/// The fewest rows of one day handed over as a row group, unless memory forces it: a file
+/// spread over many days still makes row groups worth reading.
+const MIN_GROUP_ROWS: usize = 1024;
+
+/// Rows buffered over all days before every buffer is handed over, which bounds memory for a
+/// file that spans many days.
+const BUFFERED_ROWS: usize = 64 * 1024;
+
+impl PartWriter {
+    pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
+        let (to_writer, batches) = std::sync::mpsc::sync_channel(2);
+        let state_dir = state_dir.to_path_buf();
+        let file_sha = file_sha.to_string();
+        let writer = std::thread::Builder::new()
+            .name("parquet-writer".into())
+            .spawn(move || write_parts(&state_dir, &file_sha, batches))
+            .expect("a thread can be started");
+        PartWriter {
+            buffers: BTreeMap::new(),
+            buffered: 0,
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+        }
+    }
+
+    pub fn push(&mut self, e: &Event<'_>) -> anyhow::Result<()> {
+        let day = self.buffers.entry(e.local_date).or_default();
+        day.push(e);
+        self.buffered += 1;
+        if self.buffered >= BUFFERED_ROWS {
+            self.flush()?;
+        } else if self.buffered >= BATCH_ROWS && day.len() >= MIN_GROUP_ROWS {
+            let cols = std::mem::take(day);
+            self.buffered -= cols.len();
+            self.send(ToWriter::Batch(e.local_date, Box::new(cols)))?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: ToWriter) -> anyhow::Result<()> {
+        let sent = self
+            .to_writer
+            .as_ref()
+            .map(|s| s.send(message).is_ok())
+            .unwrap_or(false);
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped early: its error says why.
+        self.to_writer = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            _ => anyhow::bail!("the Parquet writer stopped"),
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        for (date, cols) in std::mem::take(&mut self.buffers) {
+            if cols.len() > 0 {
+                self.send(ToWriter::Batch(date, Box::new(cols)))?;
+            }
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    /// Finishes every part and moves it into place; returns what was written.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Part>> {
+        self.flush()?;
+        self.send(ToWriter::Finish)?;
+        self.to_writer = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            None => anyhow::bail!("the Parquet writer stopped"),
+        }
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        // An abandoned file leaves no temporary parts behind: the writer removes them once the
+        // channel closes without `Finish`, and is waited for here.
+        self.to_writer = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The most parts one [`PartWriter`] keeps open at once. A file touching more days than this
+/// closes the least recently written part to open another; a closed day that gets more rows
+/// later gets another part. Each open part holds a file descriptor and up to [`WRITE_BUFFER`]
+/// of memory, so this bounds both, far below systemd's default soft limit of 1024 files.
+pub const MAX_OPEN_PARTS: usize = 64;
+
+/// A part whose file is complete and synced, still under its temporary name until every part
+/// of the input file is done.
+struct ClosedPart {
+    local_date: NaiveDate,
+    tmp: PathBuf,
+    path: String,
+    rows: u64,
+}
+
+/// The writing thread's parts: at most [`MAX_OPEN_PARTS`] open, the others closed.
+struct Parts<'a> {
+    state_dir: &'a Path,
+    name: &'a str,
+    open: HashMap<NaiveDate, (OpenPart, u64)>,
+    closed: Vec<ClosedPart>,
+    /// Parts started so far per day, which numbers the next one.
+    started: HashMap<NaiveDate, u32>,
+    /// Counts writes; an open part remembers its last one, so the least recently written
+    /// part is the one with the smallest.
+    clock: u64,
+}
+
+impl Parts<'_> {
+    fn write(&mut self, date: NaiveDate, cols: &mut Columns) -> anyhow::Result<()> {
+        let df = cols.take_frame(date)?;
+        self.clock += 1;
+        if !self.open.contains_key(&date) {
+            if self.open.len() >= MAX_OPEN_PARTS {
+                let lru = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(d, _)| *d)
+                    .expect("MAX_OPEN_PARTS > 0");
+                let (part, _) = self.open.remove(&lru).expect("just found");
+                self.close(lru, part)?;
+            }
+            let part = self.start(date, df.schema())?;
+            self.open.insert(date, (part, 0));
+        }
+        let (part, used) = self.open.get_mut(&date).expect("opened");
+        *used = self.clock;
+        part.writer.write_batch(&df)?;
+        part.rows += df.height() as u64;
+        Ok(())
+    }
+
+    /// Creates the next part of `date` under its temporary name.
+    fn start(&mut self, date: NaiveDate, schema: &SchemaRef) -> anyhow::Result<OpenPart> {
+        let seq = self.started.entry(date).or_insert(0);
+        let rel = part_path(date, self.name, *seq);
+        *seq += 1;
+        let path = self.state_dir.join(&rel);
+        let dir = path.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let tmp = path.with_extension("parquet.tmp");
+        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(
+            WRITE_BUFFER,
+            f,
+        ))));
+        // From here on a failure leaves `tmp` to be removed: it is the caller's once returned,
+        // and removed here otherwise.
+        let writer = match ParquetWriter::new(file.clone())
+            .with_compression(ParquetCompression::Zstd(None))
+            .batched(schema)
+        {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        Ok(OpenPart {
+            writer,
+            file,
+            tmp,
+            path: rel,
+            rows: 0,
+        })
+    }
+
+    /// Finishes `part` and closes its file; it keeps its temporary name.
+    fn close(&mut self, date: NaiveDate, part: OpenPart) -> anyhow::Result<()> {
+        let tmp = part.tmp.clone();
+        let result = part
+            .writer
+            .finish()
+            .map_err(anyhow::Error::from)
+            .and_then(|_| part.file.flush_and_sync())
+            .with_context(|| format!("cannot write {}", tmp.display()));
+        // Dropping the writer and the last handle of the file closes it.
+        let OpenPart {
+            tmp, path, rows, ..
+        } = part;
+        self.closed.push(ClosedPart {
+            local_date: date,
+            tmp,
+            path,
+            rows,
+        });
+        result
+    }
+
+    /// Closes every part and moves them all into place, by day and then in the order written.
+    fn finish(&mut self) -> anyhow::Result<Vec<Part>> {
+        let mut open: Vec<(NaiveDate, OpenPart)> =
+            self.open.drain().map(|(d, (p, _))| (d, p)).collect();
+        open.sort_by_key(|(d, _)| *d);
+        // Closed one by one: on a failure the parts not closed yet are still listed for removal.
+        while let Some((date, part)) = open.pop() {
+            if let Err(e) = self.close(date, part) {
+                for (local_date, part) in open {
+                    self.closed.push(ClosedPart {
+                        local_date,
+                        tmp: part.tmp,
+                        path: part.path,
+                        rows: part.rows,
+                    });
+                }
+                return Err(e);
+            }
+        }
+        let mut done = std::mem::take(&mut self.closed);
+        done.sort_by(|a, b| (a.local_date, &a.path).cmp(&(b.local_date, &b.path)));
+        let mut parts = Vec::with_capacity(done.len());
+        let mut done = done.into_iter();
+        while let Some(part) = done.next() {
+            if let Err(e) = std::fs::rename(&part.tmp, self.state_dir.join(&part.path))
+                .with_context(|| format!("cannot move {} into place", part.tmp.display()))
+            {
+                let _ = std::fs::remove_file(&part.tmp);
+                self.closed.extend(done);
+                return Err(e);
+            }
+            parts.push(Part {
+                local_date: part.local_date,
+                path: part.path,
+                rows: part.rows,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Removes the temporary file of every part not moved into place.
+    fn abandon(&mut self) {
+        for (part, _) in self.open.values() {
+            let _ = std::fs::remove_file(&part.tmp);
+        }
+        for part in &self.closed {
+            let _ = std::fs::remove_file(&part.tmp);
+        }
+    }
+}
+
+/// The writing thread: parts written batch by batch, at most [`MAX_OPEN_PARTS`] open.
+fn write_parts(
+    state_dir: &Path,
+    file_sha: &str,
+    batches: std::sync::mpsc::Receiver<ToWriter>,
+) -> anyhow::Result<Vec<Part>> {
+    let mut parts = Parts {
+        state_dir,
+        name: &file_sha[..16.min(file_sha.len())],
+        open: HashMap::new(),
+        closed: Vec::new(),
+        started: HashMap::new(),
+        clock: 0,
+    };
+    let result = (|| {
+        loop {
+            match batches.recv() {
+                Ok(ToWriter::Batch(date, mut cols)) => parts.write(date, &mut cols)?,
+                Ok(ToWriter::Finish) => break,
+                Err(_) => anyhow::bail!("abandoned"),
+            }
+        }
+        parts.finish()
+    })();
+    if result.is_err() {
+        parts.abandon();
+    }
+    result
+}
+
+/// Where part `seq` (from 0) of the events named `name` on `date` lives, relative to the
+/// state directory: `<name>.parquet`, then `<name>.<seq>.parquet`.
+fn part_path(date: NaiveDate, name: &str, seq: u32) -> String {
+    if seq == 0 {
+        format!("events/local_date={date}/{name}.parquet")
+    } else {
+        format!("events/local_date={date}/{name}.{seq}.parquet")
+    }
+}
+
+/// Where a backfill named `token` puts the events of `date` it keeps (those of the orgs it
+/// does not recompute), relative to the state directory.
+pub fn kept_part_path(date: NaiveDate, token: &str) -> String {
+    format!("events/local_date={date}/{token}-kept.parquet")
+}

@@ -274,6 +274,31 @@ fn with_view<T>(
     Ok(render(&view))
 }
 
+/// Queues a message to ops (`ops_to`) under `key`: the digest, a backfill report, a rejected
+/// config. Returns whether it was added (a key is queued once, ever).
+pub fn queue_to_ops(
+    config: &crate::config::Config,
+    tx: &Tx<'_>,
+    key: &str,
+    kind: &str,
+    rendered: &Rendered,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    crate::faults::check(&format!("build:{key}"))?;
+    let to = &config.alerts.ops_to;
+    let raw = mail::build(key, &config.alerts.from, to, rendered, now)?;
+    tx.enqueue(
+        key,
+        kind,
+        None,
+        to,
+        &rendered.subject,
+        &raw,
+        "queued",
+        now.timestamp_millis(),
+    )
+}
+
 /// The prefix of the problems of messages that could not be built.
 const BUILD: &str = "build:";
 

@@ -30,7 +30,6 @@ use crate::events::{event_keys, kept_part_path, write_kept, PartWriter};
 use crate::ingest::{classify, Ingester, LogReader};
 use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
 use crate::logline::Reason;
-use crate::mail;
 use crate::report;
 use crate::setup::Setup;
 use crate::store::{Crossing, FileCounts, LedgerRow, Store};
@@ -505,18 +504,7 @@ pub fn run(
             quarantined: out.quarantined,
             resend: opts.resend,
         });
-        let to = setup.config.alerts.ops_to.clone();
-        let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
-        tx.enqueue(
-            &key,
-            "backfill",
-            None,
-            &to,
-            &rendered.subject,
-            &raw,
-            "queued",
-            now.timestamp_millis(),
-        )?;
+        alerts::queue_to_ops(&setup.config, &tx, &key, "backfill", &rendered, now)?;
     }
     tx.commit()?;
     for p in garbage {

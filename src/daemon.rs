@@ -288,19 +288,8 @@ fn reload(shared: &Shared, state: &mut State, now: DateTime<Utc>) -> anyhow::Res
         .store()
         .record_problem(Unit::Config, &target, &error, now.timestamp_millis())?;
     let rendered = crate::report::config_rejected(&problems);
-    let to = last.config.alerts.ops_to.clone();
-    let raw = crate::mail::build(&target, &last.config.alerts.from, &to, &rendered, now)?;
     let tx = state.store().transaction()?;
-    tx.enqueue(
-        &target,
-        "config",
-        None,
-        &to,
-        &rendered.subject,
-        &raw,
-        "queued",
-        now.timestamp_millis(),
-    )?;
+    crate::alerts::queue_to_ops(&last.config, &tx, &target, "config", &rendered, now)?;
     tx.commit()?;
     Ok(last.clone())
 }

@@ -448,22 +448,10 @@ pub fn ops_digest(
         .map(|p| (p.unit.to_string(), p.target, p.attempts, p.error))
         .collect();
     let rendered = report::digest(&view);
-    let to = setup.config.alerts.ops_to.clone();
     let tx = store.transaction()?;
     let mut queued = false;
     let failed = alerts::queue_isolated(&tx, &key, now, |tx| {
-        crate::faults::check(&format!("build:{key}"))?;
-        let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
-        queued = tx.enqueue(
-            &key,
-            "digest",
-            None,
-            &to,
-            &rendered.subject,
-            &raw,
-            "queued",
-            now.timestamp_millis(),
-        )?;
+        queued = alerts::queue_to_ops(&setup.config, tx, &key, "digest", &rendered, now)?;
         Ok(())
     })?;
     tx.commit()?;

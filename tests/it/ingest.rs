@@ -102,11 +102,11 @@ fn generated_data_sets_match_their_expected_ledgers() {
     }
 }
 
-#[test]
-fn a_late_file_updates_full_days_to_the_expected_ledger() {
-    // Calls of five hours of 2025-10-27 arrive after the days already hold everything else,
-    // including calls later than theirs, near-limit and over-limit days among them.
-    let dir = Dir::generated(&[
+/// A generated data set whose calls of five hours of 2025-10-27 are set aside (`aside/`), to
+/// arrive after the days already hold everything else, near-limit and over-limit days among
+/// them.
+pub fn late_file_dir() -> Dir {
+    Dir::generated(&[
         "--seed",
         "21",
         "--orgs",
@@ -119,7 +119,21 @@ fn a_late_file_updates_full_days_to_the_expected_ledger() {
         "30",
         "--aside",
         "2025-10-27T09:00:00Z,300",
-    ]);
+    ])
+}
+
+/// Moves the files set aside by [`late_file_dir`] into the inbox.
+pub fn release_aside(dir: &Dir) {
+    for e in std::fs::read_dir(dir.path().join("aside")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::rename(&p, dir.path().join("inbox").join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn a_late_file_updates_full_days_to_the_expected_ledger() {
+    // The late calls include some later than theirs already ingested.
+    let dir = late_file_dir();
     dir.expect(0, &["run", "ingest"]);
     let before = without_status(&dir.export());
     assert_ne!(
@@ -127,16 +141,11 @@ fn a_late_file_updates_full_days_to_the_expected_ledger() {
         dir.read("expected-ledger.csv"),
         "the late file matters"
     );
-    let late: Vec<_> = std::fs::read_dir(dir.path().join("aside"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(late.len(), 1);
-    std::fs::rename(
-        &late[0],
-        dir.path().join("inbox").join(late[0].file_name().unwrap()),
-    )
-    .unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("aside")).unwrap().count(),
+        1
+    );
+    release_aside(&dir);
     dir.expect(0, &["run", "ingest"]);
     assert_eq!(
         without_status(&dir.export()),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use creditd::store::{Problem, Store, Unit};
 
 use crate::daemon::wait_for;
-use crate::ingest::{assert_nothing_lost, expected_file_counts, file_counts};
+use crate::ingest::{
+    assert_nothing_lost, expected_file_counts, file_counts, late_file_dir, release_aside,
+};
 use crate::{csv_rows, without_status, Dir};
 
 /// The open problems of a state directory.
@@ -41,30 +43,6 @@ fn eml_keys(dir: &Dir) -> Vec<String> {
         .unwrap_or_default();
     keys.sort();
     keys
-}
-
-fn late_file_dir() -> Dir {
-    Dir::generated(&[
-        "--seed",
-        "21",
-        "--orgs",
-        "40",
-        "--dates",
-        "2025-10-25..2025-10-28",
-        "--calls-per-day",
-        "30",
-        "--hot-days",
-        "30",
-        "--aside",
-        "2025-10-27T09:00:00Z,300",
-    ])
-}
-
-fn release_aside(dir: &Dir) {
-    for e in std::fs::read_dir(dir.path().join("aside")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::rename(&p, dir.path().join("inbox").join(p.file_name().unwrap())).unwrap();
-    }
 }
 
 fn parts_of(dir: &Dir, date: &str) -> Vec<PathBuf> {

@@ -292,6 +292,19 @@ fn sigterm_during_the_start_up_catch_up_exits_0_quickly_and_loses_nothing() {
         assert_eq!(code, Some(0), "round {round}: {log}");
         assert!(!log.contains("panicked"), "round {round}: {log}");
     }
+    // Left alone, the catch-up runs to its end on the clock `--now` started: the ops digest
+    // of that date is written.
+    let mut child = start_daemon(&dir, "2025-10-21T12:00:00Z");
+    wait_for("the catch-up to finish", Duration::from_secs(300), || {
+        dir.read("daemon.err").contains("catch-up done")
+    });
+    assert!(
+        eml_keys(&dir).contains(&"digest.2025-10-21".to_string()),
+        "{:?}",
+        eml_keys(&dir)
+    );
+    sigterm(&child);
+    assert_eq!(exit_within(&mut child, Duration::from_secs(10)), Some(0));
     // Whatever the interrupted runs left, a run to the end gives the expected ledger.
     dir.expect(0, &["--now", "2025-10-21T12:00:00Z", "run", "ingest"]);
     assert_eq!(

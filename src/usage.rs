@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::allotment::{format_pct, pct_hundredths};
 use crate::ledger::close_time;
+use crate::report::one_line;
 use crate::setup::Setup;
 use crate::store::Store;
 
@@ -54,11 +55,7 @@ pub fn render(
 
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(
-        w,
-        "API details — org {org_id} ({})",
-        plan.name.replace(['\r', '\n'], " ")
-    );
+    let _ = writeln!(w, "API details — org {org_id} ({})", one_line(&plan.name));
     let _ = writeln!(
         w,
         "  Local day        {day} ({}), {}",
@@ -138,7 +135,14 @@ pub fn render(
             } else {
                 format!("Reached {}%", c.threshold)
             };
-            let _ = writeln!(w, "  {what:<16} {} (request {})", local(c.ts), c.request_id);
+            // Request ids come from the logs: control characters (an escape sequence) never
+            // reach the terminal.
+            let _ = writeln!(
+                w,
+                "  {what:<16} {} (request {})",
+                local(c.ts),
+                one_line(&c.request_id)
+            );
         }
         if r.revision > 0 {
             let _ = writeln!(

@@ -279,3 +279,25 @@ fn a_corpus_of_hostile_lines_gets_the_outcomes_of_the_rules_and_the_inbox_goes_o
         "{export}"
     );
 }
+
+#[test]
+fn usage_never_prints_control_characters_from_the_logs_or_the_registry() {
+    let dir = small();
+    // A name and a request id that carry terminal escape sequences; one call is enough to go
+    // over the free edition's 5,000 credits, so the crossing names the request.
+    dir.write(
+        "orgs.csv",
+        "org_id,name,edition,agents,light_agents,timezone,data_center,signup_date,paid,legacy_daily_limit,report_to,effective_from\n\
+         500,\"Five\u{1b}]0;pwned\u{7}\",free,0,0,Europe/Berlin,eu,2025-01-01,false,,admin@five.example,\n",
+    );
+    dir.write(
+        "pricing.toml",
+        "effective_from = \"2025-10-01\"\n[[rule]]\nmethod = \"GET\"\npath = \"/x\"\ncredits = 6000\n",
+    );
+    dir.write("inbox/a.ndjson", call("\\u001b[2J\\u001b[31mred"));
+    dir.expect(0, &["run", "ingest"]);
+    let out = dir.expect(0, &["usage", "--org", "500", "--date", "2025-10-08"]);
+    assert!(out.contains("Exceeded"), "{out}");
+    assert!(out.contains("[2J [31mred"), "{out}");
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+}

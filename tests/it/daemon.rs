@@ -147,6 +147,14 @@ pub struct Daemon {
     err_path: std::path::PathBuf,
 }
 
+/// A test that fails while its daemon runs leaves no daemon behind.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Daemon {
     pub fn start(dir: &Dir) -> Daemon {
         let err_path = dir.path().join("daemon.err");

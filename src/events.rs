@@ -111,3 +111,21 @@ fn unpriced_endpoints(events: LazyFrame, limit: IdxSize) -> PolarsResult<Vec<(St
         })
         .collect())
 }
+
+/// Gateway drift over the calls that carry `charged_credits`: how many (`n`), what the gateway
+/// charged (`charged`) and what creditd computed for them (`computed`).
+fn drift_figures() -> [Expr; 3] {
+    [
+        len().cast(DataType::Int64).alias("n"),
+        col("charged_credits")
+            .sum()
+            .cast(DataType::Int64)
+            .alias("charged"),
+        when(col("billable"))
+            .then(col("credits"))
+            .otherwise(lit(0i64))
+            .sum()
+            .cast(DataType::Int64)
+            .alias("computed"),
+    ]
+}

@@ -176,19 +176,7 @@ pub fn day_details(
     let drift = df
         .lazy()
         .filter(col("charged_credits").is_not_null())
-        .select([
-            len().cast(DataType::Int64).alias("n"),
-            col("charged_credits")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("charged"),
-            when(col("billable"))
-                .then(col("credits"))
-                .otherwise(lit(0i64))
-                .sum()
-                .cast(DataType::Int64)
-                .alias("computed"),
-        ])
+        .select(drift_figures())
         .collect()?;
     let get = |c: &str| -> PolarsResult<u64> {
         Ok(drift.column(c)?.i64()?.get(0).unwrap_or(0).max(0) as u64)

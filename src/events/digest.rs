@@ -48,19 +48,7 @@ pub fn digest_figures(
     let drift = base
         .filter(col("charged_credits").is_not_null())
         .group_by([col("org_id")])
-        .agg([
-            len().cast(DataType::Int64).alias("n"),
-            col("charged_credits")
-                .sum()
-                .cast(DataType::Int64)
-                .alias("charged"),
-            when(col("billable"))
-                .then(col("credits"))
-                .otherwise(lit(0i64))
-                .sum()
-                .cast(DataType::Int64)
-                .alias("computed"),
-        ])
+        .agg(drift_figures())
         .sort(["org_id"], SortMultipleOptions::default())
         .collect()?;
     let org = drift.column("org_id")?.str()?.clone();

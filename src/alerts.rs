@@ -330,6 +330,42 @@ pub fn queue_isolated(
     }
 }
 
+/// Queues the alerts of an org-day's crossings not queued before and, when late data
+/// `amended` a closed day, its amended summary: one failure unit (`alerts:<org>:<date>`),
+/// as [`queue_isolated`] says.
+pub fn queue_org_day_alerts(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    crossings: &[Crossing],
+    amended: bool,
+    prefetched: Option<&DateEvents>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    let target = format!("alerts:{}:{}", row.org_id, row.local_date);
+    queue_isolated(tx, &target, now, |tx| {
+        queue_crossing_alerts(setup, tx, row, crossings, now, prefetched)?;
+        if amended {
+            queue_amended_summary(setup, tx, row, now)?;
+        }
+        Ok(())
+    })
+}
+
+/// Queues the daily summary of a day that just closed as one failure unit
+/// (`summary:<org>:<date>`), as [`queue_isolated`] says.
+pub fn queue_org_day_summary(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    let target = format!("summary:{}:{}", row.org_id, row.local_date);
+    queue_isolated(tx, &target, now, |tx| {
+        queue_summary(setup, tx, row, now).map(|_| ())
+    })
+}
+
 /// Tries again every org-day message that could not be queued before (the open `message`
 /// problems of alerts and summaries). Returns the failures that remain.
 pub fn retry_messages(
@@ -360,18 +396,12 @@ pub fn retry_messages(
             tx.commit()?;
             continue;
         };
-        let outcome = queue_isolated(&tx, what, now, |tx| {
-            if kind == "summary" {
-                queue_summary(setup, tx, &row, now)?;
-                return Ok(());
-            }
+        let outcome = if kind == "summary" {
+            queue_org_day_summary(setup, &tx, &row, now)?
+        } else {
             let crossings = tx.crossings(org_id, date)?;
-            queue_crossing_alerts(setup, tx, &row, &crossings, now, None)?;
-            if row.revision > 0 {
-                queue_amended_summary(setup, tx, &row, now)?;
-            }
-            Ok(())
-        })?;
+            queue_org_day_alerts(setup, &tx, &row, &crossings, row.revision > 0, None, now)?
+        };
         tx.commit()?;
         failed.extend(outcome);
     }

@@ -467,14 +467,7 @@ pub fn run(
         if opts.resend {
             // A message that cannot be built is an open problem, retried by the next run;
             // it never holds back the swap.
-            let target = format!("alerts:{}:{}", row.org_id, row.local_date);
-            alerts::queue_isolated(&tx, &target, now, |tx| {
-                alerts::queue_crossing_alerts(setup, tx, &row, crossings, now, None)?;
-                if is_amended {
-                    alerts::queue_amended_summary(setup, tx, &row, now)?;
-                }
-                Ok(())
-            })?;
+            alerts::queue_org_day_alerts(setup, &tx, &row, crossings, is_amended, None, now)?;
         }
     }
     for (sha, line) in &unquarantine {

@@ -21,8 +21,6 @@ use crate::store::{Crossing, LedgerRow, Store, Unit};
 pub struct Recomputed {
     pub org_days: usize,
     pub failed: Vec<String>,
-    /// Set when a stop request ended the recompute early (the dates left stay dirty).
-    pub stopped: bool,
 }
 
 /// Recomputes every org-day marked dirty, one local date per transaction. A date that fails
@@ -40,8 +38,8 @@ pub fn recompute_dirty(
     }
     let mut out = Recomputed::default();
     for (date, orgs) in by_date {
+        // The dates left stay dirty for the next run.
         if stop.load(Ordering::SeqCst) {
-            out.stopped = true;
             break;
         }
         match recompute_date(setup, store, &date, &orgs, now, &mut out.failed) {
@@ -222,13 +220,15 @@ fn recompute_date(
         tx.put_crossings(org_id, date, crossings)?;
         // A message that cannot be built is a problem of its own: the ledger row still
         // commits, and the message is tried again at every run until it is queued.
-        let queued = alerts::queue_isolated(&tx, &format!("alerts:{org_id}:{date}"), now, |tx| {
-            alerts::queue_crossing_alerts(setup, tx, &row, crossings, now, Some(&prefetched))?;
-            if amended {
-                alerts::queue_amended_summary(setup, tx, &row, now)?;
-            }
-            Ok(())
-        })?;
+        let queued = alerts::queue_org_day_alerts(
+            setup,
+            &tx,
+            &row,
+            crossings,
+            amended,
+            Some(&prefetched),
+            now,
+        )?;
         failed.extend(queued);
         tx.clear_dirty(org_id, date)?;
         tx.resolve_problem(Unit::OrgDay, &format!("{org_id}:{date}"))?;
@@ -292,11 +292,7 @@ pub fn close_days(
             now.timestamp_millis(),
         )? {
             if let Some(row) = tx.ledger_row(&c.org_id, &date)? {
-                let target = format!("summary:{}:{date}", c.org_id);
-                let queued = alerts::queue_isolated(&tx, &target, now, |tx| {
-                    alerts::queue_summary(setup, tx, &row, now).map(|_| ())
-                })?;
-                failed.extend(queued);
+                failed.extend(alerts::queue_org_day_summary(setup, &tx, &row, now)?);
             }
             closed.push(c);
         }

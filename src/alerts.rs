@@ -3,16 +3,17 @@
 //! and the daily ops digest. Every message goes into the outbox under its deterministic key in
 //! the same transaction as the change that caused it; a key is queued once, ever.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use polars::prelude::LazyFrame;
-
 use crate::config::SummaryPolicy;
-use crate::events::{day_details, scan_parts, DayDetails, OrgEvents};
+use crate::events::{day_details, DayDetails, DaySpan, OrgEvents};
 use crate::localday::day_span;
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Tx, Unit};
+use chrono::{DateTime, NaiveDate, Utc};
+
+mod digest;
+pub use digest::{digest_key, queue_digest, Digest};
 
 /// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
 /// with `copy_ops`; ops alone when the org names nobody.
@@ -56,13 +57,22 @@ impl DateEvents {
         }
     }
 
-    /// The events of `org_id` (one of the orgs named at creation), or `None` if it has none.
-    fn of(&self, setup: &Setup, org_id: &str) -> anyhow::Result<Option<LazyFrame>> {
+    /// The details of `org_id`'s day (one of the orgs named at creation), or `None` if it has
+    /// no events.
+    fn details(
+        &self,
+        setup: &Setup,
+        org_id: &str,
+        day: DaySpan,
+    ) -> anyhow::Result<Option<DayDetails>> {
         if self.loaded.get().is_none() {
             let events = OrgEvents::load(&setup.config.state_dir, &self.parts, &self.orgs)?;
             let _ = self.loaded.set(events);
         }
-        Ok(self.loaded.get().and_then(|e| e.of(org_id)))
+        match self.loaded.get() {
+            Some(events) => events.details(org_id, day),
+            None => Ok(None),
+        }
     }
 }
 
@@ -79,31 +89,21 @@ pub fn details(
         .org(&row.org_id)
         .map_or(chrono_tz::UTC, |o| o.timezone);
     let (start, end) = day_span(tz, day);
-    let hours = ((end - start).num_minutes() as usize).div_ceil(60);
-    let events = match prefetched {
-        Some(p) => p.of(setup, &row.org_id)?,
-        None => {
-            let parts = tx.parts_on(&row.local_date)?;
-            if parts.is_empty() {
-                None
-            } else {
-                Some(scan_parts(&setup.config.state_dir, &parts)?)
-            }
-        }
+    let span = DaySpan {
+        start_ms: start.timestamp_millis(),
+        hours: ((end - start).num_minutes() as usize).div_ceil(60),
+        legacy: row.model == "legacy",
     };
-    let Some(events) = events else {
-        return Ok(DayDetails {
-            hourly: vec![0; hours],
-            ..Default::default()
-        });
-    };
-    Ok(day_details(
-        events,
-        &row.org_id,
-        start.timestamp_millis(),
-        hours,
-        row.model == "legacy",
-    )?)
+    if let Some(p) = prefetched {
+        return Ok(p
+            .details(setup, &row.org_id, span)?
+            .unwrap_or_else(|| DayDetails {
+                hourly: vec![0; span.hours],
+                ..Default::default()
+            }));
+    }
+    let parts = tx.parts_on(&row.local_date)?;
+    day_details(&setup.config.state_dir, &parts, &row.org_id, span)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -276,7 +276,7 @@ fn with_view<T>(
 
 /// Queues a message to ops (`ops_to`) under `key`: the digest, a backfill report, a rejected
 /// config. Returns whether it was added (a key is queued once, ever).
-pub fn queue_to_ops(
+fn queue_to_ops(
     config: &crate::config::Config,
     tx: &Tx<'_>,
     key: &str,
@@ -297,6 +297,30 @@ pub fn queue_to_ops(
         "queued",
         now.timestamp_millis(),
     )
+}
+
+/// Queues the report of a backfill (`backfill:<id>`) to ops.
+pub fn queue_backfill_report(
+    config: &crate::config::Config,
+    tx: &Tx<'_>,
+    view: &report::BackfillView<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let key = format!("backfill:{}", view.id);
+    queue_to_ops(config, tx, &key, "backfill", &report::backfill(view), now)
+}
+
+/// Tells ops once that a config or registry was rejected at reload (`config:<sha256>` is
+/// `target`), with the problems `check` found.
+pub fn queue_config_rejected(
+    config: &crate::config::Config,
+    tx: &Tx<'_>,
+    target: &str,
+    problems: &[String],
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let rendered = report::config_rejected(problems);
+    queue_to_ops(config, tx, target, "config", &rendered, now)
 }
 
 /// The prefix of the problems of messages that could not be built.

@@ -45,6 +45,10 @@ pub struct Options {
     /// Queue org-facing messages for what the backfill reveals: alerts for new crossings and
     /// amended summaries of closed days whose summary was sent.
     pub resend: bool,
+    /// Makes the run's part names and report id unique, even for two runs with the same
+    /// `--now`: the caller passes something that differs per run (the CLI, the wall clock's
+    /// nanoseconds), since nothing below the CLI reads the clock.
+    pub nonce: u128,
 }
 
 /// One changed value of one org-day.
@@ -150,9 +154,7 @@ pub fn run(
     // The new parts' names and the report's id are unique per run: a second backfill of the
     // same range within the same second (or with the same --now) must never overwrite parts
     // the store still lists, nor lose its report to an existing key.
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nonce = opts.nonce;
     let token = hex::encode(Sha256::digest(format!(
         "{now} {} {} {:?} {} {nonce}",
         opts.from,
@@ -483,21 +485,24 @@ pub fn run(
         tx.set_file_counts(sha, c)?;
     }
     if !out.changes.is_empty() || out.recovered > 0 || out.quarantined > 0 {
-        let key = format!("backfill:{id}");
-        let rendered = report::backfill(&report::BackfillView {
-            id: &id,
-            from: opts.from,
-            to: opts.to,
-            orgs: &opts.orgs,
-            changes: &out.changes,
-            changed_org_days: out.changed_org_days,
-            rows_before: out.rows_before,
-            rows_after: out.rows_after,
-            recovered: out.recovered,
-            quarantined: out.quarantined,
-            resend: opts.resend,
-        });
-        alerts::queue_to_ops(&setup.config, &tx, &key, "backfill", &rendered, now)?;
+        alerts::queue_backfill_report(
+            &setup.config,
+            &tx,
+            &report::BackfillView {
+                id: &id,
+                from: opts.from,
+                to: opts.to,
+                orgs: &opts.orgs,
+                changes: &out.changes,
+                changed_org_days: out.changed_org_days,
+                rows_before: out.rows_before,
+                rows_after: out.rows_after,
+                recovered: out.recovered,
+                quarantined: out.quarantined,
+                resend: opts.resend,
+            },
+            now,
+        )?;
     }
     tx.commit()?;
     for p in garbage {

@@ -28,10 +28,9 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use polars::prelude::col;
 use sha2::{Digest, Sha256};
 
-use crate::events::scan_parts;
+use crate::events::for_each_request_id;
 use crate::store::Store;
 
 /// The fingerprint of a request id.
@@ -276,18 +275,9 @@ fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
 /// The fingerprints of the request ids in `parts`.
 fn read_fingerprints(state_dir: &Path, parts: &[String]) -> anyhow::Result<FingerprintSet> {
     let mut out = FingerprintSet::default();
-    // A few hundred parts at a time keeps the id column of one batch small.
-    for batch in parts.chunks(256) {
-        let df = scan_parts(state_dir, batch)?
-            .select([col("request_id")])
-            .collect()
-            .context("cannot read the request ids of the event parts")?;
-        let ids = df.column("request_id")?.str()?.clone();
-        out.reserve(ids.len());
-        for id in ids.iter().flatten() {
-            out.insert(fingerprint(id));
-        }
-    }
+    for_each_request_id(state_dir, parts, |_, id| {
+        out.insert(fingerprint(id));
+    })?;
     Ok(out)
 }
 

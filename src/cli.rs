@@ -302,6 +302,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 orgs: org,
                 dry_run,
                 resend,
+                // The wall clock's nanoseconds: unique per run even under a fixed --now.
+                nonce: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
             };
             backfill(&setup, &opts, now)
         }

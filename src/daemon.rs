@@ -287,9 +287,8 @@ fn reload(shared: &Shared, state: &mut State, now: DateTime<Utc>) -> anyhow::Res
     state
         .store()
         .record_problem(Unit::Config, &target, &error, now.timestamp_millis())?;
-    let rendered = crate::report::config_rejected(&problems);
     let tx = state.store().transaction()?;
-    crate::alerts::queue_to_ops(&last.config, &tx, &target, "config", &rendered, now)?;
+    crate::alerts::queue_config_rejected(&last.config, &tx, &target, &problems, now)?;
     tx.commit()?;
     Ok(last.clone())
 }

@@ -71,8 +71,34 @@ pub use reconcile::*;
 pub use rewrite::*;
 pub use writer::*;
 
-/// Scans the given parts (paths relative to `state_dir`) lazily.
-pub fn scan_parts(state_dir: &Path, parts: &[String]) -> PolarsResult<LazyFrame> {
+/// Calls `each(org_id, request_id)` for every event of `parts` (relative to `state_dir`): the
+/// keys the request-id claims index. A few hundred parts are read at a time, which keeps the
+/// columns of one batch small.
+pub fn for_each_request_id(
+    state_dir: &Path,
+    parts: &[String],
+    mut each: impl FnMut(&str, &str),
+) -> anyhow::Result<()> {
+    for batch in parts.chunks(256) {
+        let df = scan_parts(state_dir, batch)?
+            .select([col("org_id"), col("request_id")])
+            .collect()
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("cannot read the request ids of the event parts"))?;
+        let orgs = df.column("org_id")?.str()?;
+        let ids = df.column("request_id")?.str()?;
+        for (org, id) in orgs.iter().zip(ids.iter()) {
+            if let (Some(org), Some(id)) = (org, id) {
+                each(org, id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scans the given parts (paths relative to `state_dir`) lazily. Private to `events`: nothing
+/// outside it names polars or holds a frame.
+fn scan_parts(state_dir: &Path, parts: &[String]) -> PolarsResult<LazyFrame> {
     let paths: Vec<PlRefPath> = parts
         .iter()
         .map(|p| PlRefPath::new(state_dir.join(p).to_string_lossy().as_ref()))

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::alerts;
 use crate::allotment::{format_pct, pct_hundredths, Model};
-use crate::events::{reconcile_day, scan_parts, Measure};
+use crate::events::{reconcile_day, Measure};
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Unit};
 
@@ -118,13 +118,13 @@ pub fn compute_rows(
         });
         terms.insert(org_id.clone(), t);
     }
-    let figures = if parts.is_empty() || measures.is_empty() {
-        Vec::new()
-    } else {
-        let events = scan_parts(base, parts)?;
-        reconcile_day(events, &measures, &setup.config.alerts.near_limit_percent)
-            .with_context(|| format!("cannot reconcile {date}"))?
-    };
+    let figures = reconcile_day(
+        base,
+        parts,
+        &measures,
+        &setup.config.alerts.near_limit_percent,
+    )
+    .with_context(|| format!("cannot reconcile {date}"))?;
     let mut out = BTreeMap::new();
     for f in figures {
         let Some(t) = terms.get(&f.org_id) else {

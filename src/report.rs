@@ -637,6 +637,137 @@ pub fn config_rejected(problems: &[String]) -> Rendered {
     }
 }
 
+/// The terms an org-day's usage is measured against: those its ledger row was computed with,
+/// or today's rules for a day without a row.
+pub struct UsageFigures {
+    pub model: String,
+    pub reason: String,
+    pub base: u64,
+    pub variable: u64,
+    pub additional: u64,
+    pub allotted: u64,
+    pub legacy_limit: u64,
+}
+
+/// The "API details" view of one org-day (`creditd usage`).
+pub struct UsageView<'a> {
+    pub org_id: &'a str,
+    pub org_name: &'a str,
+    pub day: NaiveDate,
+    pub tz: Tz,
+    pub closed: bool,
+    pub edition: &'a str,
+    pub agents: u64,
+    pub light_agents: u64,
+    pub additional_excess: u64,
+    pub concurrency: u64,
+    pub figures: UsageFigures,
+    /// The stored ledger row, if the day has one.
+    pub row: Option<&'a LedgerRow>,
+    pub crossings: &'a [Crossing],
+}
+
+/// Renders the "API details" view for the terminal. Org names and request ids come from the
+/// registry and the logs: control characters (an escape sequence) never reach the terminal.
+pub fn usage(v: &UsageView<'_>) -> String {
+    let local = |ts: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ts)
+            .map(|t| {
+                t.with_timezone(&v.tz)
+                    .format("%Y-%m-%d %H:%M:%S%.3f %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let f = &v.figures;
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "API details — org {} ({})",
+        one_line(v.org_id),
+        one_line(v.org_name)
+    );
+    let _ = writeln!(
+        w,
+        "  Local day        {} ({}), {}",
+        v.day,
+        v.tz.name(),
+        if v.closed { "closed" } else { "open" }
+    );
+    let _ = writeln!(
+        w,
+        "  Edition          {} ({} agents, {} light agents not counted)",
+        v.edition, v.agents, v.light_agents
+    );
+    let _ = writeln!(w, "  Model            {} — {}", f.model, f.reason);
+    let _ = writeln!(w, "  Base credits     {:>12}", f.base);
+    let _ = writeln!(w, "  Variable credits {:>12}", f.variable);
+    let _ = writeln!(w, "  Additional       {:>12}", f.additional);
+    let _ = writeln!(
+        w,
+        "  Allotted         {:>12}   (legacy call limit {})",
+        f.allotted, f.legacy_limit
+    );
+    if v.additional_excess > 0 {
+        let _ = writeln!(
+            w,
+            "  Purchased above the edition cap, not granted: {}",
+            v.additional_excess
+        );
+    }
+    let used = v.row.map_or(0, |r| r.used);
+    let unit = if f.model == "legacy" {
+        "calls"
+    } else {
+        "credits"
+    };
+    let _ = writeln!(w, "  Used             {used:>12} {unit}");
+    let _ = writeln!(
+        w,
+        "  % used           {:>12}",
+        format_pct(pct_hundredths(used, f.allotted))
+    );
+    let _ = writeln!(
+        w,
+        "  Concurrency      {:>12} concurrent calls",
+        v.concurrency
+    );
+    let Some(r) = v.row else {
+        let _ = writeln!(w, "  Calls            {:>12}", 0);
+        return out;
+    };
+    let _ = writeln!(
+        w,
+        "  Calls            {:>12} ({} billable, {} credits, {} unpriced)",
+        r.calls, r.billable_calls, r.credits, r.unpriced_calls
+    );
+    if r.used > r.allotted {
+        let _ = writeln!(w, "  Overage          {:>12}", r.used - r.allotted);
+    }
+    for c in v.crossings {
+        let what = if c.threshold == 100 {
+            "Exceeded".to_string()
+        } else {
+            format!("Reached {}%", c.threshold)
+        };
+        let _ = writeln!(
+            w,
+            "  {what:<16} {} (request {})",
+            local(c.ts),
+            one_line(&c.request_id)
+        );
+    }
+    if r.revision > 0 {
+        let _ = writeln!(
+            w,
+            "  Amended          {} time(s) by late data after the day closed",
+            r.revision
+        );
+    }
+    out
+}
+
 fn wrap(body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n{body}</body></html>\n"

@@ -7,12 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::alerts;
-use crate::events;
+use crate::alerts::{self, Digest};
 use crate::ingest::{self, Outcome};
 use crate::ledger;
 use crate::mail;
-use crate::report::{self, DigestView};
 use crate::setup::Setup;
 use crate::state::State;
 use crate::store::Unit;
@@ -335,145 +333,26 @@ pub fn ops_digest(
     now: DateTime<Utc>,
     stop: &AtomicBool,
 ) -> anyhow::Result<TaskReport> {
-    let date = now.date_naive();
-    let key = format!("digest:{date}");
-    let store = state.store();
-    if store.outbox_status(&key)?.is_some() {
-        return Ok(TaskReport {
-            summary: format!("ops-digest: {key} was queued before"),
-            ok: true,
-            ..Default::default()
-        });
-    }
-    let since_ms = store.last_digest_at()?.unwrap_or(i64::MIN);
-    let since = if since_ms == i64::MIN {
-        String::new()
-    } else {
-        ledger::format_ts(since_ms)
+    let key = alerts::digest_key(now);
+    let (summary, problems) = match alerts::queue_digest(setup, state.store(), now, stop)? {
+        Digest::QueuedBefore => (format!("ops-digest: {key} was queued before"), Vec::new()),
+        Digest::Stopped => (
+            format!("ops-digest: {key} not queued (stopping)"),
+            Vec::new(),
+        ),
+        Digest::Queued { closed } => (
+            format!("ops-digest: {key} queued ({closed} org-day(s) closed since the last one)"),
+            Vec::new(),
+        ),
+        Digest::Failed(problem) => (
+            format!("ops-digest: {key} could not be queued"),
+            vec![problem],
+        ),
     };
-    let closed = store.closed_since(since_ms)?;
-    let mut view = DigestView {
-        date,
-        ..Default::default()
-    };
-    let min_threshold = setup
-        .config
-        .alerts
-        .near_limit_percent
-        .first()
-        .copied()
-        .unwrap_or(100);
-    let mut org_days = Vec::new();
-    let mut dates = std::collections::BTreeSet::new();
-    for (org_id, local_date) in &closed {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(TaskReport {
-                summary: format!("ops-digest: {key} not queued (stopping)"),
-                ok: true,
-                ..Default::default()
-            });
-        }
-        let rows = store.ledger(
-            Some(local_date),
-            Some(local_date),
-            std::slice::from_ref(org_id),
-        )?;
-        let Some(r) = rows.first() else { continue };
-        let name = setup
-            .org(org_id)
-            .and_then(|o| o.plan_on(local_date.parse().expect("ISO date")))
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        if crate::allotment::reached(r.used, r.allotted, min_threshold) {
-            view.limits.push((
-                org_id.clone(),
-                name.clone(),
-                local_date.clone(),
-                r.model.clone(),
-                crate::allotment::format_pct(crate::allotment::pct_hundredths(r.used, r.allotted)),
-                r.used > r.allotted,
-            ));
-        }
-        if r.model == "grandfathered" {
-            let credit = r.base + r.variable + r.additional;
-            view.grandfathered.push((
-                org_id.clone(),
-                name,
-                local_date.clone(),
-                r.legacy_limit,
-                credit,
-                r.allotted.saturating_sub(credit),
-            ));
-        }
-        org_days.push((org_id.clone(), local_date.parse().expect("ISO date")));
-        dates.insert(local_date.clone());
-    }
-    let mut parts = Vec::new();
-    for d in &dates {
-        parts.extend(store.parts_on(d)?);
-    }
-    if !parts.is_empty() {
-        let figures = events::digest_figures(
-            events::scan_parts(&setup.config.state_dir, &parts)?,
-            &org_days,
-        )?;
-        view.unpriced = figures.unpriced;
-        view.drift = figures.drift;
-    }
-    view.quarantine_by_file = store.quarantine_by_file(&since)?;
-    let mut by_reason = std::collections::BTreeMap::new();
-    for (_, reason, n) in &view.quarantine_by_file {
-        *by_reason.entry(reason.clone()).or_insert(0) += n;
-    }
-    view.quarantine = by_reason.into_iter().collect();
-    view.files = store
-        .files_since(&since)?
-        .into_iter()
-        .map(|f| {
-            (
-                f.file,
-                f.status,
-                f.counts.lines,
-                f.counts.accepted,
-                f.counts.unique,
-                f.counts.duplicates,
-                f.counts.quarantined_total(),
-            )
-        })
-        .collect();
-    view.expired = store.expired_since(since_ms)?;
-    view.problems = store
-        .problems(None)?
-        .into_iter()
-        .map(|p| (p.unit.to_string(), p.target, p.attempts, p.error))
-        .collect();
-    let rendered = report::digest(&view);
-    let tx = store.transaction()?;
-    let mut queued = false;
-    let failed = alerts::queue_isolated(&tx, &key, now, |tx| {
-        queued = alerts::queue_to_ops(&setup.config, tx, &key, "digest", &rendered, now)?;
-        Ok(())
-    })?;
-    tx.commit()?;
-    if let Some(problem) = failed {
-        return Ok(TaskReport {
-            details: Vec::new(),
-            summary: format!("ops-digest: {key} could not be queued"),
-            problems: vec![problem],
-            ok: false,
-        });
-    }
     Ok(TaskReport {
         details: Vec::new(),
-        problems: Vec::new(),
-        summary: if queued {
-            format!(
-                "ops-digest: {key} queued ({} org-day(s) closed since the last one)",
-                closed.len()
-            )
-        } else {
-            format!("ops-digest: {key} was queued before")
-        },
-        ok: true,
+        ok: problems.is_empty(),
+        problems,
+        summary,
     })
 }

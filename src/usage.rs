@@ -1,13 +1,11 @@
-//! `creditd usage`: the "API details" view of one org-day, for the terminal.
-
-use std::fmt::Write as _;
+//! `creditd usage`: gathers the "API details" view of one org-day; `report::usage` renders it
+//! for the terminal.
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::allotment::{format_pct, pct_hundredths};
 use crate::ledger::close_time;
-use crate::report::one_line;
+use crate::report::{self, UsageFigures, UsageView};
 use crate::setup::Setup;
 use crate::store::Store;
 
@@ -44,115 +42,41 @@ pub fn render(
         (Some(s), Some(_)) => s.crossings(org_id, &day.to_string())?,
         _ => Vec::new(),
     };
-    let local = |ts: i64| {
-        DateTime::<Utc>::from_timestamp_millis(ts)
-            .expect("in range")
-            .with_timezone(&org.timezone)
-            .format("%Y-%m-%d %H:%M:%S%.3f %Z")
-            .to_string()
-    };
     let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
-
-    let mut out = String::new();
-    let w = &mut out;
-    let _ = writeln!(w, "API details — org {org_id} ({})", one_line(&plan.name));
-    let _ = writeln!(
-        w,
-        "  Local day        {day} ({}), {}",
-        org.timezone.name(),
-        if closed { "closed" } else { "open" }
-    );
-    let _ = writeln!(
-        w,
-        "  Edition          {} ({} agents, {} light agents not counted)",
-        terms.edition, terms.agents, terms.light_agents
-    );
     // A stored row shows the terms it was computed with; otherwise today's rules.
-    let (model, reason, base, variable, additional, allotted, legacy) = match &row {
-        Some(r) => (
-            r.model.clone(),
-            r.reason.clone(),
-            r.base,
-            r.variable,
-            r.additional,
-            r.allotted,
-            r.legacy_limit,
-        ),
-        None => (
-            terms.model.as_str().to_string(),
-            terms.reason.clone(),
-            terms.base,
-            terms.variable,
-            terms.additional,
-            terms.allotted,
-            terms.legacy_limit,
-        ),
+    let figures = match &row {
+        Some(r) => UsageFigures {
+            model: r.model.clone(),
+            reason: r.reason.clone(),
+            base: r.base,
+            variable: r.variable,
+            additional: r.additional,
+            allotted: r.allotted,
+            legacy_limit: r.legacy_limit,
+        },
+        None => UsageFigures {
+            model: terms.model.as_str().to_string(),
+            reason: terms.reason.clone(),
+            base: terms.base,
+            variable: terms.variable,
+            additional: terms.additional,
+            allotted: terms.allotted,
+            legacy_limit: terms.legacy_limit,
+        },
     };
-    let _ = writeln!(w, "  Model            {model} — {reason}");
-    let _ = writeln!(w, "  Base credits     {base:>12}");
-    let _ = writeln!(w, "  Variable credits {variable:>12}");
-    let _ = writeln!(w, "  Additional       {additional:>12}");
-    let _ = writeln!(
-        w,
-        "  Allotted         {allotted:>12}   (legacy call limit {legacy})"
-    );
-    if terms.additional_excess > 0 {
-        let _ = writeln!(
-            w,
-            "  Purchased above the edition cap, not granted: {}",
-            terms.additional_excess
-        );
-    }
-    let used = row.as_ref().map_or(0, |r| r.used);
-    let unit = if model == "legacy" {
-        "calls"
-    } else {
-        "credits"
-    };
-    let _ = writeln!(w, "  Used             {used:>12} {unit}");
-    let _ = writeln!(
-        w,
-        "  % used           {:>12}",
-        format_pct(pct_hundredths(used, allotted))
-    );
-    let _ = writeln!(
-        w,
-        "  Concurrency      {:>12} concurrent calls",
-        terms.concurrency
-    );
-    if let Some(r) = &row {
-        let _ = writeln!(
-            w,
-            "  Calls            {:>12} ({} billable, {} credits, {} unpriced)",
-            r.calls, r.billable_calls, r.credits, r.unpriced_calls
-        );
-        if r.used > r.allotted {
-            let _ = writeln!(w, "  Overage          {:>12}", r.used - r.allotted);
-        }
-        for c in &crossings {
-            let what = if c.threshold == 100 {
-                "Exceeded".to_string()
-            } else {
-                format!("Reached {}%", c.threshold)
-            };
-            // Request ids come from the logs: control characters (an escape sequence) never
-            // reach the terminal.
-            let _ = writeln!(
-                w,
-                "  {what:<16} {} (request {})",
-                local(c.ts),
-                one_line(&c.request_id)
-            );
-        }
-        if r.revision > 0 {
-            let _ = writeln!(
-                w,
-                "  Amended          {} time(s) by late data after the day closed",
-                r.revision
-            );
-        }
-    } else {
-        let _ = writeln!(w, "  Calls            {:>12}", 0);
-    }
-    Ok(out)
+    Ok(report::usage(&UsageView {
+        org_id,
+        org_name: &plan.name,
+        day,
+        tz: org.timezone,
+        closed,
+        edition: &terms.edition,
+        agents: terms.agents,
+        light_agents: terms.light_agents,
+        additional_excess: terms.additional_excess,
+        concurrency: terms.concurrency,
+        figures,
+        row: row.as_ref(),
+        crossings: &crossings,
+    }))
 }

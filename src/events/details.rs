@@ -35,7 +35,7 @@ pub struct OrgEvents(HashMap<String, DataFrame>);
 
 impl OrgEvents {
     /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`).
-    pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> PolarsResult<OrgEvents> {
+    pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> anyhow::Result<OrgEvents> {
         let mut by_org = HashMap::new();
         if parts.is_empty() || orgs.is_empty() {
             return Ok(OrgEvents(by_org));
@@ -68,21 +68,48 @@ impl OrgEvents {
         Ok(OrgEvents(by_org))
     }
 
-    /// The events of `org_id`, if it has any.
-    pub fn of(&self, org_id: &str) -> Option<LazyFrame> {
-        self.0.get(org_id).map(|df| df.clone().lazy())
+    /// The details of `org_id`'s day (see [`day_details`]), `None` if it has no events here.
+    pub fn details(&self, org_id: &str, day: DaySpan) -> anyhow::Result<Option<DayDetails>> {
+        match self.0.get(org_id) {
+            None => Ok(None),
+            Some(df) => Ok(Some(details_of(df.clone().lazy(), org_id, day)?)),
+        }
     }
 }
 
-/// Computes the details of `org_id`'s day from the day's parts. `day_start_ms` anchors the
-/// hourly buckets; `hours` is the day's length in hours (rounded up).
+/// Where an org-day's hourly figures start, how many hours it has, and what it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaySpan {
+    /// The start of the local day (ms since the epoch): it anchors the hourly buckets.
+    pub start_ms: i64,
+    /// The day's length in hours, rounded up.
+    pub hours: usize,
+    /// Legacy days count billable calls; the others credits.
+    pub legacy: bool,
+}
+
+/// Computes the details of `org_id`'s day from the day's `parts` (relative to `state_dir`).
 pub fn day_details(
-    events: LazyFrame,
+    state_dir: &Path,
+    parts: &[String],
     org_id: &str,
-    day_start_ms: i64,
-    hours: usize,
-    legacy: bool,
-) -> PolarsResult<DayDetails> {
+    day: DaySpan,
+) -> anyhow::Result<DayDetails> {
+    if parts.is_empty() {
+        return Ok(DayDetails {
+            hourly: vec![0; day.hours],
+            ..Default::default()
+        });
+    }
+    Ok(details_of(scan_parts(state_dir, parts)?, org_id, day)?)
+}
+
+fn details_of(events: LazyFrame, org_id: &str, day: DaySpan) -> PolarsResult<DayDetails> {
+    let DaySpan {
+        start_ms: day_start_ms,
+        hours,
+        legacy,
+    } = day;
     let df = events
         .filter(col("org_id").eq(lit(org_id)))
         .select(DETAIL_COLUMNS.map(col))

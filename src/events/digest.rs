@@ -11,15 +11,18 @@ pub struct DigestFigures {
     pub drift: Vec<(String, u64, u64, u64)>,
 }
 
-/// Computes [`DigestFigures`] over `events` restricted to the (org_id, local_date) pairs given.
+/// Computes [`DigestFigures`] over the events of `parts` (relative to `state_dir`)
+/// restricted to the (org_id, local_date) pairs given.
 pub fn digest_figures(
-    events: LazyFrame,
+    state_dir: &Path,
+    parts: &[String],
     org_days: &[(String, NaiveDate)],
-) -> PolarsResult<DigestFigures> {
+) -> anyhow::Result<DigestFigures> {
     let mut out = DigestFigures::default();
-    if org_days.is_empty() {
+    if org_days.is_empty() || parts.is_empty() {
         return Ok(out);
     }
+    let events = scan_parts(state_dir, parts)?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
     let keys = DataFrame::new(
         org_days.len(),

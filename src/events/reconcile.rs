@@ -25,9 +25,27 @@ pub struct DayFigures {
     pub crossings: Vec<(u64, i64, String)>,
 }
 
-/// Reconciles one local day: `events` holds that day's events (any orgs); `measures` names
-/// the orgs to compute and their allotments. Calls are ordered by `ts`, then `request_id`.
+/// Reconciles one local day from its listed `parts` (relative to `state_dir`; any orgs):
+/// `measures` names the orgs to compute and their allotments. Calls are ordered by `ts`, then
+/// `request_id`.
 pub fn reconcile_day(
+    state_dir: &Path,
+    parts: &[String],
+    measures: &[Measure],
+    thresholds: &[u64],
+) -> anyhow::Result<Vec<DayFigures>> {
+    if parts.is_empty() || measures.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(reconcile_frame(
+        scan_parts(state_dir, parts)?,
+        measures,
+        thresholds,
+    )?)
+}
+
+/// [`reconcile_day`] over a frame of events.
+pub(super) fn reconcile_frame(
     events: LazyFrame,
     measures: &[Measure],
     thresholds: &[u64],

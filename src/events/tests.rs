@@ -50,7 +50,7 @@ fn crossings_follow_ts_then_request_id() {
         ("1", 200, "c", false, 50),
         ("1", 250, "c2", true, 2),
     ]);
-    let figs = reconcile_day(events, &[measure("1", false, 10)], &[80, 90]).unwrap();
+    let figs = reconcile_frame(events, &[measure("1", false, 10)], &[80, 90]).unwrap();
     assert_eq!(figs.len(), 1);
     let f = &figs[0];
     assert_eq!(
@@ -76,7 +76,7 @@ fn legacy_days_count_billable_calls() {
         ("2", 4, "d", true, 50),
         ("3", 1, "x", true, 50),
     ]);
-    let figs = reconcile_day(events, &[measure("2", true, 2)], &[80]).unwrap();
+    let figs = reconcile_frame(events, &[measure("2", true, 2)], &[80]).unwrap();
     assert_eq!(figs.len(), 1, "only the measured org");
     let f = &figs[0];
     assert_eq!(
@@ -108,7 +108,7 @@ fn orgs_below_every_threshold_are_summed_without_crossings() {
         measure("6", true, 2),
         measure("7", false, 10),
     ];
-    let figs = reconcile_day(events, &measures, &[80]).unwrap();
+    let figs = reconcile_frame(events, &measures, &[80]).unwrap();
     let got: Vec<_> = figs
         .iter()
         .map(|f| {
@@ -293,6 +293,6 @@ fn a_long_file_of_one_day_is_handed_over_in_batches_as_it_is_read() {
 #[test]
 fn exactly_at_the_allotment_is_not_above_it() {
     let events = frame(&[("4", 1, "a", true, 5), ("4", 2, "b", true, 5)]);
-    let figs = reconcile_day(events, &[measure("4", false, 10)], &[]).unwrap();
+    let figs = reconcile_frame(events, &[measure("4", false, 10)], &[]).unwrap();
     assert_eq!(figs[0].crossings, vec![]);
 }

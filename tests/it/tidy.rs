@@ -78,3 +78,66 @@ fn the_rules_crate_depends_on_no_io_crate_and_reads_no_clock() {
         }
     }
 }
+
+/// The files of `src/` (relative paths) whose text contains `needle` outside comments, with
+/// the line numbers.
+fn uses(needle: &str) -> Vec<(String, usize)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let shown = f.strip_prefix(root).unwrap().display().to_string();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains(needle) {
+                out.push((shown.clone(), i + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `file` is `module`'s own file or one of its submodules.
+fn within(file: &str, module: &str) -> bool {
+    file == format!("src/{module}.rs") || file.starts_with(&format!("src/{module}/"))
+}
+
+/// Only `store` speaks SQL and only `events` knows polars and the Parquet layout: no other
+/// module names either crate, so none can hold a connection or a frame.
+#[test]
+fn only_store_names_rusqlite_and_only_events_names_polars() {
+    let mut problems = Vec::new();
+    for (krate, owner) in [("rusqlite", "store"), ("polars", "events")] {
+        for (file, line) in uses(krate) {
+            if !within(&file, owner) {
+                problems.push(format!("{file}:{line}: {krate} outside {owner}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Nothing below `cli` and `daemon` reads the wall clock: `now` is a parameter (durations
+/// measured with `Instant` are fine). `main` sets up logging only.
+#[test]
+fn only_cli_and_daemon_read_the_wall_clock() {
+    let mut problems = Vec::new();
+    for read in ["SystemTime::now", "Utc::now", "Local::now", "UNIX_EPOCH.elapsed"] {
+        for (file, line) in uses(read) {
+            if !(within(&file, "cli") || within(&file, "daemon")) {
+                problems.push(format!("{file}:{line}: {read}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// No stub is left in: every path does what it says.
+#[test]
+fn no_unimplemented_code() {
+    let stub = ["unimplemented", "!("].concat();
+    let found = uses(&stub);
+    assert!(found.is_empty(), "{found:?}");
+}

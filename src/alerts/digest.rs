@@ -1,0 +1,154 @@
+//! The ops digest: what it covers (the org-days closed and the files processed since the
+//! previous one, open problems, expired crossings) and its queueing, once per UTC date.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use super::{queue_isolated, queue_to_ops};
+use crate::events::digest_figures;
+use crate::ledger;
+use crate::report::{self, DigestView};
+use crate::setup::Setup;
+use crate::store::Store;
+
+/// What [`queue_digest`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest {
+    /// The date's digest was queued before: a key is queued once, ever.
+    QueuedBefore,
+    /// A stop request came first; nothing was queued.
+    Stopped,
+    /// Queued, covering this many org-days closed since the previous digest.
+    Queued { closed: usize },
+    /// It could not be built: an open problem, tried again at the next run.
+    Failed(String),
+}
+
+/// The outbox key of the digest of `now`'s UTC date.
+pub fn digest_key(now: DateTime<Utc>) -> String {
+    format!("digest:{}", now.date_naive())
+}
+
+/// Queues the ops digest of `now`'s UTC date (once per date), covering the org-days closed and
+/// the files processed since the previous digest.
+pub fn queue_digest(
+    setup: &Setup,
+    store: &mut Store,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> anyhow::Result<Digest> {
+    let date = now.date_naive();
+    let key = digest_key(now);
+    if store.outbox_status(&key)?.is_some() {
+        return Ok(Digest::QueuedBefore);
+    }
+    let since_ms = store.last_digest_at()?.unwrap_or(i64::MIN);
+    let since = if since_ms == i64::MIN {
+        String::new()
+    } else {
+        ledger::format_ts(since_ms)
+    };
+    let closed = store.closed_since(since_ms)?;
+    let mut view = DigestView {
+        date,
+        ..Default::default()
+    };
+    let min_threshold = setup
+        .config
+        .alerts
+        .near_limit_percent
+        .first()
+        .copied()
+        .unwrap_or(100);
+    let mut org_days = Vec::new();
+    let mut dates = std::collections::BTreeSet::new();
+    for (org_id, local_date) in &closed {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(Digest::Stopped);
+        }
+        let rows = store.ledger(
+            Some(local_date),
+            Some(local_date),
+            std::slice::from_ref(org_id),
+        )?;
+        let Some(r) = rows.first() else { continue };
+        let name = setup
+            .org(org_id)
+            .and_then(|o| o.plan_on(local_date.parse().expect("ISO date")))
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        if crate::allotment::reached(r.used, r.allotted, min_threshold) {
+            view.limits.push((
+                org_id.clone(),
+                name.clone(),
+                local_date.clone(),
+                r.model.clone(),
+                crate::allotment::format_pct(crate::allotment::pct_hundredths(r.used, r.allotted)),
+                r.used > r.allotted,
+            ));
+        }
+        if r.model == "grandfathered" {
+            let credit = r.base + r.variable + r.additional;
+            view.grandfathered.push((
+                org_id.clone(),
+                name,
+                local_date.clone(),
+                r.legacy_limit,
+                credit,
+                r.allotted.saturating_sub(credit),
+            ));
+        }
+        org_days.push((org_id.clone(), local_date.parse().expect("ISO date")));
+        dates.insert(local_date.clone());
+    }
+    let mut parts = Vec::new();
+    for d in &dates {
+        parts.extend(store.parts_on(d)?);
+    }
+    let figures = digest_figures(&setup.config.state_dir, &parts, &org_days)?;
+    view.unpriced = figures.unpriced;
+    view.drift = figures.drift;
+    view.quarantine_by_file = store.quarantine_by_file(&since)?;
+    let mut by_reason = std::collections::BTreeMap::new();
+    for (_, reason, n) in &view.quarantine_by_file {
+        *by_reason.entry(reason.clone()).or_insert(0) += n;
+    }
+    view.quarantine = by_reason.into_iter().collect();
+    view.files = store
+        .files_since(&since)?
+        .into_iter()
+        .map(|f| {
+            (
+                f.file,
+                f.status,
+                f.counts.lines,
+                f.counts.accepted,
+                f.counts.unique,
+                f.counts.duplicates,
+                f.counts.quarantined_total(),
+            )
+        })
+        .collect();
+    view.expired = store.expired_since(since_ms)?;
+    view.problems = store
+        .problems(None)?
+        .into_iter()
+        .map(|p| (p.unit.to_string(), p.target, p.attempts, p.error))
+        .collect();
+    let rendered = report::digest(&view);
+    let tx = store.transaction()?;
+    let mut queued = false;
+    let failed = queue_isolated(&tx, &key, now, |tx| {
+        queued = queue_to_ops(&setup.config, tx, &key, "digest", &rendered, now)?;
+        Ok(())
+    })?;
+    tx.commit()?;
+    Ok(match failed {
+        Some(problem) => Digest::Failed(problem),
+        None if queued => Digest::Queued {
+            closed: closed.len(),
+        },
+        None => Digest::QueuedBefore,
+    })
+}

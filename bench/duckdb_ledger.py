@@ -296,10 +296,12 @@ def main():
           AND regexp_full_match(p.status, '[0-9]{{1,3}}') AND CAST(p.status AS INT) BETWEEN 100 AND 599
           AND CAST(timezone(o.tz, epoch_ms(p.ts_ms) AT TIME ZONE 'UTC') AS DATE) >= o.signup""")
 
-    # Duplicates: the first accepted occurrence of a request id wins (file order, line order).
+    # Duplicates: within one org-day, the first accepted occurrence of a request id wins (file
+    # order, line order); the same id on another org-day is another call.
     con.execute("""
         CREATE TABLE events AS
-        SELECT * FROM accepted QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY pos) = 1""")
+        SELECT * FROM accepted
+        QUALIFY row_number() OVER (PARTITION BY org_id, local_date, request_id ORDER BY pos) = 1""")
 
     # Pricing (DESIGN 2.4), on the distinct (catalog, method, path) only: the newest catalog in
     # effect at the call's ts, the most specific matching rule, the offset tier.

@@ -32,7 +32,7 @@ use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
 use crate::logline::Reason;
 use crate::report;
 use crate::setup::Setup;
-use crate::store::{Crossing, FileCounts, LedgerRow, Store};
+use crate::store::{Crossing, FileCounts, LedgerRow, Placed, Store};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -112,6 +112,18 @@ enum Old {
     Quarantined(Reason),
     /// A duplicate, or an event outside the range.
     Other,
+}
+
+/// A line of the range that the backfill quarantines.
+struct Requarantined {
+    sha: String,
+    file: String,
+    line: u64,
+    reason: Reason,
+    raw: String,
+    org_id: String,
+    local_date: Option<NaiveDate>,
+    ts_ms: i64,
 }
 
 /// A directory removed when dropped (the dry run's scratch space).
@@ -260,13 +272,13 @@ pub fn run(
         ..Default::default()
     };
     let claims = Claims::open(state_dir, store, !opts.dry_run)?;
-    let mut ingester = Ingester::new(setup);
+    let mut ingester = Ingester::new(setup, now);
     let mut writer = PartWriter::new(&base, &token);
     let mut new_ids = FingerprintSet::default();
     let mut new_org_days: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
     let mut counts: BTreeMap<String, FileCounts> = BTreeMap::new();
     let mut unquarantine: Vec<(String, u64)> = Vec::new();
-    let mut to_quarantine: Vec<(String, String, u64, Reason, String)> = Vec::new();
+    let mut to_quarantine: Vec<Requarantined> = Vec::new();
     let empty_lines = HashSet::new();
     let empty_q = HashMap::new();
     for (f, path, bytes) in &sources {
@@ -291,8 +303,9 @@ pub fn run(
                 Old::Other
             };
             let rid = call.request_id.to_string();
-            match ingester.check_org(call) {
-                Err(reason) => {
+            match ingester.check_org(&call) {
+                Err(rejection) => {
+                    let reason = rejection.reason;
                     let was_in_range = match old {
                         Old::InRange => {
                             sub(&mut c.unique, "unique", &f.file)?;
@@ -309,16 +322,19 @@ pub fn run(
                         sub(&mut c.accepted, "accepted", &f.file)?;
                         c.count(reason);
                         out.quarantined += 1;
-                        to_quarantine.push((
-                            sha.clone(),
-                            f.file.clone(),
-                            line_no,
+                        to_quarantine.push(Requarantined {
+                            sha: sha.clone(),
+                            file: f.file.clone(),
+                            line: line_no,
                             reason,
-                            crate::ingest::quarantine_text(raw),
-                        ));
+                            raw: crate::ingest::quarantine_text(raw),
+                            org_id: call.org_id.to_string(),
+                            local_date: rejection.local_date,
+                            ts_ms: call.ts_ms,
+                        });
                     }
                 }
-                Ok((call, date)) => {
+                Ok(date) => {
                     if !in_range(&call.org_id, date) {
                         if old == Old::InRange {
                             bail!(
@@ -475,8 +491,13 @@ pub fn run(
     for (sha, line) in &unquarantine {
         tx.unquarantine(sha, *line)?;
     }
-    for (sha, file, line, reason, raw) in &to_quarantine {
-        tx.quarantine(sha, file, *line, *reason, raw)?;
+    for q in &to_quarantine {
+        let at = Placed {
+            org_id: &q.org_id,
+            local_date: q.local_date,
+            ts_ms: q.ts_ms,
+        };
+        tx.quarantine(&q.sha, &q.file, q.line, q.reason, &q.raw, Some(at))?;
     }
     // Request ids moved: the claims are rebuilt from the new parts (below, or at the next
     // open if this process dies first).

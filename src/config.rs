@@ -34,7 +34,23 @@ pub struct RawConfig {
     pub alerts: RawAlerts,
     #[serde(default)]
     pub daemon: RawDaemon,
+    #[serde(default)]
+    pub retention: RawRetention,
     pub smtp: Option<RawSmtp>,
+}
+
+/// How long each kind of state is kept (DESIGN §6): whole days `"Nd"`; absent = forever.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Archived input files, by their ingest time (UTC days).
+    pub archive: Option<String>,
+    /// Priced events and their request-id claims, per org-local day; also the late-data horizon.
+    pub events: Option<String>,
+    /// Quarantined lines, by their file's ingest time (UTC days).
+    pub quarantine: Option<String>,
+    /// Bodies of sent messages, by their send time (UTC days); keys and statuses stay.
+    pub outbox: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,7 +242,44 @@ pub struct Config {
     pub alerts: Alerts,
     pub close_grace: Duration,
     pub data_centers: Vec<String>,
+    pub retention: Retention,
     pub smtp: Option<Smtp>,
+}
+
+/// The retention horizons in whole days (DESIGN §6); `None` keeps forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub archive: Option<u32>,
+    pub events: Option<u32>,
+    pub quarantine: Option<u32>,
+    pub outbox: Option<u32>,
+}
+
+impl Retention {
+    /// Whether any horizon is set.
+    pub fn any(&self) -> bool {
+        self.archive.is_some()
+            || self.events.is_some()
+            || self.quarantine.is_some()
+            || self.outbox.is_some()
+    }
+}
+
+/// The longest retention horizon (DESIGN §6): 36,500 days.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// A retention horizon: whole days written `"Nd"`, 1 ≤ N ≤ [`MAX_RETENTION_DAYS`].
+fn parse_days(field: &str, s: &str) -> anyhow::Result<u32> {
+    let n = s
+        .trim()
+        .strip_suffix('d')
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .filter(|n| (1..=MAX_RETENTION_DAYS).contains(n));
+    n.with_context(|| {
+        format!(
+            "{field}: expected whole days like \"400d\" (1d to {MAX_RETENTION_DAYS}d), found {s:?}"
+        )
+    })
 }
 
 impl Config {
@@ -416,6 +469,27 @@ impl Config {
             raw.daemon.close_grace.as_deref().unwrap_or("2h"),
             MAX_CLOSE_GRACE,
         )?;
+        let r = &raw.retention;
+        let days = |field: &str, v: &Option<String>| -> anyhow::Result<Option<u32>> {
+            v.as_deref().map(|s| parse_days(field, s)).transpose()
+        };
+        let retention = Retention {
+            archive: days("[retention] archive", &r.archive)?,
+            events: days("[retention] events", &r.events)?,
+            quarantine: days("[retention] quarantine", &r.quarantine)?,
+            outbox: days("[retention] outbox", &r.outbox)?,
+        };
+        if let Some(n) = retention.events {
+            // The events of a day must outlive its close: late data of a closed day still
+            // amends it, and a day is past the horizon only once it has closed.
+            let needed = close_grace.as_secs().div_ceil(86_400) + 1;
+            if u64::from(n) < needed {
+                bail!(
+                    "[retention] events: expected at least \"{needed}d\" (close_grace + one day), found {:?}",
+                    r.events.as_deref().unwrap_or_default()
+                );
+            }
+        }
         let smtp = raw
             .smtp
             .as_ref()
@@ -450,6 +524,7 @@ impl Config {
             alerts,
             close_grace,
             data_centers: raw.daemon.data_centers.clone().unwrap_or_default(),
+            retention,
             smtp,
         })
     }

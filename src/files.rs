@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::logline::Reason;
 use crate::store::FileRow;
 
-pub const FILES_HEADER: &str = "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup";
+pub const FILES_HEADER: &str = "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup,expired";
 
 #[derive(Serialize)]
 struct JsonRow<'a> {
@@ -23,6 +23,7 @@ struct JsonRow<'a> {
     bad_status: u64,
     unknown_org: u64,
     before_signup: u64,
+    expired: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
@@ -49,6 +50,7 @@ pub fn render(rows: &[FileRow], json: bool) -> anyhow::Result<String> {
                     bad_status: q[4],
                     unknown_org: q[5],
                     before_signup: q[6],
+                    expired: q[7],
                     error: r.error.as_deref(),
                 }
             })

@@ -25,7 +25,7 @@ use crate::localday::DayCursor;
 use crate::logline::{decode_json, Call, CsvLayout, Reason};
 use crate::pricing::Pricing;
 use crate::setup::Setup;
-use crate::store::{FileCounts, FileRow, Store, Unit};
+use crate::store::{FileCounts, FileRow, Placed, Store, Unit};
 
 /// The formats of access-log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub fn ingest_inbox(
     }
     let state_dir = &setup.config.state_dir;
     let mut claims = Claims::open(state_dir, store, true)?;
-    let mut ingester = Ingester::new(setup);
+    let mut ingester = Ingester::new(setup, now);
     for (os_name, name) in listing.files {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -240,15 +240,19 @@ const MAX_PENDING_CLAIMS: usize = 4 << 20;
 pub struct Ingester<'s> {
     setup: &'s Setup,
     pricing: Pricing,
-    /// Each org seen in this run, with the cursor of its local days (one fast lookup a line).
-    cursors: FxHashMap<String, (&'s Org, DayCursor)>,
+    /// The run's clock: the events retention horizon is a rule of the clock (DESIGN §6).
+    now: DateTime<Utc>,
+    /// Each org seen in this run, with the cursor of its local days (one fast lookup a line)
+    /// and its first local day inside the events horizon, if one is set.
+    cursors: FxHashMap<String, (&'s Org, DayCursor, Option<NaiveDate>)>,
 }
 
 impl<'s> Ingester<'s> {
-    pub fn new(setup: &'s Setup) -> Ingester<'s> {
+    pub fn new(setup: &'s Setup, now: DateTime<Utc>) -> Ingester<'s> {
         Ingester {
             setup,
             pricing: Pricing::new(setup.catalogs.clone()),
+            now,
             cursors: FxHashMap::default(),
         }
     }
@@ -364,13 +368,27 @@ impl<'s> Ingester<'s> {
             if counts.lines % STOP_CHECK_LINES == 0 && stop.load(Ordering::SeqCst) {
                 return Err(Stopped.into());
             }
-            let checked = decoded.and_then(|call| self.check_org(call));
-            match checked {
+            let call = match decoded {
+                Ok(call) => call,
                 Err(reason) => {
                     counts.count(reason);
-                    tx.quarantine(&sha, name, line_no, reason, &quarantine_text(bytes))?;
+                    let text = quarantine_text(bytes);
+                    tx.quarantine(&sha, name, line_no, reason, &text, None)?;
+                    continue;
                 }
-                Ok((call, date)) => {
+            };
+            match self.check_org(&call) {
+                Err(r) => {
+                    counts.count(r.reason);
+                    let at = Placed {
+                        org_id: &call.org_id,
+                        local_date: r.local_date,
+                        ts_ms: call.ts_ms,
+                    };
+                    let text = quarantine_text(bytes);
+                    tx.quarantine(&sha, name, line_no, r.reason, &text, Some(at))?;
+                }
+                Ok(date) => {
                     counts.accepted += 1;
                     let fp = fingerprint(&call.request_id);
                     if claims.contains(fp) || !claimed.insert(fp) {
@@ -453,26 +471,61 @@ impl<'s> Ingester<'s> {
         }
     }
 
-    /// The org checks of DESIGN §2.1: known org, call not before its signup day.
-    pub fn check_org<'a>(&mut self, call: Call<'a>) -> Result<(Call<'a>, NaiveDate), Reason> {
-        let (org, cursor) = match self.cursors.get_mut(call.org_id.as_ref()) {
-            Some((org, cursor)) => (*org, cursor),
+    /// The org checks of DESIGN §2.1, in their order: a known org, a call not before its signup
+    /// day, an org-day not before the events retention horizon (§6). Returns the call's local
+    /// day.
+    pub fn check_org(&mut self, call: &Call<'_>) -> Result<NaiveDate, Rejection> {
+        let now = self.now;
+        let events_days = self.setup.config.retention.events;
+        let (org, cursor, horizon) = match self.cursors.get_mut(call.org_id.as_ref()) {
+            Some((org, cursor, horizon)) => (*org, cursor, *horizon),
             None => {
-                let org = self.setup.org(&call.org_id).ok_or(Reason::UnknownOrg)?;
-                let (_, cursor) = self
+                let org = self
+                    .setup
+                    .org(&call.org_id)
+                    .ok_or(Rejection::new(Reason::UnknownOrg, None))?;
+                let horizon = events_days.map(|n| events_horizon(org.timezone, now, n));
+                let (_, cursor, _) = self
                     .cursors
                     .entry(org.org_id.clone())
-                    .or_insert_with(|| (org, DayCursor::new(org.timezone)));
-                (org, cursor)
+                    .or_insert_with(|| (org, DayCursor::new(org.timezone), horizon));
+                (org, cursor, horizon)
             }
         };
         // Decoding bounds `ts` to 2000–2099; an instant without a date is a bad one anyway.
-        let date = cursor.day_of(call.ts_ms).ok_or(Reason::BadTimestamp)?;
+        let date = cursor
+            .day_of(call.ts_ms)
+            .ok_or(Rejection::new(Reason::BadTimestamp, None))?;
         if date < org.signup_date {
-            return Err(Reason::BeforeSignup);
+            return Err(Rejection::new(Reason::BeforeSignup, Some(date)));
         }
-        Ok((call, date))
+        if horizon.is_some_and(|h| date < h) {
+            return Err(Rejection::new(Reason::Expired, Some(date)));
+        }
+        Ok(date)
     }
+}
+
+/// Why a call that decoded was quarantined, and its local day when its org is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub local_date: Option<NaiveDate>,
+}
+
+impl Rejection {
+    fn new(reason: Reason, local_date: Option<NaiveDate>) -> Rejection {
+        Rejection { reason, local_date }
+    }
+}
+
+/// The first local day of an org in zone `tz` whose events are kept at `now` with an events
+/// horizon of `days` (DESIGN §6): day D is past the horizon iff D < today − days.
+pub fn events_horizon(tz: chrono_tz::Tz, now: DateTime<Utc>, days: u32) -> NaiveDate {
+    let today = crate::localday::local_day(tz, now);
+    today
+        .checked_sub_days(chrono::Days::new(u64::from(days)))
+        .unwrap_or(NaiveDate::MIN)
 }
 
 /// How much of a quarantined line the store keeps; the archived file keeps all of it.

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::logline::Reason;
 
+mod migrate;
 mod outbox;
 mod problems;
 pub use outbox::Change;
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS files (
     bad_status INTEGER NOT NULL DEFAULT 0,
     unknown_org INTEGER NOT NULL DEFAULT 0,
     before_signup INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
     archive_path TEXT,
     error TEXT,
     processed_at TEXT NOT NULL
@@ -57,12 +59,18 @@ CREATE TABLE IF NOT EXISTS skipped (
 CREATE TABLE IF NOT EXISTS claims_pending (path TEXT PRIMARY KEY) WITHOUT ROWID;
 DROP TABLE IF EXISTS request_ids;
 
+-- Every quarantined line. A line that decoded as a call keeps its org, its `ts` and, when the
+-- org is known, its local date (what `creditd quarantine` selects by, and what tells a backfill
+-- which files may hold lines of its range).
 CREATE TABLE IF NOT EXISTS quarantine (
     file_sha TEXT NOT NULL,
     file TEXT NOT NULL,
     line INTEGER NOT NULL,
     reason TEXT NOT NULL,
     raw TEXT NOT NULL,
+    org_id TEXT,
+    local_date TEXT,
+    ts INTEGER,
     PRIMARY KEY (file_sha, line)
 );
 
@@ -145,6 +153,15 @@ CREATE TABLE IF NOT EXISTS crossings (
 ) WITHOUT ROWID;
 "#;
 
+/// Where a quarantined line that decoded as a call belongs: its org, its local day when the
+/// org is known, its `ts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed<'a> {
+    pub org_id: &'a str,
+    pub local_date: Option<chrono::NaiveDate>,
+    pub ts_ms: i64,
+}
+
 /// Per-file counts, as `creditd files` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileCounts {
@@ -153,7 +170,7 @@ pub struct FileCounts {
     pub unique: u64,
     pub duplicates: u64,
     /// Indexed like [`Reason::ALL`].
-    pub quarantined: [u64; 7],
+    pub quarantined: [u64; 8],
 }
 
 impl FileCounts {
@@ -275,6 +292,7 @@ impl Store {
                 conn.execute_batch(SCHEMA)?;
                 conn.execute_batch(problems::SCHEMA)?;
                 outbox::migrate(&conn)?;
+                migrate::upgrade(&conn)?;
                 conn.execute_batch("COMMIT")?;
                 Ok(())
             })
@@ -638,7 +656,8 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
 }
 
 const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplicates, malformed, \
-     missing_field, bad_timestamp, bad_method, bad_status, unknown_org, before_signup, archive_path, error";
+     missing_field, bad_timestamp, bad_method, bad_status, unknown_org, before_signup, expired, \
+     archive_path, error";
 
 /// Parquet parts holding events of `local_date`, for the store and inside a transaction.
 fn parts_on(conn: &Connection, local_date: &str) -> anyhow::Result<Vec<String>> {
@@ -675,10 +694,10 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
             accepted: n(4)?,
             unique: n(5)?,
             duplicates: n(6)?,
-            quarantined: [n(7)?, n(8)?, n(9)?, n(10)?, n(11)?, n(12)?, n(13)?],
+            quarantined: [n(7)?, n(8)?, n(9)?, n(10)?, n(11)?, n(12)?, n(13)?, n(14)?],
         },
-        archive_path: r.get(14)?,
-        error: r.get(15)?,
+        archive_path: r.get(15)?,
+        error: r.get(16)?,
     })
 }
 
@@ -756,6 +775,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Quarantines a line; `at` places a line that decoded as a call.
     pub fn quarantine(
         &self,
         file_sha: &str,
@@ -763,11 +783,22 @@ impl Tx<'_> {
         line: u64,
         reason: Reason,
         raw: &str,
+        at: Option<Placed<'_>>,
     ) -> anyhow::Result<()> {
         let mut stmt = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO quarantine (file_sha, file, line, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO quarantine (file_sha, file, line, reason, raw, org_id, local_date, ts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        stmt.execute(params![file_sha, file, line as i64, reason.as_str(), raw])?;
+        stmt.execute(params![
+            file_sha,
+            file,
+            line as i64,
+            reason.as_str(),
+            raw,
+            at.map(|a| a.org_id),
+            at.and_then(|a| a.local_date).map(|d| d.to_string()),
+            at.map(|a| a.ts_ms),
+        ])?;
         Ok(())
     }
 
@@ -921,7 +952,7 @@ impl Tx<'_> {
         let c = &row.counts;
         let q = &c.quarantined;
         self.tx.execute(
-            &format!("INSERT INTO files ({FILE_COLUMNS}, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            &format!("INSERT INTO files ({FILE_COLUMNS}, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
             params![
                 row.file,
                 row.sha256,
@@ -937,6 +968,7 @@ impl Tx<'_> {
                 q[4] as i64,
                 q[5] as i64,
                 q[6] as i64,
+                q[7] as i64,
                 row.archive_path,
                 row.error,
                 processed_at,
@@ -1037,7 +1069,7 @@ impl Tx<'_> {
             self.tx.execute(
                 "UPDATE files SET lines = ?3, accepted = ?4, uniq = ?5, duplicates = ?6, malformed = ?7, \
                  missing_field = ?8, bad_timestamp = ?9, bad_method = ?10, bad_status = ?11, \
-                 unknown_org = ?12, before_signup = ?13 WHERE sha256 = ?1 AND status = ?2",
+                 unknown_org = ?12, before_signup = ?13, expired = ?14 WHERE sha256 = ?1 AND status = ?2",
                 params![
                     sha256,
                     status,
@@ -1052,6 +1084,7 @@ impl Tx<'_> {
                     n(q[4]),
                     n(q[5]),
                     n(q[6]),
+                    n(q[7]),
                 ],
             )?;
         }

@@ -654,9 +654,10 @@ fn main() -> anyhow::Result<()> {
         for line in lines.iter().take(n) {
             if rng.chance(args.dup_per_mille) {
                 if let Line::Call(c) = line {
-                    let mut again = c.clone();
-                    again.ts += 1 + rng.below(5000) as i64;
-                    dups.push(Line::Dup(again));
+                    // A redelivery is a copy: same ts, org and request id. The draw that once
+                    // shifted its ts is still made, so a seed's other data stays as it was.
+                    let _ = rng.below(5000);
+                    dups.push(Line::Dup(c.clone()));
                 }
             }
         }
@@ -667,8 +668,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut expected_files = String::from("file,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup\n");
-    let mut claimed: HashSet<String> = HashSet::new();
+    let mut expected_files = String::from("file,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup,expired\n");
+    // Dedupe is per org-day (DESIGN §2.1): (org, local date, request id).
+    let mut claimed: HashSet<(usize, NaiveDate, String)> = HashSet::new();
     let mut charged: Vec<&Call> = Vec::new();
     let all_lines: Vec<(i64, Vec<Line>)> = files.into_iter().collect();
     for (k, (slice, lines)) in all_lines.iter().enumerate() {
@@ -682,7 +684,9 @@ fn main() -> anyhow::Result<()> {
                 "request_id,ts,org_id,method,path,status,latency_ms,charged_credits,dc,gateway\n",
             );
         }
-        let mut counts = [0u64; 11];
+        // lines, accepted, unique, duplicates, then one count per reason (none is `expired`:
+        // the generator sets no retention).
+        let mut counts = [0u64; 12];
         for (j, line) in lines.iter().enumerate() {
             if j % 97 == 5 {
                 body.push('\n'); // blank lines are skipped and not counted
@@ -691,7 +695,7 @@ fn main() -> anyhow::Result<()> {
             match line {
                 Line::Call(c) | Line::Dup(c) => {
                     counts[1] += 1;
-                    if claimed.insert(c.rid.clone()) {
+                    if claimed.insert((c.org, c.day, c.rid.clone())) {
                         counts[2] += 1;
                         charged.push(c);
                     } else {
@@ -733,7 +737,7 @@ fn main() -> anyhow::Result<()> {
         let mut body = String::new();
         for c in &aside {
             // Set-aside calls are unique: their request ids appear nowhere else.
-            claimed.insert(c.rid.clone());
+            claimed.insert((c.org, c.day, c.rid.clone()));
             charged.push(c);
             body.push_str(&render_call(&mut rng, &orgs, c, false));
             body.push('\n');
@@ -741,7 +745,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(args.out.join("aside"))?;
         std::fs::write(args.out.join("aside").join(&name), body)?;
         let n = aside.len();
-        let _ = writeln!(expected_files, "{name},{n},{n},{n},0,0,0,0,0,0,0,0");
+        let _ = writeln!(expected_files, "{name},{n},{n},{n},0,0,0,0,0,0,0,0,0");
     }
     std::fs::write(args.out.join("expected-files.csv"), expected_files)?;
 
@@ -760,6 +764,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reasons of the bad lines the generator writes (cycled). `expired` is not among them:
+/// the generated setups keep events forever.
 const REASONS: [&str; 7] = [
     "malformed",
     "missing_field",

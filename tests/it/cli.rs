@@ -134,7 +134,7 @@ fn assert_no_data_yet(dir: &Dir, args: &[&str], stdout: &str) {
 fn assert_readers_see_no_data(dir: &Dir) {
     assert_no_data_yet(dir, &["ledger", "export"], LEDGER_HEADER);
     assert_no_data_yet(dir, &["ledger", "export", "--format", "json"], "[]\n");
-    let files_header = "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup\n";
+    let files_header = "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup,expired\n";
     assert_no_data_yet(dir, &["files"], files_header);
     assert_no_data_yet(dir, &["files", "--format", "json"], "[]\n");
     let out = creditd(dir)

@@ -230,7 +230,8 @@ fn a_corpus_of_hostile_lines_gets_the_outcomes_of_the_rules_and_the_inbox_goes_o
     assert_nothing_lost(&counts);
     let count = |reason: Option<&str>| corpus.iter().filter(|(_, r)| *r == reason).count() as u64;
     let charged = count(None);
-    // lines, accepted, unique, duplicates, malformed, missing, ts, method, status, org, signup
+    // lines, accepted, unique, duplicates, malformed, missing, ts, method, status, org, signup,
+    // expired
     assert_eq!(
         counts["a-hostile.ndjson"],
         [
@@ -244,11 +245,18 @@ fn a_corpus_of_hostile_lines_gets_the_outcomes_of_the_rules_and_the_inbox_goes_o
             count(Some("bad_method")),
             count(Some("bad_status")),
             count(Some("unknown_org")),
+            0,
             0
         ]
     );
-    assert_eq!(counts["b-hostile.csv"], [6, 1, 1, 0, 0, 0, 5, 0, 0, 0, 0]);
-    assert_eq!(counts["c-after.ndjson"], [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        counts["b-hostile.csv"],
+        [6, 1, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        counts["c-after.ndjson"],
+        [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
 
     // Each quarantined line keeps its number and reason; the 2 MiB one only 4 KiB of itself.
     let store = rusqlite::Connection::open(dir.path().join("state/creditd.sqlite")).unwrap();

@@ -11,7 +11,7 @@ pub fn file_counts(dir: &Dir) -> BTreeMap<String, Vec<u64>> {
     let rows = csv_rows(&out);
     assert_eq!(
         rows[0].join(","),
-        "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup"
+        "file,sha256,status,lines,accepted,unique,duplicates,malformed,missing_field,bad_timestamp,bad_method,bad_status,unknown_org,before_signup,expired"
     );
     rows[1..]
         .iter()
@@ -62,14 +62,19 @@ fn sample_data_ledger_matches_the_independent_expectation() {
     let counts = file_counts(&dir);
     assert_eq!(counts, expected_file_counts(&dir));
     assert_nothing_lost(&counts);
-    // Every quarantine reason occurs in the sample.
-    let mut by_reason = [0u64; 7];
+    // Every quarantine reason occurs in the sample, but `expired`: the sample keeps its events
+    // forever (no retention is set).
+    let mut by_reason = [0u64; 8];
     for c in counts.values() {
         for (i, n) in c[4..].iter().enumerate() {
             by_reason[i] += n;
         }
     }
-    assert!(by_reason.iter().all(|n| *n > 0), "{by_reason:?}");
+    assert!(by_reason[..7].iter().all(|n| *n > 0), "{by_reason:?}");
+    assert_eq!(
+        by_reason[7], 0,
+        "nothing expires without a retention horizon"
+    );
     assert!(dir.inbox().is_empty(), "ingested files are archived");
 }
 
@@ -498,7 +503,7 @@ fn quarantined_lines_claim_no_request_id_and_keep_their_reason() {
     dir.expect(0, &["run", "ingest"]);
     let counts = file_counts(&dir);
     // lines, accepted, unique, duplicates, malformed, missing, ts, method, status, org, signup
-    assert_eq!(counts["a.ndjson"], vec![5, 2, 1, 1, 0, 0, 0, 1, 0, 1, 1]);
+    assert_eq!(counts["a.ndjson"], vec![5, 2, 1, 1, 0, 0, 0, 1, 0, 1, 1, 0]);
     let rows = csv_rows(&dir.export());
     assert_eq!(rows[1][5], "1");
 }
@@ -581,7 +586,7 @@ fn csv_logs_with_quotes_and_any_column_order() {
     );
     dir.expect(0, &["run", "ingest"]);
     let counts = file_counts(&dir);
-    assert_eq!(counts["a.csv"], vec![4, 2, 2, 0, 2, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(counts["a.csv"], vec![4, 2, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
     let rows = csv_rows(&dir.export());
     assert_eq!((rows[1][5].as_str(), rows[1][7].as_str()), ("2", "6"));
 }
@@ -633,7 +638,7 @@ fn an_instance_owns_only_the_orgs_of_its_data_centers() {
     // Org 100 is in eu; org 200 is in us, not this instance's: unknown here.
     assert_eq!(
         file_counts(&dir)["a.ndjson"],
-        vec![2, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+        vec![2, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0]
     );
     let rows = csv_rows(&dir.export());
     assert_eq!(rows.len(), 2);

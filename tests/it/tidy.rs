@@ -124,7 +124,12 @@ fn only_store_names_rusqlite_and_only_events_names_polars() {
 #[test]
 fn only_cli_and_daemon_read_the_wall_clock() {
     let mut problems = Vec::new();
-    for read in ["SystemTime::now", "Utc::now", "Local::now", "UNIX_EPOCH.elapsed"] {
+    for read in [
+        "SystemTime::now",
+        "Utc::now",
+        "Local::now",
+        "UNIX_EPOCH.elapsed",
+    ] {
         for (file, line) in uses(read) {
             if !(within(&file, "cli") || within(&file, "daemon")) {
                 problems.push(format!("{file}:{line}: {read}"));

@@ -22,10 +22,13 @@ pub enum Reason {
     BadStatus,
     UnknownOrg,
     BeforeSignup,
+    /// The call's org-day lies before the events retention horizon (DESIGN §6): its events
+    /// are gone, so it can no longer be counted exactly.
+    Expired,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Malformed,
         Reason::MissingField,
         Reason::BadTimestamp,
@@ -33,6 +36,7 @@ impl Reason {
         Reason::BadStatus,
         Reason::UnknownOrg,
         Reason::BeforeSignup,
+        Reason::Expired,
     ];
 
     /// The exact quarantine reason string of DESIGN §2.1.
@@ -45,6 +49,7 @@ impl Reason {
             Reason::BadStatus => "bad_status",
             Reason::UnknownOrg => "unknown_org",
             Reason::BeforeSignup => "before_signup",
+            Reason::Expired => "expired",
         }
     }
 

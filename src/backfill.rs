@@ -2,37 +2,49 @@
 //! registry, purchases, pricing and rules, shows what changed, and replaces the range in one
 //! store transaction.
 //!
-//! Every line of every archived input file is read again, in the order the files were first
-//! ingested. A line whose call now falls in the range (an org of `--org`, a local date between
-//! `--from` and `--to`) is a candidate; the first candidate of a request id is the unique one,
-//! unless an event outside the range already holds that id (the claim stays there). Lines
-//! that were quarantined and now land in the range are taken out of the quarantine; lines
-//! that were in the range and are now `unknown_org` / `before_signup` go into it; the `files`
-//! counts follow. A call that would leave the range for a day outside it stops the backfill
-//! with a message: nothing is moved out of sight.
+//! It runs in named phases:
+//! 1. [`plan`]: the range as it is (its parts, ledger rows) and the archived files to read
+//!    again — only those holding events of its dates or quarantined calls that may belong to it
+//!    (DESIGN §6); it stops if one of them is gone, or if the range is past the events horizon.
+//! 2. [`reread`]: every line of those files, in the order they were first ingested. A line
+//!    whose call now falls in the range (an org of `--org`, a local date from `--from` to
+//!    `--to`) is a candidate; the first candidate of an (org, date, request id) is the unique
+//!    one (DESIGN §2.1). Lines that were quarantined and now land in the range leave the
+//!    quarantine; lines that were in the range and are now refused by the org checks enter it;
+//!    the `files` counts follow. An event outside the range stays there; a call that would
+//!    leave the range for a day outside it stops the backfill: nothing is moved out of sight.
+//!    The new events are written as new Parquet parts, one set per input file (plus, with
+//!    `--org`, parts holding the other orgs' events of those days).
+//! 3. [`recompute`]: the new ledger rows of the range.
+//! 4. [`diff`]: what changed, and which closed days are amended.
+//! 5. [`swap`]: one transaction replaces the parts listed for those days, the ledger rows,
+//!    crossings, quarantine rows and file counts, and forgets the days' request-id claims
+//!    (rebuilt from the new parts when next touched). A crash before the commit leaves the old
+//!    ledger as it was (the new parts are unlisted orphans); the old parts go after it.
 //!
-//! The new events of the range are written as new Parquet parts (plus, with `--org`, a part
-//! holding the other orgs' events of those days), then one transaction swaps the parts listed
-//! for those days, the ledger rows, crossings, claims, quarantine rows and file counts. A crash
-//! before the commit leaves the old ledger as it was (the new parts are unlisted orphans); the
-//! old parts are deleted after it.
+//! Memory is bounded by files and batches, not by the range: what is held per input file is
+//! that file's lines, and the first-occurrence sets of the range's dates spill to disk
+//! ([`Scratch`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::alerts;
-use crate::claims::{fingerprint, Claims, FingerprintSet};
-use crate::events::{event_keys, kept_part_path, write_kept, PartWriter};
-use crate::ingest::{classify, Ingester, LogReader};
+use crate::claims::{fingerprint, Scratch};
+use crate::events::{
+    backfill_part_name, for_each_request_id, kept_part_path, lines_of_file, write_kept, OrgFilter,
+    PartWriter,
+};
+use crate::ingest::{classify, events_horizon, Ingester, LogReader};
 use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
 use crate::logline::Reason;
 use crate::report;
 use crate::setup::Setup;
-use crate::store::{Crossing, FileCounts, LedgerRow, Placed, Store};
+use crate::store::{Crossing, FileCounts, FileRow, LedgerRow, ListedPart, Placed, Store};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -103,45 +115,6 @@ impl Progress for Quiet {
     fn finish(&mut self) {}
 }
 
-/// The old outcome of an input line, as far as the range is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Old {
-    /// An event of the range.
-    InRange,
-    /// Quarantined, with this reason.
-    Quarantined(Reason),
-    /// A duplicate, or an event outside the range.
-    Other,
-}
-
-/// A line of the range that the backfill quarantines.
-struct Requarantined {
-    sha: String,
-    file: String,
-    line: u64,
-    reason: Reason,
-    raw: String,
-    org_id: String,
-    local_date: Option<NaiveDate>,
-    ts_ms: i64,
-}
-
-/// A directory removed when dropped (the dry run's scratch space).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sub(v: &mut u64, what: &str, file: &str) -> anyhow::Result<()> {
-    *v = v.checked_sub(1).with_context(|| {
-        format!("the store's counts of {file} do not match its events ({what} below zero)")
-    })?;
-    Ok(())
-}
-
 /// Runs a backfill. `store` is the writable store, or an immutable one for a dry run.
 pub fn run(
     setup: &Setup,
@@ -150,6 +123,87 @@ pub fn run(
     now: DateTime<Utc>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Outcome> {
+    if !opts.dry_run {
+        crate::upgrade::split_mixed_parts(&setup.config.state_dir, store)?;
+    }
+    let plan = plan(setup, store, opts, now)?;
+    // Where the new parts go: the state directory, or scratch space for a dry run.
+    let _scratch;
+    let base: PathBuf = if opts.dry_run {
+        let dir = std::env::temp_dir().join(format!(
+            "creditd-backfill-{}-{}",
+            std::process::id(),
+            plan.token
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        _scratch = ScratchDir(dir.clone());
+        dir
+    } else {
+        setup.config.state_dir.clone()
+    };
+    let mut reread = reread(setup, store, &plan, &base, now, progress)?;
+    let new_rows = recompute(setup, &plan, &mut reread, &base)?;
+    let mut out = Outcome {
+        id: plan.id.clone(),
+        files: plan.sources.len(),
+        lines: reread.lines,
+        rows_before: plan.old_rows.len(),
+        rows_after: new_rows.len(),
+        recovered: reread.recovered,
+        quarantined: reread.quarantined,
+        ..Default::default()
+    };
+    let amended = diff(setup, &plan, &new_rows, now, &mut out);
+    if opts.dry_run {
+        return Ok(out);
+    }
+    swap(
+        setup, store, &plan, reread, &new_rows, &amended, now, &mut out,
+    )?;
+    Ok(out)
+}
+
+/// The range as it is, and what must be read again.
+pub struct Plan<'o> {
+    opts: &'o Options,
+    /// The backfill's id, and the token that names its parts.
+    id: String,
+    token: String,
+    dates: Vec<NaiveDate>,
+    /// The parts listed for each date of the range.
+    old_parts: BTreeMap<NaiveDate, Vec<ListedPart>>,
+    old_rows: BTreeMap<(String, String), LedgerRow>,
+    /// The archived files to read, in the order they were first ingested.
+    sources: Vec<Source>,
+}
+
+/// An archived input file a backfill reads again.
+struct Source {
+    row: FileRow,
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Plan<'_> {
+    fn in_range(&self, org: &str, date: NaiveDate) -> bool {
+        date >= self.opts.from
+            && date <= self.opts.to
+            && (self.opts.orgs.is_empty() || self.opts.orgs.iter().any(|o| o == org))
+    }
+
+    fn in_dates(&self, date: NaiveDate) -> bool {
+        date >= self.opts.from && date <= self.opts.to
+    }
+}
+
+/// Phase 1: checks the range, reads it as it is, and finds the archived files to read again.
+pub fn plan<'o>(
+    setup: &Setup,
+    store: &Store,
+    opts: &'o Options,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Plan<'o>> {
     if opts.from > opts.to {
         bail!("--from {} is after --to {}", opts.from, opts.to);
     }
@@ -162,17 +216,40 @@ pub fn run(
             bail!("--org {org}: no such org in the registry or the ledger");
         }
     }
-    let state_dir = &setup.config.state_dir;
-    // The new parts' names and the report's id are unique per run: a second backfill of the
-    // same range within the same second (or with the same --now) must never overwrite parts
-    // the store still lists, nor lose its report to an existing key.
-    let nonce = opts.nonce;
+    if store.has_mixed_parts()? {
+        bail!(
+            "this state holds event parts of an earlier version, which the next writing run upgrades; run `creditd run ingest` once, then the dry run"
+        );
+    }
+    if let Some(days) = setup.config.retention.events {
+        // The range's events must all still be there (DESIGN §6).
+        let orgs: Vec<&crate::allotment::Org> = if opts.orgs.is_empty() {
+            setup.registry.orgs.values().collect()
+        } else {
+            opts.orgs.iter().filter_map(|o| setup.org(o)).collect()
+        };
+        for org in orgs {
+            let horizon = events_horizon(org.timezone, now, days);
+            if opts.from < horizon {
+                bail!(
+                    "cannot backfill from {}: it is past the events retention horizon ([retention] events = \"{days}d\"; org {} keeps events from {horizon}, its zone {}); the events before it are gone",
+                    opts.from,
+                    org.org_id,
+                    org.timezone.name()
+                );
+            }
+        }
+    }
+    // The part names and the report's id are unique per run: a second backfill of the same
+    // range within the same second (or with the same --now) must never overwrite parts the
+    // store still lists, nor lose its report to an existing key.
     let token = hex::encode(Sha256::digest(format!(
-        "{now} {} {} {:?} {} {nonce}",
+        "{now} {} {} {:?} {} {}",
         opts.from,
         opts.to,
         opts.orgs,
-        std::process::id()
+        std::process::id(),
+        opts.nonce
     )))[..16]
         .to_string();
     let id = format!(
@@ -187,29 +264,36 @@ pub fn run(
         },
         &token[..6]
     );
-    let in_orgs = |org: &str| opts.orgs.is_empty() || opts.orgs.iter().any(|o| o == org);
-    let in_range =
-        |org: &str, date: NaiveDate| date >= opts.from && date <= opts.to && in_orgs(org);
     let dates: Vec<NaiveDate> = opts
         .from
         .iter_days()
         .take_while(|d| *d <= opts.to)
         .collect();
-
-    // The range as it is.
-    let mut old_parts: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
-    // Held for the whole range, so kept small: line numbers, and request ids as fingerprints
-    // (the claims' dedupe key), not as strings.
-    let mut old_lines: HashMap<String, HashSet<u64>> = HashMap::new();
-    let mut old_ids = FingerprintSet::default();
+    let mut old_parts = BTreeMap::new();
+    let mut wanted: HashSet<String> = HashSet::new();
     for d in &dates {
-        let parts = store.parts_on(&d.to_string())?;
-        for (file, line, rid) in event_keys(state_dir, &parts, &opts.orgs)? {
-            old_ids.insert(fingerprint(&rid));
-            old_lines.entry(file).or_default().insert(line);
-        }
+        let parts = store.listed_parts_on(*d)?;
+        wanted.extend(parts.iter().map(|p| p.file_sha.clone()));
         old_parts.insert(*d, parts);
     }
+    // A local date spans UTC from 14 hours before its midnight to 12 hours after its end: a
+    // quarantined call two days either side of the range may belong to it under a new zone.
+    let day_ms = 86_400_000i64;
+    let from_ms = opts
+        .from
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_millis()
+        - 2 * day_ms;
+    let to_ms = opts
+        .to
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_millis()
+        + 3 * day_ms;
+    wanted.extend(store.files_with_recoverable_lines(from_ms, to_ms)?);
     let old_rows: BTreeMap<(String, String), LedgerRow> = store
         .ledger(
             Some(&opts.from.to_string()),
@@ -219,100 +303,267 @@ pub fn run(
         .into_iter()
         .map(|r| ((r.org_id.clone(), r.local_date.clone()), r))
         .collect();
-    let mut quarantined: HashMap<String, HashMap<u64, Reason>> = HashMap::new();
-    for ((sha, line), reason) in store.quarantined_lines()? {
-        if let Some(r) = Reason::parse(&reason) {
-            quarantined.entry(sha).or_default().insert(line, r);
-        }
-    }
-
-    // Where the new parts go: the state directory, or scratch space for a dry run.
-    let _scratch;
-    let base: PathBuf = if opts.dry_run {
-        let dir =
-            std::env::temp_dir().join(format!("creditd-backfill-{}-{token}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        _scratch = Scratch(dir.clone());
-        dir
-    } else {
-        state_dir.clone()
-    };
-
-    // Read the archive again.
-    let files: Vec<_> = store
-        .files()?
-        .into_iter()
-        .filter(|f| f.status == "ingested")
-        .collect();
     let mut sources = Vec::new();
-    let mut total_bytes = 0;
-    for f in &files {
-        let rel = f
+    let state_dir = &setup.config.state_dir;
+    for row in store.files()? {
+        if row.status != "ingested" || !wanted.contains(&row.sha256) {
+            continue;
+        }
+        if row.purged.archive {
+            bail!(
+                "cannot backfill: the archived copy of {} was removed by retention ([retention] archive), and the range needs it",
+                row.file
+            );
+        }
+        let recoverable = [Reason::UnknownOrg, Reason::BeforeSignup, Reason::Expired]
+            .iter()
+            .map(|r| row.counts.quarantined[reason_index(*r)])
+            .sum::<u64>();
+        if row.purged.quarantine && recoverable > 0 {
+            bail!(
+                "cannot backfill: the quarantined lines of {} were removed by retention ([retention] quarantine), and the range needs them to tell its lines apart",
+                row.file
+            );
+        }
+        let rel = row
             .archive_path
             .as_deref()
-            .with_context(|| format!("{} has no archived copy", f.file))?;
+            .with_context(|| format!("{} has no archived copy", row.file))?;
         let path = state_dir.join(rel);
         let meta = std::fs::metadata(&path).with_context(|| {
             format!(
                 "cannot backfill: the archived copy of {} ({}) is missing",
-                f.file,
+                row.file,
                 path.display()
             )
         })?;
-        total_bytes += meta.len();
-        sources.push((f, path, meta.len()));
+        sources.push(Source {
+            row,
+            path,
+            bytes: meta.len(),
+        });
     }
-    progress.start(sources.len(), total_bytes);
+    Ok(Plan {
+        opts,
+        id,
+        token,
+        dates,
+        old_parts,
+        old_rows,
+        sources,
+    })
+}
 
-    let mut out = Outcome {
-        id: id.clone(),
-        files: sources.len(),
-        rows_before: old_rows.len(),
-        ..Default::default()
-    };
-    let claims = Claims::open(state_dir, store, !opts.dry_run)?;
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).expect("known")
+}
+
+/// What reading the archive again found.
+pub struct Reread {
+    /// The new parts of each date of the range (with `--org`, the kept ones too).
+    listing: BTreeMap<NaiveDate, Vec<ListedPart>>,
+    /// The orgs with new events on each date.
+    new_org_days: BTreeMap<NaiveDate, BTreeSet<String>>,
+    /// The new counts of the files that changed.
+    counts: BTreeMap<String, FileCounts>,
+    unquarantine: Vec<(String, u64)>,
+    to_quarantine: Vec<Requarantined>,
+    lines: u64,
+    recovered: u64,
+    quarantined: u64,
+}
+
+/// A line of the range that the backfill quarantines.
+struct Requarantined {
+    sha: String,
+    file: String,
+    line: u64,
+    reason: Reason,
+    raw: String,
+    org_id: String,
+    local_date: Option<NaiveDate>,
+    ts_ms: i64,
+}
+
+/// The old outcome of an input line, as far as the range is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Old {
+    /// An event of the range.
+    InRange,
+    /// Quarantined, with this reason.
+    Quarantined(Reason),
+    /// A duplicate, or an event outside the range.
+    Other,
+}
+
+/// The events of one input file outside the range, read on first need.
+struct Outside<'a> {
+    state_dir: &'a Path,
+    file_sha: &'a str,
+    /// How many there are: none, most often, and then nothing is read.
+    count: u64,
+    /// Every part of the file.
+    parts: Vec<String>,
+    range_lines: &'a HashSet<u64>,
+    lines: Option<HashSet<u64>>,
+}
+
+impl Outside<'_> {
+    fn contains(&mut self, line: u64) -> anyhow::Result<bool> {
+        if self.count == 0 {
+            return Ok(false);
+        }
+        if self.lines.is_none() {
+            let mut all =
+                lines_of_file(self.state_dir, &self.parts, self.file_sha, OrgFilter::Any)?;
+            all.retain(|l| !self.range_lines.contains(l));
+            self.lines = Some(all);
+        }
+        Ok(self.lines.as_ref().expect("read").contains(&line))
+    }
+}
+
+fn sub(v: &mut u64, what: &str, file: &str) -> anyhow::Result<()> {
+    *v = v.checked_sub(1).with_context(|| {
+        format!("the store's counts of {file} do not match its events ({what} below zero)")
+    })?;
+    Ok(())
+}
+
+/// The first-occurrence keys of the range's old events, read on first need (only lines now
+/// refused by the org checks ask: were they duplicates counted in the range?).
+struct OldKeys<'a> {
+    state_dir: &'a Path,
+    plan: &'a Plan<'a>,
+    dir: PathBuf,
+    keys: Option<Scratch>,
+}
+
+impl OldKeys<'_> {
+    /// Whether `(org, request id)` had an event of the range on `date`, or, when the date is
+    /// unknown, on any date of the range.
+    fn has(&mut self, org: &str, rid: &str, date: Option<NaiveDate>) -> anyhow::Result<bool> {
+        if date.is_some_and(|d| !self.plan.in_dates(d)) {
+            return Ok(false);
+        }
+        if self.keys.is_none() {
+            let mut keys = Scratch::new(self.dir.clone());
+            for (d, parts) in &self.plan.old_parts {
+                let paths: Vec<String> = parts.iter().map(|p| p.path.clone()).collect();
+                let mut failed = None;
+                for_each_request_id(self.state_dir, &paths, |o, id| {
+                    if failed.is_none() && self.plan.in_range(o, *d) {
+                        if let Err(e) = keys.insert(*d, fingerprint(o, id)) {
+                            failed = Some(e);
+                        }
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+            self.keys = Some(keys);
+        }
+        let keys = self.keys.as_ref().expect("read");
+        let fp = fingerprint(org, rid);
+        Ok(match date {
+            Some(d) => keys.contains(d, fp),
+            None => self.plan.dates.iter().any(|d| keys.contains(*d, fp)),
+        })
+    }
+}
+
+/// Phase 2: reads the archived files again with today's inputs and writes the range's new
+/// parts under `base` (the state directory, or scratch space for a dry run).
+pub fn reread(
+    setup: &Setup,
+    store: &Store,
+    plan: &Plan<'_>,
+    base: &Path,
+    now: DateTime<Utc>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Reread> {
+    let state_dir = &setup.config.state_dir;
+    let opts = plan.opts;
+    progress.start(
+        plan.sources.len(),
+        plan.sources.iter().map(|s| s.bytes).sum(),
+    );
     let mut ingester = Ingester::new(setup, now);
-    let mut writer = PartWriter::new(&base, &token);
-    let mut new_ids = FingerprintSet::default();
-    let mut new_org_days: BTreeMap<NaiveDate, BTreeSet<String>> = BTreeMap::new();
-    let mut counts: BTreeMap<String, FileCounts> = BTreeMap::new();
-    let mut unquarantine: Vec<(String, u64)> = Vec::new();
-    let mut to_quarantine: Vec<Requarantined> = Vec::new();
-    let empty_lines = HashSet::new();
-    let empty_q = HashMap::new();
-    for (f, path, bytes) in &sources {
+    // The first candidate of each (org, date, request id) of the range is the unique one.
+    let mut claims = Scratch::new(base.join(format!(".backfill-{}-claims", plan.token)));
+    let mut old_keys = OldKeys {
+        state_dir,
+        plan,
+        dir: base.join(format!(".backfill-{}-old", plan.token)),
+        keys: None,
+    };
+    let mut out = Reread {
+        listing: BTreeMap::new(),
+        new_org_days: BTreeMap::new(),
+        counts: BTreeMap::new(),
+        unquarantine: Vec::new(),
+        to_quarantine: Vec::new(),
+        lines: 0,
+        recovered: 0,
+        quarantined: 0,
+    };
+    for src in &plan.sources {
+        let f = &src.row;
+        let sha = f.sha256.as_str();
         let (format, gz) =
             classify(&f.file).with_context(|| format!("{}: not an access-log name", f.file))?;
-        let sha = &f.sha256;
-        let lines_of = old_lines.get(sha).unwrap_or(&empty_lines);
-        let q_of = quarantined.get(sha).unwrap_or(&empty_q);
+        // The file's old outcomes: its events of the range, its quarantined lines, and (on
+        // first need) its events elsewhere.
+        let all_parts = store.parts_of_file(sha)?;
+        let range_parts: Vec<String> = all_parts
+            .iter()
+            .filter(|(d, _)| plan.in_dates(*d))
+            .map(|(_, p)| p.path.clone())
+            .collect();
+        let range_lines = lines_of_file(state_dir, &range_parts, sha, OrgFilter::In(&opts.orgs))?;
+        let events: u64 = all_parts.iter().map(|(_, p)| p.rows).sum();
+        let mut outside = Outside {
+            state_dir,
+            file_sha: sha,
+            count: events.saturating_sub(range_lines.len() as u64),
+            parts: all_parts.iter().map(|(_, p)| p.path.clone()).collect(),
+            range_lines: &range_lines,
+            lines: None,
+        };
+        let quarantined = store.quarantined_lines_of(sha)?;
         let mut c = f.counts.clone();
         let before = c.clone();
-        let mut reader = LogReader::open(path, format, gz)?;
+        let mut writer = PartWriter::named(base, &backfill_part_name(sha, &plan.token));
+        let mut reader = LogReader::open(&src.path, format, gz)?;
         let mut lines = 0;
         while let Some((line_no, raw, decoded)) = reader.next_line()? {
             lines += 1;
             // A line that does not decode never did: the format rules are not configuration.
             let Ok(call) = decoded else { continue };
-            let old = if lines_of.contains(&line_no) {
+            let old = if range_lines.contains(&line_no) {
                 Old::InRange
-            } else if let Some(r) = q_of.get(&line_no) {
+            } else if let Some(r) = quarantined.get(&line_no) {
                 Old::Quarantined(*r)
             } else {
                 Old::Other
             };
-            let rid = call.request_id.to_string();
             match ingester.check_org(&call) {
                 Err(rejection) => {
-                    let reason = rejection.reason;
                     let was_in_range = match old {
                         Old::InRange => {
                             sub(&mut c.unique, "unique", &f.file)?;
                             true
                         }
                         // A duplicate of an event of the range.
-                        Old::Other if old_ids.contains(&fingerprint(&rid)) => {
+                        Old::Other
+                            if !outside.contains(line_no)?
+                                && old_keys.has(
+                                    &call.org_id,
+                                    &call.request_id,
+                                    rejection.local_date,
+                                )? =>
+                        {
                             sub(&mut c.duplicates, "duplicates", &f.file)?;
                             true
                         }
@@ -320,13 +571,13 @@ pub fn run(
                     };
                     if was_in_range {
                         sub(&mut c.accepted, "accepted", &f.file)?;
-                        c.count(reason);
+                        c.count(rejection.reason);
                         out.quarantined += 1;
-                        to_quarantine.push(Requarantined {
-                            sha: sha.clone(),
+                        out.to_quarantine.push(Requarantined {
+                            sha: sha.to_string(),
                             file: f.file.clone(),
                             line: line_no,
-                            reason,
+                            reason: rejection.reason,
                             raw: crate::ingest::quarantine_text(raw),
                             org_id: call.org_id.to_string(),
                             local_date: rejection.local_date,
@@ -335,34 +586,38 @@ pub fn run(
                     }
                 }
                 Ok(date) => {
-                    if !in_range(&call.org_id, date) {
+                    if !plan.in_range(&call.org_id, date) {
                         if old == Old::InRange {
                             bail!(
-                                "{} line {line_no}: request {rid} now belongs to org {} on {date}, outside the backfill; widen --from/--to or the --org list to cover both days",
+                                "{} line {line_no}: request {} now belongs to org {} on {date}, outside the backfill; widen --from/--to or the --org list to cover both days",
                                 f.file,
+                                call.request_id,
                                 call.org_id
                             );
                         }
                         continue;
                     }
-                    let fp = fingerprint(&rid);
-                    let claimed_elsewhere = !old_ids.contains(&fp) && claims.contains(fp);
-                    let unique = !new_ids.contains(&fp) && !claimed_elsewhere;
-                    match (&old, unique) {
+                    // An event outside the range stays where it is.
+                    if old == Old::Other && outside.contains(line_no)? {
+                        continue;
+                    }
+                    let unique =
+                        claims.insert(date, fingerprint(&call.org_id, &call.request_id))?;
+                    match (old, unique) {
                         (Old::InRange, true) | (Old::Other, false) => {}
                         (Old::InRange, false) => {
                             sub(&mut c.unique, "unique", &f.file)?;
                             c.duplicates += 1;
                         }
                         (Old::Quarantined(r0), u) => {
-                            c.uncount(*r0);
+                            c.uncount(r0);
                             c.accepted += 1;
                             if u {
                                 c.unique += 1;
                             } else {
                                 c.duplicates += 1;
                             }
-                            unquarantine.push((sha.clone(), line_no));
+                            out.unquarantine.push((sha.to_string(), line_no));
                             out.recovered += 1;
                         }
                         (Old::Other, true) => {
@@ -371,8 +626,7 @@ pub fn run(
                         }
                     }
                     if unique {
-                        new_ids.insert(fp);
-                        new_org_days
+                        out.new_org_days
                             .entry(date)
                             .or_default()
                             .insert(call.org_id.to_string());
@@ -382,60 +636,92 @@ pub fn run(
                 }
             }
         }
+        for part in writer.finish()? {
+            out.listing
+                .entry(part.local_date)
+                .or_default()
+                .push(ListedPart {
+                    path: part.path,
+                    file_sha: sha.to_string(),
+                    rows: part.rows,
+                });
+        }
         if c != before {
-            counts.insert(sha.clone(), c);
+            out.counts.insert(sha.to_string(), c);
         }
         out.lines += lines;
-        progress.file_done(&f.file, *bytes, lines);
+        progress.file_done(&f.file, src.bytes, lines);
     }
     progress.finish();
-
-    // The new parts of each day of the range.
-    let mut listing: BTreeMap<NaiveDate, Vec<(String, u64)>> = BTreeMap::new();
-    for part in writer.finish()? {
-        listing
-            .entry(part.local_date)
-            .or_default()
-            .push((part.path, part.rows));
-    }
     if !opts.orgs.is_empty() {
-        for (d, parts) in &old_parts {
-            let rel = kept_part_path(*d, &token);
-            let rows = write_kept(state_dir, parts, &opts.orgs, &base, &rel)?;
-            if rows > 0 {
-                listing.entry(*d).or_default().push((rel, rows));
+        // The other orgs' events of those days are kept as they are, one part per input file.
+        for (d, parts) in &plan.old_parts {
+            let mut by_file: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for p in parts {
+                by_file.entry(&p.file_sha).or_default().push(p.path.clone());
+            }
+            for (sha, paths) in by_file {
+                let rel = kept_part_path(*d, sha, &plan.token);
+                let rows = write_kept(state_dir, &paths, &opts.orgs, base, &rel)?;
+                if rows > 0 {
+                    out.listing.entry(*d).or_default().push(ListedPart {
+                        path: rel,
+                        file_sha: sha.to_string(),
+                        rows,
+                    });
+                }
             }
         }
     }
+    Ok(out)
+}
 
-    // The new ledger of the range.
-    let mut new_rows: BTreeMap<(String, String), (LedgerRow, Vec<Crossing>)> = BTreeMap::new();
-    for d in &dates {
+/// New ledger rows of the range, with their crossings.
+type NewRows = BTreeMap<(String, String), (LedgerRow, Vec<Crossing>)>;
+
+/// Phase 3: the new ledger rows of the range, from the new parts.
+pub fn recompute(
+    setup: &Setup,
+    plan: &Plan<'_>,
+    reread: &mut Reread,
+    base: &Path,
+) -> anyhow::Result<NewRows> {
+    let mut new_rows = NewRows::new();
+    for d in &plan.dates {
         let date = d.to_string();
-        let mut orgs: BTreeSet<String> = new_org_days.remove(d).unwrap_or_default();
+        let mut orgs: BTreeSet<String> = reread.new_org_days.remove(d).unwrap_or_default();
         orgs.extend(
-            old_rows
+            plan.old_rows
                 .keys()
                 .filter(|(_, day)| *day == date)
                 .map(|(o, _)| o.clone()),
         );
-        let parts: Vec<String> = listing
+        let parts: Vec<String> = reread
+            .listing
             .get(d)
-            .map(|l| l.iter().map(|(p, _)| p.clone()).collect())
+            .map(|l| l.iter().map(|p| p.path.clone()).collect())
             .unwrap_or_default();
         let orgs: Vec<String> = orgs.into_iter().collect();
-        for (org, c) in compute_rows(setup, &base, &parts, &date, &orgs)? {
+        for (org, c) in compute_rows(setup, base, &parts, &date, &orgs)? {
             new_rows.insert((org, date.clone()), (c.row, c.crossings));
         }
     }
-    out.rows_after = new_rows.len();
+    Ok(new_rows)
+}
 
-    // The diff, and the revisions of amended closed days.
-    let keys: BTreeSet<&(String, String)> = old_rows.keys().chain(new_rows.keys()).collect();
+/// Phase 4: the changes, into `out`; returns the closed org-days the backfill amends.
+pub fn diff(
+    setup: &Setup,
+    plan: &Plan<'_>,
+    new_rows: &NewRows,
+    now: DateTime<Utc>,
+    out: &mut Outcome,
+) -> Vec<(String, String)> {
+    let keys: BTreeSet<&(String, String)> = plan.old_rows.keys().chain(new_rows.keys()).collect();
     let mut amended = Vec::new();
     for key in keys {
         let (org, date) = key;
-        let old = old_rows.get(key);
+        let old = plan.old_rows.get(key);
         let new = new_rows.get(key).map(|(r, _)| r);
         let changes = diff_rows(setup, org, date, old, new, now);
         if changes.is_empty() {
@@ -445,34 +731,51 @@ pub fn run(
         out.changes.extend(changes);
         if let (Some(old), Some(new)) = (old, new) {
             let tz = setup.org(org).map_or(chrono_tz::UTC, |o| o.timezone);
-            let day: NaiveDate = date.parse().expect("ISO date");
+            let Ok(day) = date.parse::<NaiveDate>() else {
+                continue;
+            };
             if differs(new, old) && now >= close_time(tz, day, setup.config.close_grace) {
                 amended.push(key.clone());
             }
         }
     }
-    if opts.dry_run {
-        return Ok(out);
-    }
+    amended
+}
 
-    // Swap the range in one transaction.
+/// Phase 5: replaces the range in one transaction and queues the report (and, with
+/// `--resend`, the org messages).
+#[allow(clippy::too_many_arguments)]
+fn swap(
+    setup: &Setup,
+    store: &mut Store,
+    plan: &Plan<'_>,
+    mut reread: Reread,
+    new_rows: &NewRows,
+    amended: &[(String, String)],
+    now: DateTime<Utc>,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    let state_dir = &setup.config.state_dir;
+    let opts = plan.opts;
     let keys_before = store.outbox_keys()?;
     let tx = store.transaction()?;
     let mut garbage = Vec::new();
-    for d in &dates {
-        let parts = listing.remove(d).unwrap_or_default();
+    for d in &plan.dates {
+        let parts = reread.listing.remove(d).unwrap_or_default();
         garbage.extend(tx.replace_parts(&d.to_string(), &parts)?);
+        // The day's request ids moved: its claims are rebuilt from the new parts.
+        garbage.extend(tx.forget_claims(*d)?);
     }
-    for (key, old) in &old_rows {
+    for (key, old) in &plan.old_rows {
         if !new_rows.contains_key(key) {
             tx.delete_ledger_row(&old.org_id, &old.local_date)?;
             tx.put_crossings(&old.org_id, &old.local_date, &[])?;
             tx.clear_dirty(&old.org_id, &old.local_date)?;
         }
     }
-    for (key, (row, crossings)) in &new_rows {
+    for (key, (row, crossings)) in new_rows {
         let mut row = row.clone();
-        let old = old_rows.get(key);
+        let old = plan.old_rows.get(key);
         let is_amended = amended.contains(key);
         row.revision = old.map_or(0, |o| o.revision) + u64::from(is_amended);
         if old.is_some_and(|o| !differs(&row, o) && o.revision == row.revision) {
@@ -488,10 +791,10 @@ pub fn run(
             alerts::queue_org_day_alerts(setup, &tx, &row, crossings, is_amended, None, now)?;
         }
     }
-    for (sha, line) in &unquarantine {
+    for (sha, line) in &reread.unquarantine {
         tx.unquarantine(sha, *line)?;
     }
-    for q in &to_quarantine {
+    for q in &reread.to_quarantine {
         let at = Placed {
             org_id: &q.org_id,
             local_date: q.local_date,
@@ -499,10 +802,7 @@ pub fn run(
         };
         tx.quarantine(&q.sha, &q.file, q.line, q.reason, &q.raw, Some(at))?;
     }
-    // Request ids moved: the claims are rebuilt from the new parts (below, or at the next
-    // open if this process dies first).
-    tx.mark_claims_stale()?;
-    for (sha, c) in &counts {
+    for (sha, c) in &reread.counts {
         tx.set_file_counts(sha, c)?;
     }
     if !out.changes.is_empty() || out.recovered > 0 || out.quarantined > 0 {
@@ -510,7 +810,7 @@ pub fn run(
             &setup.config,
             &tx,
             &report::BackfillView {
-                id: &id,
+                id: &plan.id,
                 from: opts.from,
                 to: opts.to,
                 orgs: &opts.orgs,
@@ -529,18 +829,22 @@ pub fn run(
     for p in garbage {
         let _ = std::fs::remove_file(state_dir.join(p));
     }
-    drop(claims);
-    if let Err(e) = Claims::open(state_dir, store, true) {
-        // The claims stay marked stale: the next ingest rebuilds them.
-        tracing::error!("cannot rebuild the request-id claims after the backfill: {e:#}");
-    }
     out.queued = store
         .outbox_keys()?
         .into_iter()
         .filter(|k| !keys_before.contains(k))
         .collect();
     out.queued.sort();
-    Ok(out)
+    Ok(())
+}
+
+/// A directory removed when dropped (the dry run's scratch space).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The export columns of an org-day that differ (`status` aside); a row that appears or

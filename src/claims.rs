@@ -1,43 +1,55 @@
-//! Request-id claims: which request ids already have an event, so that a later occurrence is
-//! counted as a duplicate and never charged.
+//! Request-id claims: which (org, request id) pairs of a local date already have an event, so
+//! that a later occurrence on the same org-day is counted as a duplicate and never charged
+//! (DESIGN §2.1: the dedupe scope is the org-day).
 //!
-//! The claimed ids are exactly the `request_id`s of the listed Parquet parts, so the claims
-//! are an index that can always be rebuilt from the parts. The index is kept as 128-bit
-//! fingerprints (the first 16 bytes of the id's SHA-256):
-//! - a **base** file, `state/claims/base-<n>.fp`: every fingerprint of the parts it covers,
-//!   sorted, 16 bytes each, mapped into memory and binary-searched (nothing is loaded);
-//! - up to eight **recent** files of the same form, one per ingest run since the base was
-//!   last rewritten;
-//! - the **pending** parts, listed in the store's `claims_pending` table in the same
-//!   transaction as the parts themselves. The ids claimed during a run are held in an
-//!   in-memory set; at the end of the run [`Claims::checkpoint`] writes them as a recent file
-//!   (or merges everything into a new base) and empties `claims_pending` in one transaction.
-//!   Only after a crash are pending parts left, and the next open reads their ids.
+//! The claims of a date are exactly the `(org_id, request_id)` pairs of its listed Parquet
+//! parts, so they are an index that can always be rebuilt from the parts, and it is kept per
+//! date: a lookup touches only the dates a file touches, a date's claims go with its events,
+//! and nothing grows with history. Each pair is a 128-bit fingerprint (the first 16 bytes of
+//! the SHA-256 of `org_id`, a NUL byte and the request id). For one date:
+//! - **runs**: files `state/claims/local_date=D/run-<n>.fp` of sorted fingerprints, 16 bytes
+//!   each, memory-mapped and searched, named in the store's `claim_days` row of the date;
+//! - the **pending** parts, listed in `claims_pending` in the same transaction as the parts
+//!   themselves. The fingerprints claimed during a run are held in memory; at the end of the
+//!   run (or when they grow large) [`Claims::checkpoint`] writes each touched date's as a new
+//!   run and clears its pending parts in one transaction. Only after a crash are pending parts
+//!   left, and the next touch of their date reads their ids.
 //!
-//! A file is written whole and renamed before the transaction that names it, so a crash leaves
-//! at worst an unnamed file behind, never a named partial one. A backfill marks the claims
-//! stale in its own transaction; the next open rebuilds them from the parts.
+//! A date's runs follow the logarithmic method: a new run swallows the newest runs that are at
+//! most twice its size, so a date has O(log n) runs and each fingerprint is rewritten O(log n)
+//! times. A date without a row (new, retired by a backfill, or from an earlier version's single
+//! index) is rebuilt from its parts on first touch. A file is written whole and renamed before
+//! the transaction that names it; an unnamed one (a crash in between) is removed when its date
+//! is next loaded. At most [`MAX_MAPPED_DATES`] dates are mapped at once.
 //!
-//! Two different ids share a fingerprint with probability about n²/2¹²⁹ (10⁻²⁵ for 20 million
-//! ids), and SHA-256 makes it infeasible to construct such a pair on purpose.
+//! Two different pairs share a fingerprint with probability about n²/2¹²⁹ for n pairs of a
+//! date (10⁻²³ for a billion), and SHA-256 makes it infeasible to construct such a pair.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use chrono::NaiveDate;
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
 use crate::events::for_each_request_id;
-use crate::store::Store;
+use crate::store::{ClaimsView, Store};
 
-/// The fingerprint of a request id.
+/// The fingerprint of a call's dedupe key within its local date.
 pub type Fingerprint = u128;
 
-pub fn fingerprint(request_id: &str) -> Fingerprint {
-    let digest = Sha256::digest(request_id.as_bytes());
+/// The fingerprint of `(org_id, request_id)`. Org ids are digits, so the NUL between them
+/// keeps every pair apart.
+pub fn fingerprint(org_id: &str, request_id: &str) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update(org_id.as_bytes());
+    h.update([0u8]);
+    h.update(request_id.as_bytes());
+    let digest = h.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_le_bytes(first)
@@ -66,237 +78,298 @@ pub type FingerprintSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHas
 
 const WIDTH: usize = 16;
 
-/// The claims of a store: the base file, the recent files, and the pending set.
-pub struct Claims {
-    base: Option<Sorted>,
-    recent: Vec<Sorted>,
+/// The most dates whose runs are mapped at once; others are mapped again when touched.
+pub const MAX_MAPPED_DATES: usize = 64;
+
+/// The claims of one date, as loaded.
+struct Date {
+    /// The runs named in the store, largest first.
+    runs: Vec<String>,
+    /// Their mappings (one per run; `None` for an empty file), or `None` while unmapped.
+    mapped: Option<Vec<Option<Sorted>>>,
+    /// Claims not in the runs: read from pending parts, rebuilt, or claimed by this run.
     pending: FingerprintSet,
+    /// The store names no runs for this date: its claims were rebuilt from every part, and a
+    /// checkpoint must name them even if nothing else is claimed.
+    unnamed: bool,
+    /// When this date was last searched, for choosing which to unmap.
+    used: u64,
 }
 
-/// Recent files allowed before they are merged into the base.
-const MAX_RECENT: usize = 8;
+/// The claims of a state directory, loaded date by date as ingest touches them.
+pub struct Claims {
+    state_dir: PathBuf,
+    dates: FxHashMap<NaiveDate, Date>,
+    /// Fingerprints held in memory over all dates.
+    pending: usize,
+    clock: u64,
+}
 
 impl Claims {
-    /// Opens the claims of the store in `state_dir`, rebuilding them from the parts when the
-    /// store has none yet or a backfill left them stale. A read-only store (`writable` false)
-    /// rebuilds them in memory only.
-    pub fn open(state_dir: &Path, store: &Store, writable: bool) -> anyhow::Result<Claims> {
-        let base_rel = store.meta("claims_base")?;
-        let stale = store.meta("claims_stale")?.is_some();
-        let Some(base_rel) = base_rel.filter(|_| !stale) else {
-            if writable {
-                return rebuild(state_dir, store);
-            }
-            let all = store.all_parts()?;
-            return Ok(Claims {
-                base: None,
-                recent: Vec::new(),
-                pending: read_fingerprints(state_dir, &all)?,
-            });
-        };
-        let mapped = map(&state_dir.join(&base_rel)).and_then(|base| {
-            let mut recent = Vec::new();
-            for rel in recent_files(store)? {
-                recent.extend(map(&state_dir.join(rel))?);
-            }
-            Ok((base, recent))
-        });
-        let (base, recent) = match mapped {
-            Ok(files) => files,
-            // The files are an index of the parts: a lost one is rebuilt, not fatal.
-            Err(e) if writable => {
-                tracing::warn!("rebuilding the request-id claims from the events: {e:#}");
-                return rebuild(state_dir, store);
-            }
-            Err(e) => return Err(e),
-        };
-        if writable {
-            // A crash between writing a file and naming it leaves it unnamed: remove it.
-            let mut named = recent_files(store)?;
-            named.push(base_rel);
-            remove_unnamed(state_dir, &named);
+    /// The claims of the store in `state_dir`; nothing is read until a date is touched. An
+    /// earlier version's single index is retired here (every date then rebuilds its own).
+    pub fn open(state_dir: &Path, store: &mut Store) -> anyhow::Result<Claims> {
+        for legacy in store.retire_legacy_claims()? {
+            let _ = std::fs::remove_file(state_dir.join(legacy));
         }
-        let pending = read_fingerprints(state_dir, &store.claims_pending()?)?;
         Ok(Claims {
-            base,
-            recent,
-            pending,
+            state_dir: state_dir.to_path_buf(),
+            dates: FxHashMap::default(),
+            pending: 0,
+            clock: 0,
         })
     }
 
-    /// Whether `fp` is claimed.
-    pub fn contains(&self, fp: Fingerprint) -> bool {
-        self.pending.contains(&fp)
-            || self.base.as_deref().is_some_and(|b| search(b, fp))
-            || self.recent.iter().any(|r| search(r, fp))
+    /// Whether `fp` is claimed on `date`; loads the date's claims on first touch.
+    pub fn contains(
+        &mut self,
+        view: &dyn ClaimsView,
+        date: NaiveDate,
+        fp: Fingerprint,
+    ) -> anyhow::Result<bool> {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.dates.contains_key(&date) {
+            let loaded = self.load(view, date)?;
+            self.pending += loaded.pending.len();
+            self.dates.insert(date, loaded);
+        }
+        if self.dates[&date].mapped.is_none() {
+            self.map(date)?;
+        }
+        let d = self.dates.get_mut(&date).expect("loaded");
+        d.used = clock;
+        if d.pending.contains(&fp) {
+            return Ok(true);
+        }
+        let runs = d.mapped.as_ref().expect("mapped");
+        Ok(runs.iter().flatten().any(|r| search(r, fp)))
     }
 
-    /// Adds the claims of a file whose parts were just committed as pending.
-    pub fn extend(&mut self, fps: FingerprintSet) {
-        self.pending.extend(fps);
+    /// Adds the claims of a file whose parts were just committed as pending. Every date must
+    /// have been searched by [`Claims::contains`] in this run.
+    pub fn extend(&mut self, claimed: impl IntoIterator<Item = (NaiveDate, Fingerprint)>) {
+        for (date, fp) in claimed {
+            let d = self
+                .dates
+                .get_mut(&date)
+                .expect("searched before it is claimed");
+            if d.pending.insert(fp) {
+                self.pending += 1;
+            }
+        }
     }
 
     /// How many fingerprints are held in memory.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending
     }
 
-    fn base_len(&self) -> usize {
-        self.base.as_deref().map_or(0, |b| b.len() / WIDTH)
-    }
-
-    fn recent_len(&self) -> usize {
-        self.recent.iter().map(|r| r.len() / WIDTH).sum()
-    }
-
-    /// Writes the pending fingerprints to disk at the end of a run, so the next run reads no
-    /// parts: as a new recent file, or merged with the recent files into a new base once they
-    /// are an eighth of it (each fingerprint is then rewritten a bounded number of times on
-    /// average) or too many.
-    pub fn checkpoint(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Writes every date's pending fingerprints as a new run (merged with the newest runs of at
+    /// most twice its size) and names the runs, clearing the date's pending parts, in one
+    /// transaction. Memory then holds no fingerprints. On failure nothing is named and the
+    /// claims stay as they were (the pending parts are read again at the next load).
+    pub fn checkpoint(&mut self, store: &mut Store) -> anyhow::Result<()> {
+        let mut written: Vec<(NaiveDate, Vec<String>, u64)> = Vec::new();
+        let mut replaced: Vec<String> = Vec::new();
+        let mut dates: Vec<NaiveDate> = self
+            .dates
+            .iter()
+            .filter(|(_, d)| !d.pending.is_empty() || d.unnamed)
+            .map(|(date, _)| *date)
+            .collect();
+        dates.sort();
+        let result = (|| -> anyhow::Result<()> {
+            for date in &dates {
+                if self.dates[date].mapped.is_none() {
+                    self.map(*date)?;
+                }
+                let d = &self.dates[date];
+                let mut new: Vec<Fingerprint> = d.pending.iter().copied().collect();
+                new.sort_unstable();
+                let mut runs = d.runs.clone();
+                let mapped = d.mapped.as_ref().expect("mapped");
+                // The logarithmic method: the new run takes in the newest runs that are at
+                // most twice its size (as it grows).
+                let mut k = runs.len();
+                while k > 0 {
+                    let run = mapped[k - 1].as_deref();
+                    if run.map_or(0, |r| r.len() / WIDTH) > 2 * new.len().max(1) {
+                        break;
+                    }
+                    k -= 1;
+                    if let Some(r) = run {
+                        new = merge(r, &new).collect();
+                    }
+                }
+                let kept: Vec<Option<&[u8]>> = (0..k).map(|i| mapped[i].as_deref()).collect();
+                let ids = kept
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.len() / WIDTH) as u64)
+                    .sum::<u64>()
+                    + new.len() as u64;
+                replaced.extend(runs.drain(k..));
+                if !new.is_empty() {
+                    let rel = write_run(&self.state_dir, *date, &runs_after(&d.runs), &new)?;
+                    runs.push(rel);
+                }
+                written.push((*date, runs, ids));
+            }
+            let tx = store.transaction()?;
+            for (date, runs, ids) in &written {
+                tx.set_claim_runs(*date, runs, *ids)?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            // Nothing was named: remove what was written, keep the replaced runs.
+            for (date, runs, _) in &written {
+                let named = &self.dates[date].runs;
+                for r in runs.iter().filter(|r| !named.contains(r)) {
+                    let _ = std::fs::remove_file(self.state_dir.join(r));
+                }
+            }
+            return Err(e);
         }
-        let small = self.recent.len() < MAX_RECENT
-            && (self.pending.len() + self.recent_len()) * 8 < self.base_len();
-        if !small {
-            // The run is over: nothing searches the new base before the next run maps it.
-            return self.merge_into_base(state_dir, store, false);
+        for (date, runs, _) in written {
+            let d = self.dates.get_mut(&date).expect("loaded");
+            self.pending -= d.pending.len();
+            d.pending = FingerprintSet::default();
+            d.unnamed = false;
+            d.runs = runs;
+            d.mapped = None;
         }
-        let mut pending: Vec<Fingerprint> = self.pending.iter().copied().collect();
-        pending.sort_unstable();
-        let covered = store.claims_pending()?;
-        let rel = write_file(state_dir, store, "recent", pending.into_iter())?;
-        let written = map(&state_dir.join(&rel))?;
-        let base = store.meta("claims_base")?.expect("open claims have a base");
-        let mut recent = recent_files(store)?;
-        recent.push(rel);
-        let tx = store.transaction()?;
-        tx.set_claims_files(&base, &recent, &covered)?;
-        tx.commit()?;
-        self.recent.extend(written);
-        self.pending = FingerprintSet::default();
+        for r in replaced {
+            let _ = std::fs::remove_file(self.state_dir.join(r));
+        }
         Ok(())
     }
 
-    /// Writes base ∪ recent ∪ pending as the new base, with no recent files and nothing
-    /// pending, in the middle of a run that goes on searching it. On failure before the new
-    /// base is committed the claims are left as they were; if it cannot be read back after,
-    /// the error says so and these claims must not be searched again (the next open reads it).
-    pub fn compact(&mut self, state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
-        self.merge_into_base(state_dir, store, true)
+    /// Reads the claims of `date`: its runs as named (mapped later) and its pending parts, or,
+    /// when the store names none (or a named run is lost), every part of the date.
+    fn load(&mut self, view: &dyn ClaimsView, date: NaiveDate) -> anyhow::Result<Date> {
+        let named = view.claim_runs(date)?;
+        if let Some(runs) = named {
+            let lost = runs
+                .iter()
+                .find(|r| open_sorted(&self.state_dir.join(r)).is_err());
+            match lost {
+                None => {
+                    remove_unnamed(&self.state_dir, date, &runs);
+                    let pending =
+                        read_fingerprints(&self.state_dir, &view.pending_parts_of(date)?)?;
+                    return Ok(Date {
+                        runs,
+                        mapped: None,
+                        pending,
+                        unnamed: false,
+                        used: 0,
+                    });
+                }
+                Some(r) => {
+                    // The runs are an index of the parts: a lost one is rebuilt, not fatal.
+                    tracing::warn!(
+                        "rebuilding the request-id claims of {date} from its events: {r} is missing or damaged"
+                    );
+                }
+            }
+        }
+        let parts = view.parts_of(date)?;
+        remove_unnamed(&self.state_dir, date, &[]);
+        let pending = read_fingerprints(&self.state_dir, &parts)?;
+        Ok(Date {
+            runs: Vec::new(),
+            mapped: None,
+            unnamed: !parts.is_empty(),
+            pending,
+            used: 0,
+        })
     }
 
-    fn merge_into_base(
-        &mut self,
-        state_dir: &Path,
-        store: &mut Store,
-        searched_next: bool,
-    ) -> anyhow::Result<()> {
-        let mut newer: Vec<Fingerprint> = self.pending.iter().copied().collect();
-        for r in &self.recent {
-            newer.extend((0..r.len() / WIDTH).map(|i| at(r, i)));
+    /// Maps the runs of `date`, unmapping the least recently searched date first when
+    /// [`MAX_MAPPED_DATES`] are mapped.
+    fn map(&mut self, date: NaiveDate) -> anyhow::Result<()> {
+        let mapped: Vec<NaiveDate> = self
+            .dates
+            .iter()
+            .filter(|(_, d)| d.mapped.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if mapped.len() >= MAX_MAPPED_DATES {
+            if let Some(lru) = mapped.iter().min_by_key(|k| self.dates[*k].used) {
+                self.dates.get_mut(lru).expect("listed").mapped = None;
+            }
         }
-        newer.sort_unstable();
-        newer.dedup();
-        let covered = store.claims_pending()?;
-        let mut previous = recent_files(store)?;
-        previous.extend(store.meta("claims_base")?);
-        let old = self.base.as_deref().unwrap_or(&[]);
-        let rel = write_file(state_dir, store, "base", merge(old, &newer))?;
-        let tx = store.transaction()?;
-        tx.set_claims_files(&rel, &[], &covered)?;
-        tx.commit()?;
-        // The new base holds them all now. The old base and these copies go before the new one
-        // is read: one base in memory at a time.
-        drop(newer);
-        self.base = None;
-        self.recent.clear();
-        self.pending = FingerprintSet::default();
-        let path = state_dir.join(&rel);
-        self.base = if searched_next {
-            for_search(&path).or_else(|e| {
-                tracing::warn!("mapping the request-id claims instead of reading them: {e:#}");
-                map(&path)
-            })
-        } else {
-            map(&path)
+        let d = self.dates.get_mut(&date).expect("loaded");
+        let mut maps = Vec::with_capacity(d.runs.len());
+        for r in &d.runs {
+            maps.push(map(&self.state_dir.join(r))?);
         }
-        .context("the request-id claims were rewritten but cannot be read back; this run must stop, the next one reads them")?;
-        for prev in previous.into_iter().filter(|p| *p != rel) {
-            let _ = std::fs::remove_file(state_dir.join(prev));
-        }
+        d.mapped = Some(maps);
         Ok(())
     }
 }
 
-/// Removes the files of `state_dir/claims` that `named` (paths relative to `state_dir`) does
-/// not list.
-fn remove_unnamed(state_dir: &Path, named: &[String]) {
-    let Ok(entries) = std::fs::read_dir(state_dir.join("claims")) else {
+/// The directory of `date`'s runs, relative to the state directory.
+pub fn date_dir(date: NaiveDate) -> String {
+    format!("claims/local_date={date}")
+}
+
+/// The next run number after the runs named: one more than the largest.
+fn runs_after(runs: &[String]) -> u64 {
+    runs.iter()
+        .filter_map(|r| {
+            r.rsplit('/')
+                .next()?
+                .strip_prefix("run-")?
+                .strip_suffix(".fp")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(1, |n| n + 1)
+}
+
+/// Removes the files of `date`'s directory that `named` does not list (left by a crash
+/// between writing a run and naming it).
+fn remove_unnamed(state_dir: &Path, date: NaiveDate, named: &[String]) {
+    let dir = date_dir(date);
+    let Ok(entries) = std::fs::read_dir(state_dir.join(&dir)) else {
         return;
     };
     for entry in entries.flatten() {
-        let rel = format!("claims/{}", entry.file_name().to_string_lossy());
+        let rel = format!("{dir}/{}", entry.file_name().to_string_lossy());
         if !named.contains(&rel) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
 }
 
-/// The recent files named in the store, oldest first.
-fn recent_files(store: &Store) -> anyhow::Result<Vec<String>> {
-    Ok(store
-        .meta("claims_recent")?
-        .map(|v| v.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default())
-}
-
-/// Rebuilds the claims from every listed part.
-fn rebuild(state_dir: &Path, store: &Store) -> anyhow::Result<Claims> {
-    let all = store.all_parts()?;
-    let mut fps: Vec<Fingerprint> = read_fingerprints(state_dir, &all)?.into_iter().collect();
-    fps.sort_unstable();
-    let rel = write_file(state_dir, store, "base", fps.into_iter())?;
-    let map = for_search(&state_dir.join(&rel))?;
-    let mut previous = recent_files(store)?;
-    previous.extend(store.meta("claims_base")?);
-    store.replace_claims_base(&rel)?;
-    for prev in previous.into_iter().filter(|p| *p != rel) {
-        let _ = std::fs::remove_file(state_dir.join(prev));
-    }
-    Ok(Claims {
-        base: map,
-        recent: Vec::new(),
-        pending: FingerprintSet::default(),
-    })
-}
-
-/// The fingerprints of the request ids in `parts`.
-fn read_fingerprints(state_dir: &Path, parts: &[String]) -> anyhow::Result<FingerprintSet> {
+/// The fingerprints of the calls in `parts`.
+pub fn read_fingerprints(state_dir: &Path, parts: &[String]) -> anyhow::Result<FingerprintSet> {
     let mut out = FingerprintSet::default();
-    for_each_request_id(state_dir, parts, |_, id| {
-        out.insert(fingerprint(id));
+    for_each_request_id(state_dir, parts, |org, id| {
+        out.insert(fingerprint(org, id));
     })?;
     Ok(out)
 }
 
-/// Writes a new claims file (`kind` is base or recent) from sorted fingerprints; returns its
-/// path relative to `state_dir` and its mapping (`None` when empty).
-fn write_file(
+/// Writes run number `n` of `date` from sorted fingerprints; returns its path relative to
+/// `state_dir`.
+fn write_run(
     state_dir: &Path,
-    store: &Store,
-    kind: &str,
-    sorted: impl Iterator<Item = Fingerprint>,
+    date: NaiveDate,
+    n: &u64,
+    sorted: &[Fingerprint],
 ) -> anyhow::Result<String> {
-    let generation: u64 = store
-        .meta("claims_generation")?
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(0)
-        + 1;
-    store.set_meta("claims_generation", &generation.to_string())?;
-    let rel = format!("claims/{kind}-{generation}.fp");
-    let path = state_dir.join(&rel);
+    let rel = format!("{}/run-{n}.fp", date_dir(date));
+    write_sorted(&state_dir.join(&rel), sorted)?;
+    Ok(rel)
+}
+
+/// Writes sorted fingerprints to `path` whole: a temporary file, synced, then renamed.
+fn write_sorted(path: &Path, sorted: &[Fingerprint]) -> anyhow::Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension("fp.tmp");
@@ -308,42 +381,11 @@ fn write_file(
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(rel)
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
-/// The largest claims file read into memory (32 Mi ids); a larger one is mapped, and the
-/// operating system keeps what it can of it in the page cache.
-const IN_MEMORY_MAX: u64 = 512 << 20;
-
-/// Opens a claims file that the rest of this run will search, millions of times when the run
-/// is large enough to have rewritten it: read into memory when it is at most
-/// [`IN_MEMORY_MAX`], else mapped. `None` when it is empty.
-fn for_search(path: &Path) -> anyhow::Result<Option<Sorted>> {
-    let Some((file, len)) = open_sorted(path)? else {
-        return Ok(None);
-    };
-    if len > IN_MEMORY_MAX {
-        return map_file(&file, path).map(Some);
-    }
-    // In memory on huge pages where the kernel offers them on request: a search is a random
-    // access, and with 4 KiB pages a large file costs an address-translation miss on nearly
-    // every one.
-    let mut bytes = memmap2::MmapMut::map_anon(len as usize)
-        .context("cannot allocate memory for the request-id claims")?;
-    #[cfg(target_os = "linux")]
-    if let Err(e) = bytes.advise(memmap2::Advice::HugePage) {
-        // Only slower without them.
-        tracing::debug!("no huge pages for the request-id claims: {e}");
-    }
-    (&file)
-        .read_exact(&mut bytes)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Some(Sorted(bytes.make_read_only()?)))
-}
-
-/// The bytes of a sorted fingerprint file: mapped from disk, or held in memory when this run
-/// wrote it.
+/// The bytes of a sorted fingerprint file, mapped from disk.
 struct Sorted(memmap2::Mmap);
 
 impl std::ops::Deref for Sorted {
@@ -356,14 +398,17 @@ impl std::ops::Deref for Sorted {
 
 /// Maps a claims file; `None` when it is empty (an empty file cannot be mapped).
 fn map(path: &Path) -> anyhow::Result<Option<Sorted>> {
-    open_sorted(path)?
-        .map(|(file, _)| map_file(&file, path))
-        .transpose()
+    let Some(file) = open_sorted(path)? else {
+        return Ok(None);
+    };
+    // Safety: claims files are written once, renamed into place, and never modified after.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    Ok(Some(Sorted(map)))
 }
 
-/// Opens a claims file and checks its size: `None` when it is empty, else the file and its
-/// length.
-fn open_sorted(path: &Path) -> anyhow::Result<Option<(File, u64)>> {
+/// Opens a claims file and checks its size: `None` when it is empty.
+fn open_sorted(path: &Path) -> anyhow::Result<Option<File>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata()?.len();
     if len == 0 {
@@ -374,14 +419,7 @@ fn open_sorted(path: &Path) -> anyhow::Result<Option<(File, u64)>> {
         "{} is not a claims file (its size is not a multiple of {WIDTH})",
         path.display()
     );
-    Ok(Some((file, len)))
-}
-
-fn map_file(file: &File, path: &Path) -> anyhow::Result<Sorted> {
-    // Safety: claims files are written once, renamed into place, and never modified after.
-    let map = unsafe { memmap2::Mmap::map(file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
-    Ok(Sorted(map))
+    Ok(Some(file))
 }
 
 fn at(base: &[u8], i: usize) -> Fingerprint {
@@ -427,7 +465,7 @@ fn search(base: &[u8], fp: Fingerprint) -> bool {
     false
 }
 
-/// The sorted union of a base and sorted fingerprints.
+/// The sorted union of a file's fingerprints and sorted fingerprints.
 fn merge<'a>(base: &'a [u8], sorted: &'a [Fingerprint]) -> impl Iterator<Item = Fingerprint> + 'a {
     let n = base.len() / WIDTH;
     let (mut i, mut j) = (0, 0);
@@ -460,6 +498,87 @@ fn merge<'a>(base: &'a [u8], sorted: &'a [Fingerprint]) -> impl Iterator<Item = 
     })
 }
 
+/// Dedupe sets per local date that stay bounded in memory: a backfill's first-occurrence rule
+/// over its range (DESIGN §7: a backfill's memory is bounded by its batches, not its range).
+/// Past [`Scratch::MAX_HELD`] fingerprints in memory, every date's set is written as a sorted
+/// run under its own directory (removed when dropped), merged by the logarithmic method.
+pub struct Scratch {
+    dir: PathBuf,
+    dates: FxHashMap<NaiveDate, (FingerprintSet, Vec<Sorted>)>,
+    held: usize,
+    written: u64,
+}
+
+impl Scratch {
+    /// Fingerprints held in memory before they are written out (64 MiB of them).
+    pub const MAX_HELD: usize = 4 << 20;
+
+    /// Dedupe sets whose runs go under `dir` (created on first need, removed on drop).
+    pub fn new(dir: PathBuf) -> Scratch {
+        Scratch {
+            dir,
+            dates: FxHashMap::default(),
+            held: 0,
+            written: 0,
+        }
+    }
+
+    /// Whether `fp` is claimed on `date`.
+    pub fn contains(&self, date: NaiveDate, fp: Fingerprint) -> bool {
+        self.dates
+            .get(&date)
+            .is_some_and(|(set, runs)| set.contains(&fp) || runs.iter().any(|r| search(r, fp)))
+    }
+
+    /// Claims `fp` on `date`: true if it was not claimed there before.
+    pub fn insert(&mut self, date: NaiveDate, fp: Fingerprint) -> anyhow::Result<bool> {
+        let (set, runs) = self.dates.entry(date).or_default();
+        if set.contains(&fp) || runs.iter().any(|r| search(r, fp)) {
+            return Ok(false);
+        }
+        set.insert(fp);
+        self.held += 1;
+        if self.held >= Self::MAX_HELD {
+            self.spill()?;
+        }
+        Ok(true)
+    }
+
+    /// Writes every date's set as a sorted run.
+    fn spill(&mut self) -> anyhow::Result<()> {
+        for (date, (set, runs)) in self.dates.iter_mut() {
+            if set.is_empty() {
+                continue;
+            }
+            let mut new: Vec<Fingerprint> = set.drain().collect();
+            new.sort_unstable();
+            while let Some(last) = runs.last() {
+                if last.len() / WIDTH > 2 * new.len() {
+                    break;
+                }
+                let last = runs.pop().expect("checked");
+                new = merge(&last, &new).collect();
+            }
+            self.written += 1;
+            let path = self
+                .dir
+                .join(format!("local_date={date}"))
+                .join(format!("run-{}.fp", self.written));
+            write_sorted(&path, &new)?;
+            runs.extend(map(&path)?);
+        }
+        self.held = 0;
+        Ok(())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.dates.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,37 +588,14 @@ mod tests {
     }
 
     #[test]
-    fn claims_folded_in_mid_run_and_at_the_end_are_all_found() {
-        // A run that compacts twice (the base then held in memory), then checkpoints a recent
-        // file; a new open (base and recent file mapped) finds every id, and no other.
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path();
-        let mut store = Store::open(&state.join("creditd.sqlite")).unwrap();
-        let mut claims = Claims::open(state, &store, true).unwrap();
-        let ids = |range: std::ops::Range<u32>| range.map(|i| fingerprint(&format!("id-{i}")));
-        for end in [3000, 5000] {
-            claims.extend(ids(end - 3000..end).collect());
-            claims.compact(state, &mut store).unwrap();
-            assert_eq!(claims.pending_len(), 0);
-            assert!(ids(0..end).all(|f| claims.contains(f)));
-            assert!(!ids(end..end + 1000).any(|f| claims.contains(f)));
-        }
-        claims.extend(ids(5000..5100).collect());
-        claims.checkpoint(state, &mut store).unwrap();
-        assert!(ids(0..5100).all(|f| claims.contains(f)));
-        let reopened = Claims::open(state, &store, true).unwrap();
-        assert_eq!((reopened.base_len(), reopened.recent_len()), (5000, 100));
-        assert!(ids(0..5100).all(|f| reopened.contains(f)));
-        assert!(!ids(5100..8000).any(|f| reopened.contains(f)));
-    }
-
-    #[test]
     fn search_finds_exactly_the_members() {
-        let mut fps: Vec<Fingerprint> = (0..1000).map(|i| fingerprint(&format!("r{i}"))).collect();
+        let mut fps: Vec<Fingerprint> = (0..1000)
+            .map(|i| fingerprint("1", &format!("r{i}")))
+            .collect();
         fps.sort_unstable();
         let base = base_of(&fps);
         assert!(fps.iter().all(|f| search(&base, *f)));
-        assert!((1000..2000).all(|i| !search(&base, fingerprint(&format!("r{i}")))));
+        assert!((1000..2000).all(|i| !search(&base, fingerprint("1", &format!("r{i}")))));
         assert!(!search(&[], fps[0]));
     }
 
@@ -540,9 +636,47 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_differ_for_ids_that_differ_in_one_byte() {
-        assert_ne!(fingerprint("req-1"), fingerprint("req-2"));
-        assert_ne!(fingerprint(""), fingerprint(" "));
-        assert_eq!(fingerprint("req-1"), fingerprint("req-1"));
+    fn fingerprints_differ_per_org_and_per_id() {
+        assert_ne!(fingerprint("1", "req-1"), fingerprint("1", "req-2"));
+        assert_ne!(fingerprint("1", "req-1"), fingerprint("2", "req-1"));
+        // The separator keeps the pair apart from a different split of the same bytes.
+        assert_ne!(fingerprint("12", "3"), fingerprint("1", "23"));
+        assert_eq!(fingerprint("1", "req-1"), fingerprint("1", "req-1"));
+    }
+
+    #[test]
+    fn run_numbers_continue_after_the_largest_named() {
+        let runs = vec![
+            "claims/local_date=2025-10-08/run-3.fp".to_string(),
+            "claims/local_date=2025-10-08/run-11.fp".to_string(),
+        ];
+        assert_eq!(runs_after(&runs), 12);
+        assert_eq!(runs_after(&[]), 1);
+    }
+
+    #[test]
+    fn scratch_sets_spill_to_disk_and_still_find_every_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch_dir = dir.path().join("scratch");
+        let mut s = Scratch::new(scratch_dir.clone());
+        let d1 = NaiveDate::from_ymd_opt(2025, 10, 8).unwrap();
+        let d2 = NaiveDate::from_ymd_opt(2025, 10, 9).unwrap();
+        for i in 0..3000u32 {
+            assert!(s.insert(d1, fingerprint("1", &i.to_string())).unwrap());
+            if i % 1000 == 999 {
+                s.spill().unwrap();
+            }
+        }
+        // The same ids on another date are other calls.
+        assert!(s.insert(d2, fingerprint("1", "5")).unwrap());
+        for i in 0..3000u32 {
+            assert!(!s.insert(d1, fingerprint("1", &i.to_string())).unwrap());
+        }
+        assert!(!s.insert(d2, fingerprint("1", "5")).unwrap());
+        // Three spills of 1,000 merged down by the logarithmic method.
+        assert!(s.dates[&d1].1.len() <= 2, "{} runs", s.dates[&d1].1.len());
+        assert!(scratch_dir.exists());
+        drop(s);
+        assert!(!scratch_dir.exists(), "the scratch runs go with it");
     }
 }

@@ -7,7 +7,7 @@
 //! store lists it (in the same transaction as the file's claims), so a crash can leave an
 //! orphan file behind but never a half-counted one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

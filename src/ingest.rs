@@ -16,16 +16,16 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::allotment::Org;
-use crate::claims::{fingerprint, Claims, FingerprintSet};
+use crate::claims::{fingerprint, Claims, Fingerprint};
 use crate::events::{Event, PartWriter};
 use crate::localday::DayCursor;
 use crate::logline::{decode_json, Call, CsvLayout, Reason};
 use crate::pricing::Pricing;
 use crate::setup::Setup;
-use crate::store::{FileCounts, FileRow, Placed, Store, Unit};
+use crate::store::{FileCounts, FileRow, Placed, Purged, Store, Unit};
 
 /// The formats of access-log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +127,14 @@ pub fn ingest_inbox(
             store.resolve_problem(Unit::File, &p.target)?;
         }
     }
+    let state_dir = &setup.config.state_dir;
+    // An earlier version's backfills left parts of several input files: split them once.
+    crate::upgrade::split_mixed_parts(state_dir, store)?;
     let mut report = Report::default();
     if listing.files.is_empty() {
         return Ok(report);
     }
-    let state_dir = &setup.config.state_dir;
-    let mut claims = Claims::open(state_dir, store, true)?;
+    let mut claims = Claims::open(state_dir, store)?;
     let mut ingester = Ingester::new(setup, now);
     for (os_name, name) in listing.files {
         if stop.load(Ordering::SeqCst) {
@@ -141,13 +143,13 @@ pub fn ingest_inbox(
         let path = inbox.join(&os_name);
         let outcome = ingester.ingest_file(store, &mut claims, &path, &name, now, stop);
         report.outcomes.push(outcome);
-        // A long run folds its claims into the base now and then, bounding their memory.
+        // A long run writes its claims out now and then, bounding their memory.
         if claims.pending_len() >= MAX_PENDING_CLAIMS {
-            claims.compact(state_dir, store)?;
+            claims.checkpoint(store)?;
         }
     }
-    if let Err(e) = claims.checkpoint(state_dir, store) {
-        // The claims stay correct without it (the pending parts are read at the next open).
+    if let Err(e) = claims.checkpoint(store) {
+        // The claims stay correct without it (the pending parts are read at the next load).
         tracing::error!("cannot write the request-id claims: {e:#}");
     }
     Ok(report)
@@ -233,7 +235,7 @@ pub fn open_regular(path: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Claims held in memory before a run folds them into the claims base file (64 MiB of them).
+/// Claims held in memory before a run writes them out as runs of their dates (64 MiB of them).
 const MAX_PENDING_CLAIMS: usize = 4 << 20;
 
 /// Holds what is worth keeping between files of one run: pricing memo and day cursors.
@@ -287,6 +289,7 @@ impl<'s> Ingester<'s> {
                     counts: FileCounts::default(),
                     archive_path: None,
                     error: Some(error.clone()),
+                    purged: Purged::default(),
                 };
                 let recorded = store.transaction().and_then(|tx| {
                     tx.record_file(&row, &stamp(now))?;
@@ -320,7 +323,8 @@ impl<'s> Ingester<'s> {
 
         if let Some(orig) = store.ingested_file(&sha)? {
             let orig_archive = orig.archive_path.as_deref().map(|p| state.join(p));
-            if orig_archive.is_some_and(|p| p.exists()) {
+            // An original whose archived copy retention removed was archived all the same.
+            if orig.purged.archive || orig_archive.is_some_and(|p| p.exists()) {
                 // The same content again: counted, never charged twice.
                 let rel = free_name(state, &archive_rel);
                 let counts = FileCounts {
@@ -335,6 +339,7 @@ impl<'s> Ingester<'s> {
                     counts,
                     archive_path: Some(rel.clone()),
                     error: None,
+                    purged: Purged::default(),
                 };
                 let tx = store.transaction()?;
                 tx.record_file(&row, &stamp(now))?;
@@ -358,7 +363,7 @@ impl<'s> Ingester<'s> {
         }
 
         let mut counts = FileCounts::default();
-        let mut claimed = FingerprintSet::default();
+        let mut claimed: FxHashSet<(NaiveDate, Fingerprint)> = FxHashSet::default();
         let mut days: FxHashMap<String, BTreeSet<NaiveDate>> = FxHashMap::default();
         let tx = store.transaction()?;
         let mut writer = PartWriter::new(state, &sha);
@@ -390,8 +395,8 @@ impl<'s> Ingester<'s> {
                 }
                 Ok(date) => {
                     counts.accepted += 1;
-                    let fp = fingerprint(&call.request_id);
-                    if claims.contains(fp) || !claimed.insert(fp) {
+                    let fp = fingerprint(&call.org_id, &call.request_id);
+                    if claims.contains(&tx, date, fp)? || !claimed.insert((date, fp)) {
                         counts.duplicates += 1;
                         continue;
                     }
@@ -425,6 +430,7 @@ impl<'s> Ingester<'s> {
             counts,
             archive_path: Some(archive_rel.clone()),
             error: None,
+            purged: Purged::default(),
         };
         tx.record_file(&row, &stamp(now))?;
         tx.resolve_problem(Unit::File, name)?;

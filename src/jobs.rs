@@ -186,7 +186,7 @@ mod tests {
             shown,
             vec![
                 "jobs/b.toml: field schedule: expected six fields (seconds first), like \"0 */5 * * * *\", found \"0 * * * *\"",
-                "jobs/b.toml: field task: expected one of ingest, close-days, deliver, ops-digest, all, found \"sleep\"",
+                "jobs/b.toml: field task: expected one of ingest, close-days, deliver, ops-digest, retention, all, found \"sleep\"",
                 "jobs/b.toml: field timezone: expected an IANA time zone like Europe/Berlin, found \"Mars/Base\"",
                 "jobs/c.toml:3: unknown field `every`, expected one of `schedule`, `task`, `timezone`",
             ]

@@ -21,10 +21,12 @@ pub mod mail;
 pub mod outbox;
 pub mod registry;
 pub mod report;
+pub mod retention;
 pub mod setup;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod upgrade;
 pub mod usage;
 
 pub use creditd_rules::{allotment, billing, localday, logline, pricing};

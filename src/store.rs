@@ -11,10 +11,14 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::logline::Reason;
 
+mod claims;
 mod migrate;
 mod outbox;
+mod parts;
 mod problems;
+pub use claims::ClaimsView;
 pub use outbox::Change;
+pub use parts::{PurgeRecord, MIXED_SOURCES};
 pub use problems::{Problem, Unit};
 
 const SCHEMA: &str = r#"
@@ -40,6 +44,8 @@ CREATE TABLE IF NOT EXISTS files (
     expired INTEGER NOT NULL DEFAULT 0,
     archive_path TEXT,
     error TEXT,
+    archive_purged INTEGER NOT NULL DEFAULT 0,
+    quarantine_purged INTEGER NOT NULL DEFAULT 0,
     processed_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_ingested ON files (sha256) WHERE status = 'ingested';
@@ -53,11 +59,19 @@ CREATE TABLE IF NOT EXISTS skipped (
     last_seen TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- Every request id that has been charged once; the dedupe key of DESIGN §2.1.
--- Parts whose request ids are not in the claims base file yet (see claims.rs). The request-id
+-- Parts whose request ids are not in their day's claim runs yet (see claims.rs). The request-id
 -- table of earlier versions is gone: the claims are rebuilt from the parts.
 CREATE TABLE IF NOT EXISTS claims_pending (path TEXT PRIMARY KEY) WITHOUT ROWID;
 DROP TABLE IF EXISTS request_ids;
+
+-- The request-id claims of one local date (DESIGN §2.1: the dedupe scope is the org-day): its
+-- sorted fingerprint files, largest first, covering every listed part of the date but those in
+-- claims_pending. A date without a row is rebuilt from its parts when first touched.
+CREATE TABLE IF NOT EXISTS claim_days (
+    local_date TEXT PRIMARY KEY,
+    runs TEXT NOT NULL,
+    ids INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Every quarantined line. A line that decoded as a call keeps its org, its `ts` and, when the
 -- org is known, its local date (what `creditd quarantine` selects by, and what tells a backfill
@@ -204,6 +218,24 @@ pub struct FileRow {
     pub counts: FileCounts,
     pub archive_path: Option<String>,
     pub error: Option<String>,
+    /// What retention removed of the file (DESIGN §6); the row itself is kept forever.
+    pub purged: Purged,
+}
+
+/// What retention removed of an input file: its archived copy, its quarantined lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub archive: bool,
+    pub quarantine: bool,
+}
+
+/// A listed Parquet part: its path (relative to the state directory), the input file whose
+/// events it holds, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    pub path: String,
+    pub file_sha: String,
+    pub rows: u64,
 }
 
 /// A ledger row as stored.
@@ -284,6 +316,12 @@ impl Store {
         // in memory, and a larger WAL before a checkpoint lets commits share page writes.
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        // A new store gives the pages retention frees back to the file system (DESIGN §6);
+        // an older one is converted by the first retention run.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         // One transaction: a reader never sees a store with only some of its tables, and an
         // older store is upgraded whole or not at all.
         conn.execute_batch("BEGIN IMMEDIATE")
@@ -291,6 +329,7 @@ impl Store {
             .and_then(|()| {
                 conn.execute_batch(SCHEMA)?;
                 conn.execute_batch(problems::SCHEMA)?;
+                conn.execute_batch(parts::SCHEMA)?;
                 outbox::migrate(&conn)?;
                 migrate::upgrade(&conn)?;
                 conn.execute_batch("COMMIT")?;
@@ -438,29 +477,6 @@ impl Store {
             [key, value],
         )?;
         Ok(())
-    }
-
-    /// The parts whose request ids are not in the claims base file.
-    pub fn claims_pending(&self) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare("SELECT path FROM claims_pending")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Makes `rel` the claims base file, covering every listed part: nothing is pending or
-    /// stale any more.
-    pub fn replace_claims_base(&self, rel: &str) -> anyhow::Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
-            [rel],
-        )?;
-        tx.execute(
-            "DELETE FROM meta WHERE key IN ('claims_stale', 'claims_recent')",
-            [],
-        )?;
-        tx.execute("DELETE FROM claims_pending", [])?;
-        tx.commit().context("cannot commit to the store")
     }
 
     /// Parquet parts holding events of `local_date`.
@@ -657,7 +673,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
 
 const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplicates, malformed, \
      missing_field, bad_timestamp, bad_method, bad_status, unknown_org, before_signup, expired, \
-     archive_path, error";
+     archive_path, error, archive_purged, quarantine_purged";
 
 /// Parquet parts holding events of `local_date`, for the store and inside a transaction.
 fn parts_on(conn: &Connection, local_date: &str) -> anyhow::Result<Vec<String>> {
@@ -698,6 +714,10 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         },
         archive_path: r.get(15)?,
         error: r.get(16)?,
+        purged: Purged {
+            archive: r.get::<_, i64>(17)? != 0,
+            quarantine: r.get::<_, i64>(18)? != 0,
+        },
     })
 }
 
@@ -742,39 +762,6 @@ impl Tx<'_> {
         self.tx.commit().context("cannot commit to the store")
     }
 
-    /// Names the claims base and recent files, which now cover the parts `covered` too.
-    pub fn set_claims_files(
-        &self,
-        base: &str,
-        recent: &[String],
-        covered: &[String],
-    ) -> anyhow::Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_base', ?1)",
-            [base],
-        )?;
-        self.tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_recent', ?1)",
-            [recent.join(" ")],
-        )?;
-        let mut stmt = self
-            .tx
-            .prepare_cached("DELETE FROM claims_pending WHERE path = ?1")?;
-        for path in covered {
-            stmt.execute([path])?;
-        }
-        Ok(())
-    }
-
-    /// Marks the claims for a rebuild from the parts (a backfill moved request ids).
-    pub fn mark_claims_stale(&self) -> anyhow::Result<()> {
-        self.tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('claims_stale', '1')",
-            [],
-        )?;
-        Ok(())
-    }
-
     /// Quarantines a line; `at` places a line that decoded as a call.
     pub fn quarantine(
         &self,
@@ -813,7 +800,7 @@ impl Tx<'_> {
             "INSERT OR REPLACE INTO parts (path, file_sha, local_date, rows) VALUES (?1, ?2, ?3, ?4)",
         )?;
         stmt.execute(params![path, file_sha, local_date, rows as i64])?;
-        // Its request ids are claims not in the base file yet.
+        // Its request ids are claims not in its day's runs yet.
         self.tx
             .prepare_cached("INSERT OR IGNORE INTO claims_pending (path) VALUES (?1)")?
             .execute([path])?;
@@ -952,7 +939,7 @@ impl Tx<'_> {
         let c = &row.counts;
         let q = &c.quarantined;
         self.tx.execute(
-            &format!("INSERT INTO files ({FILE_COLUMNS}, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+            &format!("INSERT INTO files ({FILE_COLUMNS}, processed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
             params![
                 row.file,
                 row.sha256,
@@ -971,6 +958,8 @@ impl Tx<'_> {
                 q[7] as i64,
                 row.archive_path,
                 row.error,
+                row.purged.archive,
+                row.purged.quarantine,
                 processed_at,
             ],
         )?;
@@ -1031,7 +1020,7 @@ impl Tx<'_> {
     pub fn replace_parts(
         &self,
         local_date: &str,
-        parts: &[(String, u64)],
+        parts: &[ListedPart],
     ) -> anyhow::Result<Vec<String>> {
         let old = self.parts_on(local_date)?;
         self.tx
@@ -1040,12 +1029,12 @@ impl Tx<'_> {
             "DELETE FROM claims_pending WHERE path NOT IN (SELECT path FROM parts)",
             [],
         )?;
-        for (path, rows) in parts {
-            self.add_part(path, "backfill", local_date, *rows)?;
+        for p in parts {
+            self.add_part(&p.path, &p.file_sha, local_date, p.rows)?;
         }
         Ok(old
             .into_iter()
-            .filter(|p| !parts.iter().any(|(n, _)| n == p))
+            .filter(|o| !parts.iter().any(|p| p.path == *o))
             .collect())
     }
 

@@ -25,9 +25,16 @@ pub struct TaskReport {
 }
 
 /// The tasks available in this build.
-pub const AVAILABLE: [&str; 5] = ["ingest", "close-days", "deliver", "ops-digest", "all"];
+pub const AVAILABLE: [&str; 6] = [
+    "ingest",
+    "close-days",
+    "deliver",
+    "ops-digest",
+    "retention",
+    "all",
+];
 
-/// The tasks of `run all`, in their order.
+/// The tasks of `run all`, in their order (retention runs on its own schedule).
 pub const ALL: [&str; 4] = ["ingest", "close-days", "ops-digest", "deliver"];
 
 /// Runs one task by name; `all` runs each task of [`ALL`] whatever happened to the others
@@ -82,6 +89,7 @@ fn run_isolated(
         "ingest" => ingest(setup, state, now, stop),
         "close-days" => close_days(setup, state, now, stop),
         "deliver" => deliver(setup, state, now, stop),
+        "retention" => retention(setup, state, now, stop),
         _ => ops_digest(setup, state, now, stop),
     });
     let store = state.store();
@@ -320,6 +328,47 @@ pub fn deliver(
         started.elapsed().as_secs_f64()
     );
     Ok(out)
+}
+
+/// Removes what is past the horizons of `[retention]` (DESIGN §6).
+pub fn retention(
+    setup: &Setup,
+    state: &mut State,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> anyhow::Result<TaskReport> {
+    let started = std::time::Instant::now();
+    if !setup.config.retention.any() {
+        return Ok(TaskReport {
+            ok: true,
+            summary: "retention: nothing to do ([retention] keeps everything)".into(),
+            ..Default::default()
+        });
+    }
+    let outcome = crate::retention::run(setup, state.store(), now, stop)?;
+    let mut details: Vec<String> = outcome
+        .purges
+        .iter()
+        .map(|p| format!("removed {} ({} bytes)", p.what, p.bytes))
+        .collect();
+    details.extend(outcome.kept.iter().map(|k| format!("kept {k}")));
+    if outcome.leftovers > 0 {
+        details.push(format!(
+            "removed {} leftover(s) of an interrupted run",
+            outcome.leftovers
+        ));
+    }
+    Ok(TaskReport {
+        ok: true,
+        summary: format!(
+            "retention: {} purge(s), {} date(s) kept past the horizon, in {:.1}s",
+            outcome.purges.len(),
+            outcome.kept.len(),
+            started.elapsed().as_secs_f64()
+        ),
+        details,
+        problems: Vec::new(),
+    })
 }
 
 /// How long a message may keep failing before it is parked as `failed` (7 days).

@@ -191,13 +191,20 @@ const MIN_GROUP_ROWS: usize = 1024;
 const BUFFERED_ROWS: usize = 64 * 1024;
 
 impl PartWriter {
+    /// A writer of the parts of the input file with this SHA-256, named by its first 16 hex
+    /// digits (`<prefix>.parquet`, `<prefix>.1.parquet`, …).
     pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
+        PartWriter::named(state_dir, &file_sha[..16.min(file_sha.len())])
+    }
+
+    /// A writer of parts named `<name>.parquet`, `<name>.1.parquet`, … in each day's directory.
+    pub fn named(state_dir: &Path, name: &str) -> PartWriter {
         let (to_writer, batches) = std::sync::mpsc::sync_channel(2);
         let state_dir = state_dir.to_path_buf();
-        let file_sha = file_sha.to_string();
+        let name = name.to_string();
         let writer = std::thread::Builder::new()
             .name("parquet-writer".into())
-            .spawn(move || write_parts(&state_dir, &file_sha, batches))
+            .spawn(move || write_parts(&state_dir, &name, batches))
             .expect("a thread can be started");
         PartWriter {
             buffers: BTreeMap::new(),
@@ -437,12 +444,12 @@ impl Parts<'_> {
 /// The writing thread: parts written batch by batch, at most [`MAX_OPEN_PARTS`] open.
 fn write_parts(
     state_dir: &Path,
-    file_sha: &str,
+    name: &str,
     batches: std::sync::mpsc::Receiver<ToWriter>,
 ) -> anyhow::Result<Vec<Part>> {
     let mut parts = Parts {
         state_dir,
-        name: &file_sha[..16.min(file_sha.len())],
+        name,
         open: HashMap::new(),
         closed: Vec::new(),
         started: HashMap::new(),
@@ -474,8 +481,21 @@ fn part_path(date: NaiveDate, name: &str, seq: u32) -> String {
     }
 }
 
-/// Where a backfill named `token` puts the events of `date` it keeps (those of the orgs it
-/// does not recompute), relative to the state directory.
-pub fn kept_part_path(date: NaiveDate, token: &str) -> String {
-    format!("events/local_date={date}/{token}-kept.parquet")
+/// The name a backfill named `token` gives the parts of the input file `file_sha`.
+pub fn backfill_part_name(file_sha: &str, token: &str) -> String {
+    format!("{}-{token}", &file_sha[..16.min(file_sha.len())])
+}
+
+/// Where a backfill named `token` puts the events of `date` from input file `file_sha` that it
+/// keeps (those of the orgs it does not recompute), relative to the state directory.
+pub fn kept_part_path(date: NaiveDate, file_sha: &str, token: &str) -> String {
+    format!(
+        "events/local_date={date}/{}-kept.parquet",
+        backfill_part_name(file_sha, token)
+    )
+}
+
+/// The directory of `date`'s parts, relative to the state directory.
+pub fn date_dir(date: NaiveDate) -> String {
+    format!("events/local_date={date}")
 }

@@ -4,8 +4,10 @@
 use rusqlite::Connection;
 
 /// Columns added to tables of earlier versions: (table, column, declaration).
-const ADDED: [(&str, &str, &str); 4] = [
+const ADDED: [(&str, &str, &str); 6] = [
     ("files", "expired", "INTEGER NOT NULL DEFAULT 0"),
+    ("files", "archive_purged", "INTEGER NOT NULL DEFAULT 0"),
+    ("files", "quarantine_purged", "INTEGER NOT NULL DEFAULT 0"),
     ("quarantine", "org_id", "TEXT"),
     ("quarantine", "local_date", "TEXT"),
     ("quarantine", "ts", "INTEGER"),

@@ -150,7 +150,7 @@ fn broken_inputs_each_get_their_exact_message() {
         add("pricing.toml", "[[rule]]\nmethod = \"GET\"\npath = \"/api/**/x\"\ncredits = 1\n", "{}:2: field rule[1].path: '**' may only be the last segment, found \"/api/**/x\""),
         // jobs/a.toml
         put("jobs/a.toml", "schedule = \"0 */5 * * *\"\ntask = \"ingest\"\n", "{}: field schedule: expected six fields (seconds first), like \"0 */5 * * * *\", found \"0 */5 * * *\""),
-        put("jobs/a.toml", "schedule = \"0 */5 * * * *\"\ntask = \"sleep\"\n", "{}: field task: expected one of ingest, close-days, deliver, ops-digest, all, found \"sleep\""),
+        put("jobs/a.toml", "schedule = \"0 */5 * * * *\"\ntask = \"sleep\"\n", "{}: field task: expected one of ingest, close-days, deliver, ops-digest, retention, all, found \"sleep\""),
         put("jobs/a.toml", "schedule = \"0 */5 * * * *\"\ntask = \"ingest\"\ntimezone = \"Mars/Base\"\n", "{}: field timezone: expected an IANA time zone like Europe/Berlin, found \"Mars/Base\""),
     ];
     assert!(cases.len() >= 50);

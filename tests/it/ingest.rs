@@ -510,18 +510,28 @@ fn quarantined_lines_claim_no_request_id_and_keep_their_reason() {
 
 #[test]
 fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
-    // Each run repeats a call of the first run and one of the run before. Runs leave their
-    // claims in recent files, a ninth forces a merge into the base, an unnamed file left by a
-    // crash is removed, and the claims directory is then lost and rebuilt from the events:
-    // every repeat is still a duplicate.
+    // Each run repeats a call of the first run and one of the run before. Runs leave the
+    // claims of their date in run files that merge logarithmically, an unnamed file left by a
+    // crash is removed, a lost run and then the whole claims directory are rebuilt from the
+    // events: every repeat is still a duplicate.
     let dir = small_dir();
+    let claims_dir = dir.path().join("state/claims/local_date=2025-10-08");
     let mut expected_calls = 0;
-    for run in 0..12 {
+    for run in 0..14 {
         if run == 5 {
             // What a crash between writing a claims file and naming it leaves behind.
-            dir.write("state/claims/recent-999.fp", [7u8; 16]);
+            dir.write("state/claims/local_date=2025-10-08/run-999.fp", [7u8; 16]);
         }
-        if run == 10 {
+        if run == 8 {
+            // A run lost from the disk while the store still names it.
+            let first = std::fs::read_dir(&claims_dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .min()
+                .unwrap();
+            std::fs::remove_file(first).unwrap();
+        }
+        if run == 11 {
             std::fs::remove_dir_all(dir.path().join("state/claims")).unwrap();
         }
         // The first run is large, so the later ones stay small beside it.
@@ -555,19 +565,26 @@ fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
             [fresh + repeats, fresh + repeats, fresh, repeats],
             "run {run}"
         );
-        let claims: Vec<String> = std::fs::read_dir(dir.path().join("state/claims"))
+        let runs: Vec<String> = std::fs::read_dir(&claims_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let recent = claims.iter().filter(|n| n.starts_with("recent-")).count();
-        // Runs 1 to 8 each add a recent file; the ninth merges them into the base; the tenth
-        // rebuilds the base from the events and adds its own recent file.
-        let expected_recent = match run {
-            1..=8 => run,
-            0 | 9 => 0,
-            _ => run - 9,
-        };
-        assert_eq!(recent, expected_recent, "run {run}: {claims:?}");
+        assert!(
+            !runs.iter().any(|r| r == "run-999.fp"),
+            "run {run}: the unnamed file is removed: {runs:?}"
+        );
+        // The logarithmic method keeps few runs: the large first one and at most a
+        // handful of small ones (never one per run).
+        assert!(!runs.is_empty() && runs.len() <= 4, "run {run}: {runs:?}");
+        let sizes: u64 = runs
+            .iter()
+            .map(|r| std::fs::metadata(claims_dir.join(r)).unwrap().len())
+            .sum();
+        assert_eq!(
+            sizes,
+            16 * expected_calls,
+            "run {run}: every claim of the date once, 16 bytes each"
+        );
         let rows = csv_rows(&dir.export());
         assert_eq!(rows[1][5], expected_calls.to_string(), "run {run}");
     }

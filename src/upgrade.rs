@@ -1,0 +1,50 @@
+//! In-place upgrades of a state directory written by an earlier version (DESIGN §6) that need
+//! more than the store's schema: parts that hold the events of several input files (written by
+//! earlier backfills) are split into one part per input file, as every part now is.
+
+use std::path::Path;
+
+use crate::events::{backfill_part_name, date_dir, sources_of, write_source};
+use crate::store::{ListedPart, Store};
+
+/// Splits every listed part of several input files into one part per file, each in a
+/// transaction of its own: the new parts are written first, then listed in place of the old
+/// one, which is deleted after the commit. A crash leaves the old part listed (and unlisted
+/// orphans that nothing reads).
+pub fn split_mixed_parts(state_dir: &Path, store: &mut Store) -> anyhow::Result<()> {
+    if !store.has_mixed_parts()? {
+        return Ok(());
+    }
+    for (date, path) in store.mixed_parts()? {
+        let stem = path
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".parquet"))
+            .unwrap_or("part")
+            .to_string();
+        let mut new = Vec::new();
+        for (sha, _) in sources_of(state_dir, &path)? {
+            let rel = format!(
+                "{}/{}.parquet",
+                date_dir(date),
+                backfill_part_name(&sha, &format!("split-{stem}"))
+            );
+            let rows = write_source(state_dir, &path, &sha, &rel)?;
+            new.push(ListedPart {
+                path: rel,
+                file_sha: sha,
+                rows,
+            });
+        }
+        let tx = store.transaction()?;
+        tx.split_part(date, &path, &new)?;
+        tx.commit()?;
+        let _ = std::fs::remove_file(state_dir.join(&path));
+        tracing::info!(
+            part = %path,
+            files = new.len(),
+            "split an event part of an earlier version by input file"
+        );
+    }
+    Ok(())
+}

@@ -108,6 +108,8 @@ pub enum Task {
     Deliver,
     /// Queue today's ops digest.
     OpsDigest,
+    /// Remove what is past the horizons of [retention] (the ledger is kept forever).
+    Retention,
     /// Every task, in pipeline order: ingest, close-days, ops-digest, deliver.
     All,
 }
@@ -270,6 +272,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Task::CloseDays => "close-days",
                 Task::Deliver => "deliver",
                 Task::OpsDigest => "ops-digest",
+                Task::Retention => "retention",
                 Task::All => "all",
             };
             let report = tasks::run(name, &setup, &mut state, now, &AtomicBool::new(false))?;

@@ -314,6 +314,8 @@ pub struct DigestView {
     pub expired: Vec<(String, String)>,
     /// Open problems (DESIGN §7): (unit, where, attempts, last error)
     pub problems: Vec<(String, String, u64, String)>,
+    /// What retention removed since the previous digest (DESIGN §6): (when, area, what, bytes)
+    pub purges: Vec<(String, String, String, u64)>,
 }
 
 fn table(text: &mut String, h: &mut String, title: &str, head: &[&str], rows: &[Vec<String>]) {
@@ -524,6 +526,18 @@ pub fn digest(d: &DigestView) -> Rendered {
             &d.expired
                 .iter()
                 .map(|e| vec![e.0.clone(), e.1.clone()])
+                .collect::<Vec<_>>(),
+        );
+    }
+    if !d.purges.is_empty() {
+        table(
+            &mut text,
+            &mut h,
+            "Removed by retention",
+            &["when", "area", "what", "bytes"],
+            &d.purges
+                .iter()
+                .map(|p| vec![p.0.clone(), p.1.clone(), p.2.clone(), s(&p.3)])
                 .collect::<Vec<_>>(),
         );
     }

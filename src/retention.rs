@@ -153,7 +153,7 @@ fn purge_events(
             break;
         }
         let orgs = store.orgs_on(date)?;
-        let within = orgs.iter().find(|org| {
+        let (within, past): (Vec<&String>, Vec<&String>) = orgs.iter().partition(|org| {
             let tz = setup
                 .registry
                 .orgs
@@ -161,8 +161,9 @@ fn purge_events(
                 .map_or(WESTERNMOST, |o| o.timezone);
             date >= crate::ingest::events_horizon(tz, now, days)
         });
-        if let Some(org) = within {
-            if date < everywhere {
+        if let Some(org) = within.first() {
+            // Worth saying once the date is past the horizon of some org on it.
+            if !past.is_empty() || date < everywhere {
                 out.kept
                     .push(format!("{date}: within the horizon of org {org}"));
             }

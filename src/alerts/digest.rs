@@ -136,6 +136,11 @@ pub fn queue_digest(
         .into_iter()
         .map(|p| (p.unit.to_string(), p.target, p.attempts, p.error))
         .collect();
+    view.purges = store
+        .purges_since(since_ms)?
+        .into_iter()
+        .map(|p| (ledger::format_ts(p.at), p.area, p.what, p.bytes))
+        .collect();
     let rendered = report::digest(&view);
     let tx = store.transaction()?;
     let mut queued = false;

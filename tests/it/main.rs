@@ -11,6 +11,7 @@ mod ingest;
 mod isolation;
 mod mail;
 mod resources;
+mod retention;
 mod security;
 mod systemd;
 mod tidy;

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::registry::Problem;
 
-/// The tasks a job may run.
-pub const TASKS: [&str; 5] = ["ingest", "close-days", "deliver", "ops-digest", "all"];
+/// The tasks a job may run: every task this build has.
+pub const TASKS: [&str; 6] = crate::tasks::AVAILABLE;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +151,19 @@ mod tests {
         assert!(parse_cron("0 61 * * * *")
             .unwrap_err()
             .contains("not a cron expression"));
+    }
+
+    #[test]
+    fn every_shipped_job_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let (jobs, problems) = load(&dir);
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut tasks: Vec<&str> = jobs.iter().map(|j| j.task.as_str()).collect();
+        tasks.sort_unstable();
+        assert_eq!(
+            tasks,
+            ["close-days", "deliver", "ingest", "ops-digest", "retention"]
+        );
     }
 
     #[test]

@@ -117,6 +117,12 @@ fn broken_inputs_each_get_their_exact_message() {
         add("creditd.toml", "\n[daemon]\nclose_grace = \"1000000y\"\n", "{}:9: [daemon] close_grace: expected at most \"7d\", found \"1000000y\""),
         add("creditd.toml", "\n[daemon]\nclose_grace = \"7d 1s\"\n", "{}:9: [daemon] close_grace: expected at most \"7d\", found \"7d 1s\""),
         add("creditd.toml", "\n[alerts]\nmax_age = \"3650d 1s\"\n", "{}:9: [alerts] max_age: expected at most \"3650d\", found \"3650d 1s\""),
+        // [retention]: whole days within bounds, and events that outlive the close.
+        add("creditd.toml", "\n[retention]\narchive = \"0d\"\n", "{}:9: [retention] archive: expected whole days like \"400d\" (1d to 36500d), found \"0d\""),
+        add("creditd.toml", "\n[retention]\nquarantine = \"400\"\n", "{}:9: [retention] quarantine: expected whole days like \"400d\" (1d to 36500d), found \"400\""),
+        add("creditd.toml", "\n[retention]\noutbox = \"36501d\"\n", "{}:9: [retention] outbox: expected whole days like \"400d\" (1d to 36500d), found \"36501d\""),
+        add("creditd.toml", "\n[retention]\nevents = \"2w\"\n", "{}:9: [retention] events: expected whole days like \"400d\" (1d to 36500d), found \"2w\""),
+        add("creditd.toml", "\n[daemon]\nclose_grace = \"26h\"\n\n[retention]\nevents = \"2d\"\n", "{}:12: [retention] events: expected at least \"3d\" (close_grace + one day), found \"2d\""),
         // Addresses are read as sending reads them; ops_to is where ops messages go.
         add("creditd.toml", "\n[alerts]\nops_to = []\n", "{}:9: [alerts] ops_to: expected at least one address; ops messages, and org messages without report_to, go there"),
         add("creditd.toml", "\n[alerts]\nops_to = [\"api-ops@example.com\", \"nobody\"]\n", "{}:9: [alerts] ops_to: expected mail addresses like \"api-ops@example.com\", found \"nobody\" (Missing domain or user)"),

@@ -591,6 +591,50 @@ fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
 }
 
 #[test]
+fn a_reused_request_id_counts_once_per_org_day() {
+    // DESIGN §2.1: the first occurrence of an id within one org and local date wins; the
+    // same id on another org-day is another call. Kathmandu (UTC+5:45) starts 2025-10-08
+    // at 18:15 UTC, so two calls of one UTC date fall on two local dates.
+    let id_x = |ts: &str, org: &str| call(ts, "x", org, "/api/v1/tickets", 200);
+    let dir = small_dir();
+    let mut lines = String::new();
+    lines.push_str(&id_x("2025-10-07T10:00:00Z", "200"));
+    lines.push_str(&id_x("2025-10-07T18:14:59Z", "200"));
+    lines.push_str(&id_x("2025-10-07T18:15:00Z", "200"));
+    lines.push_str(&id_x("2025-10-07T10:00:00Z", "100"));
+    dir.write("inbox/a.ndjson", lines);
+    dir.expect(0, &["run", "ingest"]);
+    // lines, accepted, unique, duplicates
+    assert_eq!(file_counts(&dir)["a.ndjson"][..4], [4, 4, 3, 1]);
+    // A later file repeats the id on each org-day it already has, and once on a new one.
+    let mut lines = String::new();
+    lines.push_str(&id_x("2025-10-07T12:00:00Z", "200"));
+    lines.push_str(&id_x("2025-10-08T12:00:00Z", "200"));
+    lines.push_str(&id_x("2025-10-07T21:00:00Z", "100"));
+    lines.push_str(&id_x("2025-10-09T10:00:00Z", "200"));
+    dir.write("inbox/b.ndjson", lines);
+    dir.expect(0, &["run", "ingest"]);
+    // 21:00 UTC on the 7th is already the 8th in Cairo (UTC+3 until the 31st of October).
+    assert_eq!(file_counts(&dir)["b.ndjson"][..4], [4, 4, 2, 2]);
+    let rows = csv_rows(&dir.export());
+    let calls: Vec<(String, String, String)> = rows[1..]
+        .iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[5].clone()))
+        .collect();
+    let row = |org: &str, date: &str, n: &str| (org.to_string(), date.to_string(), n.to_string());
+    assert_eq!(
+        calls,
+        vec![
+            row("100", "2025-10-07", "1"),
+            row("100", "2025-10-08", "1"),
+            row("200", "2025-10-07", "1"),
+            row("200", "2025-10-08", "1"),
+            row("200", "2025-10-09", "1"),
+        ]
+    );
+}
+
+#[test]
 fn csv_logs_with_quotes_and_any_column_order() {
     let dir = small_dir();
     dir.write(

@@ -124,7 +124,7 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Outcome> {
     if !opts.dry_run {
-        crate::upgrade::split_mixed_parts(&setup.config.state_dir, store)?;
+        crate::upgrade::upgrade(&setup.config.state_dir, store)?;
     }
     let plan = plan(setup, store, opts, now)?;
     // Where the new parts go: the state directory, or scratch space for a dry run.

@@ -106,18 +106,14 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The claims of the store in `state_dir`; nothing is read until a date is touched. An
-    /// earlier version's single index is retired here (every date then rebuilds its own).
-    pub fn open(state_dir: &Path, store: &mut Store) -> anyhow::Result<Claims> {
-        for legacy in store.retire_legacy_claims()? {
-            let _ = std::fs::remove_file(state_dir.join(legacy));
-        }
-        Ok(Claims {
+    /// The claims of the store in `state_dir`; nothing is read until a date is touched.
+    pub fn open(state_dir: &Path) -> Claims {
+        Claims {
             state_dir: state_dir.to_path_buf(),
             dates: FxHashMap::default(),
             pending: 0,
             clock: 0,
-        })
+        }
     }
 
     /// Whether `fp` is claimed on `date`; loads the date's claims on first touch.

@@ -128,13 +128,13 @@ pub fn ingest_inbox(
         }
     }
     let state_dir = &setup.config.state_dir;
-    // An earlier version's backfills left parts of several input files: split them once.
-    crate::upgrade::split_mixed_parts(state_dir, store)?;
+    // A state of an earlier version is brought to this one's layout first.
+    crate::upgrade::upgrade(state_dir, store)?;
     let mut report = Report::default();
     if listing.files.is_empty() {
         return Ok(report);
     }
-    let mut claims = Claims::open(state_dir, store)?;
+    let mut claims = Claims::open(state_dir);
     let mut ingester = Ingester::new(setup, now);
     for (os_name, name) in listing.files {
         if stop.load(Ordering::SeqCst) {

@@ -109,6 +109,9 @@ impl State {
                 store
             }
         };
+        if ready {
+            store.ensure_current(&path)?;
+        }
         Ok(ready.then_some(store))
     }
 
@@ -141,6 +144,7 @@ impl State {
         } else {
             Store::open_immutable(&path)?
         };
+        store.ensure_current(&path)?;
         Ok(Some((lock, store)))
     }
 

@@ -330,7 +330,6 @@ impl Store {
                 conn.execute_batch(SCHEMA)?;
                 conn.execute_batch(problems::SCHEMA)?;
                 conn.execute_batch(parts::SCHEMA)?;
-                outbox::migrate(&conn)?;
                 migrate::upgrade(&conn)?;
                 conn.execute_batch("COMMIT")?;
                 Ok(())
@@ -368,6 +367,21 @@ impl Store {
             .prepare(&format!("SELECT {FILE_COLUMNS} FROM files ORDER BY seq"))?;
         let rows = stmt.query_map([], file_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Fails with what to do when the store was written by an earlier version and lacks
+    /// columns this one reads: a reader changes nothing, so the first writing command (the
+    /// daemon's start, any `run`) upgrades it (DESIGN §6).
+    pub fn ensure_current(&self, path: &Path) -> anyhow::Result<()> {
+        let missing = migrate::missing(&self.conn)?;
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the store {} was written by an earlier version of creditd (it lacks {}); a reader changes nothing, so start the daemon or run `creditd run ingest` once to upgrade it in place, then try again",
+                path.display(),
+                missing.join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// Whether the tables the readers (`ledger export`, `files`, `usage`) query exist: false

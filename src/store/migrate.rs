@@ -4,14 +4,36 @@
 use rusqlite::Connection;
 
 /// Columns added to tables of earlier versions: (table, column, declaration).
-const ADDED: [(&str, &str, &str); 6] = [
+const ADDED: [(&str, &str, &str); 7] = [
     ("files", "expired", "INTEGER NOT NULL DEFAULT 0"),
     ("files", "archive_purged", "INTEGER NOT NULL DEFAULT 0"),
     ("files", "quarantine_purged", "INTEGER NOT NULL DEFAULT 0"),
     ("quarantine", "org_id", "TEXT"),
     ("quarantine", "local_date", "TEXT"),
     ("quarantine", "ts", "INTEGER"),
+    // When `outbox retry` last made the message due: its 7 days of retries start there.
+    ("outbox", "retry_from", "INTEGER"),
 ];
+
+/// Columns added since the version that wrote the store, as `table.column` (empty for a
+/// store of this version, or one with no tables yet).
+pub(super) fn missing(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (table, column, _) in ADDED {
+        let has_table = conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+            .exists([table])?;
+        let has = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+            ))?
+            .exists([])?;
+        if has_table && !has {
+            out.push(format!("{table}.{column}"));
+        }
+    }
+    Ok(out)
+}
 
 /// Adds every column of [`ADDED`] that the store lacks.
 pub(super) fn upgrade(conn: &Connection) -> anyhow::Result<()> {

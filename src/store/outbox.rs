@@ -1,21 +1,8 @@
-//! The outbox commands (`creditd outbox`): parked messages sent again or dropped by hand, and
-//! the column that restarts a retried message's give-up clock.
+//! The outbox commands (`creditd outbox`): parked messages sent again or dropped by hand.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Store, Unit};
-
-/// Adds what a store written by an earlier version lacks (each step idempotent).
-pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let has_retry_from = conn
-        .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'retry_from'")?
-        .exists([])?;
-    if !has_retry_from {
-        // When `outbox retry` last made the message due: its 7 days of retries start there.
-        conn.execute_batch("ALTER TABLE outbox ADD COLUMN retry_from INTEGER")?;
-    }
-    Ok(())
-}
 
 /// What `outbox retry` or `outbox drop` did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -594,7 +594,7 @@ fn repeats_are_found_across_runs_through_every_layer_of_the_claims() {
 fn a_reused_request_id_counts_once_per_org_day() {
     // DESIGN §2.1: the first occurrence of an id within one org and local date wins; the
     // same id on another org-day is another call. Kathmandu (UTC+5:45) starts 2025-10-08
-    // at 18:15 UTC, so two calls of one UTC date fall on two local dates.
+    // at 18:15 UTC on the 7th, so two calls of one UTC date fall on two local dates.
     let id_x = |ts: &str, org: &str| call(ts, "x", org, "/api/v1/tickets", 200);
     let dir = small_dir();
     let mut lines = String::new();

@@ -15,6 +15,7 @@ mod retention;
 mod security;
 mod systemd;
 mod tidy;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            # 4.7 M lines against DuckDB, one late 5-minute file, 20 M lines
 #   bench/run.sh --quick    # the same steps on a tenth of the lines (a smoke test)
+#   bench/run.sh --history [--quick]   # 120 simulated days with retention (bench/history.sh)
 #
 # Steps: build creditd (release) and the generator; create a Python venv with DuckDB from
 # PyPI; generate the data set (1,000 orgs in 24 zones, NDJSON / CSV / gzip, pricing tiers,
@@ -29,13 +30,16 @@ BIG_CALLS=2250               # the second run: ≈ 20 M lines, 4.3 × as many
 ASIDE=2025-11-02T12:00:00Z,5 # the late 5-minute file, ingested into the full days
 NOW=2025-11-20T00:00:00Z     # every day closed: the export is final
 case "${1:-}" in
+--history)
+	exec "$ROOT/bench/history.sh" "${@:2}"
+	;;
 --quick)
 	CALLS=50
 	BIG_CALLS=225
 	;;
 "") ;;
 *)
-	echo "usage: bench/run.sh [--quick]" >&2
+	echo "usage: bench/run.sh [--quick | --history [--quick]]" >&2
 	exit 2
 	;;
 esac

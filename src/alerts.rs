@@ -13,7 +13,9 @@ use crate::store::{Crossing, LedgerRow, Store, Tx, Unit};
 use chrono::{DateTime, NaiveDate, Utc};
 
 mod digest;
+mod silence;
 pub use digest::{digest_key, queue_digest, Digest};
+pub use silence::{queue_silence_messages, silent, timeline, Timeline};
 
 /// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
 /// with `copy_ops`; ops alone when the org names nobody.

@@ -49,6 +49,30 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
     },
+    /// The operator's one screen: last job runs, inbox backlog, gateways, outbox, open
+    /// problems, disk use, retention; exit 1 when something needs a human.
+    Status {
+        #[arg(long, value_enum, default_value_t = TextFormat::Text)]
+        format: TextFormat,
+    },
+    /// The quarantined lines: file, line, reason, org, local date and the raw line.
+    Quarantine {
+        /// Only the lines of this file (its inbox name).
+        #[arg(long)]
+        file: Option<String>,
+        /// Only this reason (malformed, missing_field, bad_timestamp, bad_method, bad_status,
+        /// unknown_org, before_signup, expired).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only lines of calls on local dates from this one (lines without a date are left out).
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Only lines of calls on local dates up to this one (lines without a date are left out).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        #[arg(long, value_enum, default_value_t = Format::Csv)]
+        format: Format,
+    },
     /// The "API details" view of one org-day.
     Usage {
         #[arg(long)]
@@ -132,6 +156,12 @@ pub enum LedgerCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextFormat {
+    Text,
     Json,
 }
 
@@ -350,6 +380,63 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             Stdout::default().text(&crate::files::render(&rows, format == Format::Json)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { format } => {
+            let setup = load_setup(&cli.config)?;
+            let store = State::open_store_read_only(&setup.config.state_dir)?;
+            let status = crate::status::gather(&setup, store.as_ref(), now)?;
+            let text = match format {
+                TextFormat::Text => crate::status::render_text(&status),
+                TextFormat::Json => serde_json::to_string_pretty(&status)? + "\n",
+            };
+            Stdout::default().text(&text)?;
+            Ok(if status.healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Quarantine {
+            file,
+            reason,
+            from,
+            to,
+            format,
+        } => {
+            let reason = match reason.as_deref() {
+                None => None,
+                Some(r) => Some(crate::logline::Reason::parse(r).ok_or_else(|| {
+                    let all: Vec<&str> = crate::logline::Reason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect();
+                    UsageError(format!("--reason {r}: expected one of {}", all.join(", ")))
+                })?),
+            };
+            if let (Some(f), Some(t)) = (from, to) {
+                if f > t {
+                    return Err(UsageError(format!(
+                        "--from {f} is after --to {t}: the range is empty"
+                    ))
+                    .into());
+                }
+            }
+            let setup = load_setup(&cli.config)?;
+            let filter = crate::store::QuarantineFilter {
+                file,
+                reason,
+                from,
+                to,
+            };
+            let rows = match State::open_store_read_only(&setup.config.state_dir)? {
+                Some(store) => store.quarantined(&filter)?,
+                None => {
+                    note_no_data(&setup.config.state_dir);
+                    Vec::new()
+                }
+            };
+            Stdout::default().text(&crate::quarantine::render(&rows, format == Format::Json)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Usage { org, date } => {

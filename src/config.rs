@@ -36,7 +36,17 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub retention: RawRetention,
+    #[serde(default)]
+    pub metrics: RawMetrics,
     pub smtp: Option<RawSmtp>,
+}
+
+/// Where the metrics go (DESIGN §6).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// The Prometheus text file written after every job run; default `state_dir/metrics.prom`.
+    pub textfile: Option<String>,
 }
 
 /// How long each kind of state is kept (DESIGN §6): whole days `"Nd"`; absent = forever.
@@ -120,6 +130,8 @@ pub struct RawAlerts {
     pub copy_ops: Option<bool>,
     pub max_age: Option<String>,
     pub from: Option<String>,
+    /// One ops message when a gateway that sent files before has sent none for this long.
+    pub gateway_silence: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +199,8 @@ pub struct Alerts {
     pub copy_ops: bool,
     pub max_age: Option<Duration>,
     pub from: String,
+    /// `[alerts] gateway_silence` (DESIGN §6): absent, no gateway is watched.
+    pub gateway_silence: Option<Duration>,
 }
 
 /// The line of the key a message like `[alerts] max_age: …` or `[editions.gold]: …` is
@@ -243,6 +257,8 @@ pub struct Config {
     pub close_grace: Duration,
     pub data_centers: Vec<String>,
     pub retention: Retention,
+    /// `[metrics] textfile`: where the metrics are written after every job run.
+    pub metrics_textfile: PathBuf,
     pub smtp: Option<Smtp>,
 }
 
@@ -444,6 +460,17 @@ impl Config {
                 .unwrap_or(vec!["api-ops@example.com".to_string()]),
             copy_ops: a.copy_ops.unwrap_or(false),
             max_age,
+            gateway_silence: a
+                .gateway_silence
+                .as_deref()
+                .map(|s| {
+                    let d = parse_duration("[alerts] gateway_silence", s, MAX_AGE)?;
+                    if d.is_zero() {
+                        bail!("[alerts] gateway_silence: expected a duration like \"30m\", found {s:?}");
+                    }
+                    Ok(d)
+                })
+                .transpose()?,
             from: a
                 .from
                 .clone()
@@ -510,10 +537,18 @@ impl Config {
             })
             .transpose()?;
 
+        let state_dir = resolve(&raw.paths.state_dir, "state");
+        let metrics_textfile = match &raw.metrics.textfile {
+            Some(p) if p.is_empty() => {
+                bail!("[metrics] textfile: expected a file path like \"/var/lib/node_exporter/textfile/creditd.prom\", found \"\"")
+            }
+            Some(p) => base.join(p),
+            None => state_dir.join("metrics.prom"),
+        };
         Ok(Config {
             file: file.to_path_buf(),
             inbox: resolve(&raw.paths.inbox, "sample-data/inbox"),
-            state_dir: resolve(&raw.paths.state_dir, "state"),
+            state_dir,
             orgs: resolve(&raw.paths.orgs, "sample-data/orgs.csv"),
             purchases: resolve(&raw.paths.purchases, "sample-data/credit-purchases.csv"),
             pricing,
@@ -525,6 +560,7 @@ impl Config {
             close_grace,
             data_centers: raw.daemon.data_centers.clone().unwrap_or_default(),
             retention,
+            metrics_textfile,
             smtp,
         })
     }

@@ -47,6 +47,21 @@ pub fn html(s: &str) -> String {
 }
 
 /// Makes text safe for a header or a single line: control characters become spaces.
+/// `s` with every control character (C0, DEL, C1) written as `\xNN` and everything else as it
+/// is: for text shown exactly (a quarantined line), where a line a gateway or an attacker sent
+/// must not drive the terminal that reads it.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -643,6 +658,58 @@ pub fn config_rejected(problems: &[String]) -> Rendered {
         let _ = writeln!(h, "<li>{}</li>", html(p));
     }
     h.push_str("</ul>\n");
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
+/// "A gateway went silent" to ops (`silence:<gateway>:<since>`, DESIGN §6).
+pub fn gateway_silence(gateway: &str, last_file: &str, since: &str, silence: &str) -> Rendered {
+    let g = one_line(gateway);
+    let subject = format!("[creditd] gateway {g} silent: no file since {since}");
+    let text = format!(
+        "Gateway {g} has sent no log file for more than {silence} ([alerts] gateway_silence).\n\n\
+         Its last file: {}\nFirst seen by ingest: {since}\n\n\
+         Calls of that gateway are not being billed until its files arrive. Check the gateway \
+         and its log shipping; when a file arrives, ops get one message that it is back.\n",
+        one_line(last_file)
+    );
+    let h = format!(
+        "<p>Gateway <b>{}</b> has sent no log file for more than {} (<code>[alerts] gateway_silence</code>).</p>\n\
+         <table><tr><td>Last file</td><td>{}</td></tr><tr><td>First seen by ingest</td><td>{}</td></tr></table>\n\
+         <p>Calls of that gateway are not being billed until its files arrive. Check the gateway and its log shipping; when a file arrives, ops get one message that it is back.</p>\n",
+        html(gateway),
+        html(silence),
+        html(last_file),
+        html(since)
+    );
+    Rendered {
+        subject,
+        text,
+        html: wrap(&h),
+        chart: None,
+    }
+}
+
+/// "A silent gateway is back" to ops (`back:<gateway>:<at>`).
+pub fn gateway_back(gateway: &str, file: &str, since: &str, at: &str) -> Rendered {
+    let g = one_line(gateway);
+    let subject = format!("[creditd] gateway {g} back: files again since {at}");
+    let text = format!(
+        "Gateway {g} is sending log files again.\n\nSilent since: {since}\nFirst file back: {} (first seen {at})\n",
+        one_line(file)
+    );
+    let h = format!(
+        "<p>Gateway <b>{}</b> is sending log files again.</p>\n\
+         <table><tr><td>Silent since</td><td>{}</td></tr><tr><td>First file back</td><td>{} (first seen {})</td></tr></table>\n",
+        html(gateway),
+        html(since),
+        html(file),
+        html(at)
+    );
     Rendered {
         subject,
         text,

@@ -114,14 +114,36 @@ pub fn run(
             .expect("an RFC 3339 instant")
             .timestamp_millis();
         let tx = store.transaction()?;
-        let (n, bytes) = tx.purge_sent_bodies(before_ms)?;
+        let (keys, bytes) = tx.purge_sent_bodies(before_ms)?;
         tx.commit()?;
-        if n > 0 {
+        if !keys.is_empty() {
+            let n = keys.len() as u64;
             out.purges.push(record(
                 store,
                 at,
                 "outbox",
                 format!("the bodies of {n} message(s) sent before {before}"),
+                n,
+                bytes,
+            )?);
+        }
+        // Without [smtp] each sent message is also a `.eml` file: it goes with its body. (A
+        // crash between the commit and here leaves files nothing reads.)
+        let dir = state_dir.join("outbox");
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for key in &keys {
+            let removed = remove_file(&dir.join(crate::mail::eml_name(key)));
+            if removed > 0 {
+                bytes += removed;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            out.purges.push(record(
+                store,
+                at,
+                "outbox",
+                format!("the .eml files of {n} message(s) sent before {before}"),
                 n,
                 bytes,
             )?);

@@ -16,10 +16,14 @@ mod migrate;
 mod outbox;
 mod parts;
 mod problems;
+mod quarantine;
+mod runs;
 pub use claims::ClaimsView;
 pub use outbox::Change;
 pub use parts::{PurgeRecord, MIXED_SOURCES};
 pub use problems::{Problem, Unit};
+pub use quarantine::{QuarantineFilter, QuarantinedLine};
+pub use runs::{gateway_of, GatewayFile, OutboxCounts, TaskRun};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -330,6 +334,7 @@ impl Store {
                 conn.execute_batch(SCHEMA)?;
                 conn.execute_batch(problems::SCHEMA)?;
                 conn.execute_batch(parts::SCHEMA)?;
+                conn.execute_batch(runs::SCHEMA)?;
                 migrate::upgrade(&conn)?;
                 conn.execute_batch("COMMIT")?;
                 Ok(())

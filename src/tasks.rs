@@ -53,9 +53,21 @@ pub fn run(
             AVAILABLE.join(", ")
         );
     }
-    if task != "all" {
-        return Ok(run_isolated(task, setup, state, now, stop));
+    let report = if task == "all" {
+        run_all(setup, state, now, stop)
+    } else {
+        run_isolated(task, setup, state, now, stop)
+    };
+    // After every job run, hand runs included (DESIGN §6). A metrics file that cannot be
+    // written is logged and costs the run nothing: the work is done and recorded.
+    if let Err(e) = crate::metrics::write(setup, state.store(), now) {
+        tracing::error!("{e:#}");
     }
+    Ok(report)
+}
+
+/// Runs each task of [`ALL`], whatever happened to the others.
+fn run_all(setup: &Setup, state: &mut State, now: DateTime<Utc>, stop: &AtomicBool) -> TaskReport {
     let mut a = TaskReport {
         ok: true,
         ..Default::default()
@@ -73,12 +85,33 @@ pub fn run(
         a.ok &= b.ok;
     }
     a.summary = summaries.join("; ");
-    Ok(a)
+    a
 }
 
 /// Runs one task as a failure unit: an error becomes a problem of the task, recorded in the
 /// store and reported; a run that gets through closes it.
 fn run_isolated(
+    task: &str,
+    setup: &Setup,
+    state: &mut State,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> TaskReport {
+    let started = std::time::Instant::now();
+    let report = run_recorded(task, setup, state, now, stop);
+    // Hand runs and daemon jobs alike, for `status` and the metrics (DESIGN §4, §6).
+    let ms = started.elapsed().as_millis() as u64;
+    if let Err(e) =
+        state
+            .store()
+            .record_task_run(task, now.timestamp_millis(), ms, report.ok, &report.summary)
+    {
+        tracing::error!("cannot record the run of task {task}: {e:#}");
+    }
+    report
+}
+
+fn run_recorded(
     task: &str,
     setup: &Setup,
     state: &mut State,
@@ -168,6 +201,20 @@ pub fn ingest(
     let retried = alerts::retry_messages(setup, state.store(), now)?;
     failed_units += retried.len();
     out.problems.extend(retried);
+    if setup.config.alerts.gateway_silence.is_some() {
+        let store = state.store();
+        let timeline = alerts::timeline(store.file_times()?);
+        let keys = store.outbox_keys_like(&["silence:", "back:"])?;
+        let tx = store.transaction()?;
+        out.details.extend(alerts::queue_silence_messages(
+            &setup.config,
+            &tx,
+            &timeline,
+            &keys,
+            now,
+        )?);
+        tx.commit()?;
+    }
     out.summary = format!(
         "ingest: {} file(s), {} failed, {lines} lines, {accepted} accepted, {duplicates} duplicates, {quarantined} quarantined; {} org-day(s) updated{} in {:.1}s",
         report.outcomes.len(),

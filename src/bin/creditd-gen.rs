@@ -52,6 +52,10 @@ struct Args {
     /// the inbox (a late five-minute file). The expected ledger and counts include it.
     #[arg(long)]
     aside: Option<String>,
+    /// Every org signed up before the first date, so each day has the same load (the history
+    /// benchmark); without it a tenth of the orgs sign up halfway through the dates.
+    #[arg(long)]
+    steady: bool,
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -279,7 +283,13 @@ fn parse_dates(spec: &str) -> anyhow::Result<Vec<NaiveDate>> {
     Ok(out)
 }
 
-fn make_orgs(rng: &mut Rng, n: usize, first: NaiveDate, last: NaiveDate) -> Vec<GenOrg> {
+fn make_orgs(
+    rng: &mut Rng,
+    n: usize,
+    first: NaiveDate,
+    last: NaiveDate,
+    steady: bool,
+) -> Vec<GenOrg> {
     let mut orgs = Vec::new();
     for i in 0..n {
         let edition = EDITIONS[i % EDITIONS.len()];
@@ -290,7 +300,7 @@ fn make_orgs(rng: &mut Rng, n: usize, first: NaiveDate, last: NaiveDate) -> Vec<
         let signup = match i % 10 {
             7 => d("2025-10-15"),
             8 => d("2025-11-01"),
-            9 if n > 9 => first + Duration::days(((last - first).num_days() / 2).max(1)),
+            9 if n > 9 && !steady => first + Duration::days(((last - first).num_days() / 2).max(1)),
             _ => d("2024-01-01") + Duration::days(rng.below(500) as i64),
         };
         let paid = edition != "free" && i % 13 != 5;
@@ -546,7 +556,7 @@ fn main() -> anyhow::Result<()> {
     let mut rng = Rng(args.seed);
     std::fs::create_dir_all(args.out.join("inbox"))
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let orgs = make_orgs(&mut rng, args.orgs, first, last);
+    let orgs = make_orgs(&mut rng, args.orgs, first, last, args.steady);
     let mut purchases = Vec::new();
     for (oi, o) in orgs.iter().enumerate() {
         if oi % 4 == 1 {

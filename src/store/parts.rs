@@ -308,18 +308,26 @@ impl Tx<'_> {
 
     /// Empties the bodies of messages sent before `before_ms`; their keys and statuses stay,
     /// so a key is still sent once, ever. Returns how many and the bytes freed.
-    pub fn purge_sent_bodies(&self, before_ms: i64) -> anyhow::Result<(u64, u64)> {
-        let (n, bytes): (i64, i64) = self.tx.query_row(
-            "SELECT count(*), coalesce(sum(length(message)), 0) FROM outbox
+    pub fn purge_sent_bodies(&self, before_ms: i64) -> anyhow::Result<(Vec<String>, u64)> {
+        let mut stmt = self.tx.prepare(
+            "SELECT key, length(message) FROM outbox
              WHERE status = 'sent' AND sent_at < ?1 AND length(message) > 0",
-            [before_ms],
-            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let mut keys = Vec::new();
+        let mut bytes = 0u64;
+        let rows = stmt.query_map([before_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (key, len) = row?;
+            keys.push(key);
+            bytes += len.max(0) as u64;
+        }
         self.tx.execute(
             "UPDATE outbox SET message = X'' WHERE status = 'sent' AND sent_at < ?1 AND length(message) > 0",
             [before_ms],
         )?;
-        Ok((n as u64, bytes as u64))
+        Ok((keys, bytes))
     }
 
     /// Records a purge.

@@ -241,7 +241,7 @@ fn small_dir() -> Dir {
     dir
 }
 
-fn call(ts: &str, rid: &str, org: &str, path: &str, status: u16) -> String {
+pub fn call(ts: &str, rid: &str, org: &str, path: &str, status: u16) -> String {
     format!(
         "{{\"ts\":\"{ts}\",\"request_id\":\"{rid}\",\"org_id\":\"{org}\",\"method\":\"GET\",\"path\":\"{path}\",\"status\":{status}}}\n"
     )

@@ -121,7 +121,7 @@ fn queue(
 ) -> anyhow::Result<bool> {
     crate::faults::check(&format!("build:{key}"))?;
     let to = recipients(setup, row);
-    let raw = mail::build(key, &setup.config.alerts.from, &to, rendered, now)?;
+    let raw = mail::build(&setup.config, key, &to, rendered, now)?;
     tx.enqueue(
         key,
         kind,
@@ -226,7 +226,7 @@ pub fn queue_amended_summary(
         "queued" => {
             let rendered = render_summary(setup, tx, row, &crossings, 0)?;
             let to = recipients(setup, row);
-            let raw = mail::build(&key, &setup.config.alerts.from, &to, &rendered, now)?;
+            let raw = mail::build(&setup.config, &key, &to, &rendered, now)?;
             tx.replace_queued(&key, &rendered.subject, &raw)
         }
         _ => {
@@ -288,7 +288,7 @@ fn queue_to_ops(
 ) -> anyhow::Result<bool> {
     crate::faults::check(&format!("build:{key}"))?;
     let to = &config.alerts.ops_to;
-    let raw = mail::build(key, &config.alerts.from, to, rendered, now)?;
+    let raw = mail::build(config, key, to, rendered, now)?;
     tx.enqueue(
         key,
         kind,

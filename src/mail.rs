@@ -33,10 +33,28 @@ impl lettre::message::header::Header for XCreditdKey {
     }
 }
 
-/// The Message-ID derived from an outbox key: `<near.100.2025-10-07.80@creditd>`.
-pub fn message_id(key: &str) -> String {
-    let id: String = key
-        .chars()
+/// The `Auto-Submitted` header (RFC 3834): no out-of-office reply comes back.
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_string())
+    }
+}
+
+/// An outbox key as the local part of a Message-ID and a file name: `:` (and anything else
+/// that is not a letter, digit or `-`) becomes `.`.
+fn key_part(key: &str) -> String {
+    key.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c
@@ -44,14 +62,51 @@ pub fn message_id(key: &str) -> String {
                 '.'
             }
         })
-        .collect();
-    format!("<{id}@creditd>")
+        .collect()
+}
+
+/// The domain of every Message-ID (DESIGN §5): the From domain, prefixed by the instance's
+/// data centers, sorted and joined by `-`, when `[daemon] data_centers` is set
+/// (`us-eu.example.com`), so two instances never mint the same id.
+pub fn id_domain(from: &str, data_centers: &[String]) -> anyhow::Result<String> {
+    let from: Mailbox = from
+        .parse()
+        .with_context(|| format!("[alerts] from: not a mail address: {from:?}"))?;
+    let domain = from.email.domain().to_string();
+    if data_centers.is_empty() {
+        return Ok(domain);
+    }
+    let mut dcs: Vec<String> = data_centers.iter().map(|d| key_part(d)).collect();
+    dcs.sort();
+    dcs.dedup();
+    Ok(format!("{}.{domain}", dcs.join("-")))
+}
+
+/// The Message-ID derived from an outbox key: `<near.100.2025-10-07.80@example.com>`.
+pub fn message_id(key: &str, domain: &str) -> String {
+    format!("<{}@{domain}>", key_part(key))
+}
+
+/// The synthetic root that threads every message of one org-day
+/// (`<orgday.100.2025-10-07@example.com>`), for the keys of org-day messages (near, over,
+/// summary and amended summary).
+pub fn thread_root(key: &str, domain: &str) -> Option<String> {
+    let mut fields = key.split(':');
+    let kind = fields.next()?;
+    if !matches!(kind, "near" | "over" | "summary") {
+        return None;
+    }
+    let (org, date) = (fields.next()?, fields.next()?);
+    Some(format!(
+        "<orgday.{}.{}@{domain}>",
+        key_part(org),
+        key_part(date)
+    ))
 }
 
 /// A file name for a key: `near.100.2025-10-07.80.eml`.
 pub fn eml_name(key: &str) -> String {
-    let id = message_id(key);
-    format!("{}.eml", &id[1..id.len() - "@creditd>".len()])
+    format!("{}.eml", key_part(key))
 }
 
 /// Checks one recipient (`report_to`, `ops_to`) as sending will take it: a bare address
@@ -67,23 +122,29 @@ pub fn check_recipient(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the raw message (RFC 5322 bytes) for `rendered`.
+/// Builds the raw message (RFC 5322 bytes) for `rendered`, from `config`'s `[alerts] from`.
 pub fn build(
+    config: &crate::config::Config,
     key: &str,
-    from: &str,
     to: &[String],
     rendered: &Rendered,
     date: DateTime<Utc>,
 ) -> anyhow::Result<Vec<u8>> {
-    let from: Mailbox = from
+    let from_text = &config.alerts.from;
+    let from: Mailbox = from_text
         .parse()
-        .with_context(|| format!("[alerts] from: not a mail address: {from:?}"))?;
+        .with_context(|| format!("[alerts] from: not a mail address: {from_text:?}"))?;
+    let domain = id_domain(from_text, &config.data_centers)?;
     let mut builder = Message::builder()
         .from(from)
         .subject(one_line(&rendered.subject))
-        .message_id(Some(message_id(key)))
+        .message_id(Some(message_id(key, &domain)))
         .date(SystemTime::from(date))
+        .header(AutoSubmitted)
         .header(XCreditdKey(key.to_string()));
+    if let Some(root) = thread_root(key, &domain) {
+        builder = builder.in_reply_to(root.clone()).references(root);
+    }
     for addr in to {
         let mbox: Mailbox = addr
             .parse()
@@ -95,14 +156,21 @@ pub fn build(
         None => MultiPart::alternative()
             .singlepart(text)
             .singlepart(SinglePart::html(rendered.html.clone())),
-        Some(hourly) => MultiPart::alternative().singlepart(text).multipart(
-            MultiPart::related()
-                .singlepart(SinglePart::html(rendered.html.clone()))
-                .singlepart(
-                    Attachment::new_inline("chart".to_string())
-                        .body(chart_png(hourly)?, ContentType::parse("image/png")?),
-                ),
-        ),
+        Some(hourly) => {
+            // A Content-ID unique to this message (and instance), named in the HTML.
+            let cid = format!("chart.{}@{domain}", key_part(key));
+            let html = rendered
+                .html
+                .replace("src=\"cid:chart\"", &format!("src=\"cid:{cid}\""));
+            MultiPart::alternative().singlepart(text).multipart(
+                MultiPart::related()
+                    .singlepart(SinglePart::html(html))
+                    .singlepart(
+                        Attachment::new_inline(cid)
+                            .body(chart_png(hourly)?, ContentType::parse("image/png")?),
+                    ),
+            )
+        }
     };
     let message = builder
         .multipart(body)
@@ -328,9 +396,26 @@ mod tests {
     #[test]
     fn keys_become_message_ids_and_file_names() {
         assert_eq!(
-            message_id("near:100:2025-10-07:80"),
-            "<near.100.2025-10-07.80@creditd>"
+            message_id("near:100:2025-10-07:80", "example.com"),
+            "<near.100.2025-10-07.80@example.com>"
         );
+        assert_eq!(
+            id_domain("creditd <creditd@example.com>", &[]).unwrap(),
+            "example.com"
+        );
+        assert_eq!(
+            id_domain(
+                "creditd <creditd@example.com>",
+                &["us".to_string(), "eu".to_string()]
+            )
+            .unwrap(),
+            "eu-us.example.com"
+        );
+        assert_eq!(
+            thread_root("summary:100:2025-10-07:r1", "example.com").as_deref(),
+            Some("<orgday.100.2025-10-07@example.com>")
+        );
+        assert_eq!(thread_root("digest:2025-10-07", "example.com"), None);
         assert_eq!(
             eml_name("summary:100:2025-10-07:r1"),
             "summary.100.2025-10-07.r1.eml"

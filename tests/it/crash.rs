@@ -277,3 +277,81 @@ fn a_full_disk_fails_files_whole_and_the_next_run_completes() {
     );
     assert_eq!(file_counts(&dir), expected);
 }
+
+#[test]
+fn retention_killed_again_and_again_ends_like_one_clean_run() {
+    use crate::retention::{archived, count, dates, settled_sample, with_retention, LATER};
+    let horizons = "events = \"80d\"\narchive = \"10d\"\nquarantine = \"10d\"\noutbox = \"10d\"\n";
+    // The reference: the same state, one retention run that nobody interrupts.
+    let clean = settled_sample();
+    with_retention(&clean, horizons);
+    clean.expect(0, &["--now", LATER, "run", "retention"]);
+
+    let dir = settled_sample();
+    let ledger = dir.export();
+    let files = dir.expect(0, &["files"]);
+    with_retention(&dir, horizons);
+    let purged = |dir: &Dir| {
+        dates(dir, "events")
+            .iter()
+            .all(|d| d.as_str() >= "2025-11-01")
+    };
+    let kills = kill_repeatedly(
+        &dir,
+        &["--now", LATER, "run", "retention"],
+        // A whole run takes about 50 ms here: most kills land inside one.
+        45,
+        0x5eed_0e7e,
+        |kills| kills >= 12 || purged(&dir),
+        || {
+            // After every kill: the ledger and `files` never change, and every part the store
+            // lists is on disk.
+            assert_eq!(dir.export(), ledger);
+            assert_eq!(dir.expect(0, &["files"]), files);
+            let listed = count(&dir, "SELECT count(*) FROM parts");
+            let on_disk = walk_count(&dir.path().join("state/events"), "parquet");
+            assert!(
+                listed as usize <= on_disk,
+                "{listed} listed, {on_disk} on disk"
+            );
+        },
+    );
+    assert!(kills > 0, "no run was killed");
+    // The next run finishes the job: the same state as the uninterrupted run.
+    dir.expect(0, &["--now", LATER, "run", "retention"]);
+    assert_eq!(dir.export(), clean.export());
+    assert_eq!(dir.expect(0, &["files"]), clean.expect(0, &["files"]));
+    assert_eq!(dates(&dir, "events"), dates(&clean, "events"));
+    assert_eq!(dates(&dir, "claims"), dates(&clean, "claims"));
+    assert_eq!(archived(&dir), archived(&clean));
+    let sql = "SELECT count(*) FROM quarantine";
+    assert_eq!(count(&dir, sql), count(&clean, sql));
+    let sql = "SELECT count(*) FROM outbox WHERE length(message) > 0";
+    assert_eq!(count(&dir, sql), count(&clean, sql));
+    // Nothing is left that the store does not list.
+    let listed = count(&dir, "SELECT count(*) FROM parts") as usize;
+    assert_eq!(
+        walk_count(&dir.path().join("state/events"), "parquet"),
+        listed
+    );
+    // A further run finds nothing left to do.
+    let again = dir.expect(0, &["--now", LATER, "run", "retention"]);
+    assert!(again.contains("retention: 0 purge(s)"), "{again}");
+}
+
+/// Files under `dir` whose name ends with `.ext`.
+fn walk_count(dir: &std::path::Path, ext: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                walk_count(&p, ext)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == ext))
+            }
+        })
+        .sum()
+}

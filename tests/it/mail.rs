@@ -109,6 +109,16 @@ pub fn header(raw: &[u8], name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The thread root of an org-day message's key (DESIGN §5), on the sample's From domain.
+fn thread_of(key: &str) -> String {
+    let mut fields = key.split(':').skip(1);
+    format!(
+        "<orgday.{}.{}@example.com>",
+        fields.next().unwrap(),
+        fields.next().unwrap()
+    )
+}
+
 /// The content types of every MIME part, depth first.
 fn parts(raw: &[u8]) -> Vec<String> {
     fn walk(p: &mailparse::ParsedMail<'_>, out: &mut Vec<String>) {
@@ -185,10 +195,17 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
     let over = expected.iter().find(|k| k.starts_with("over:")).unwrap();
     let name = over.replace(':', ".") + ".eml";
     let raw = std::fs::read(dir.path().join("state/outbox").join(name)).unwrap();
+    // Headers of DESIGN §5: the Message-ID on the From domain, no auto-replies, and the
+    // org-day's thread root.
+    let dotted = over.replace(':', ".");
     assert_eq!(
         header(&raw, "Message-ID"),
-        format!("<{}@creditd>", over.replace(':', "."))
+        format!("<{dotted}@example.com>")
     );
+    assert_eq!(header(&raw, "Auto-Submitted"), "auto-generated");
+    let root = thread_of(over);
+    assert_eq!(header(&raw, "In-Reply-To"), root);
+    assert_eq!(header(&raw, "References"), root);
     assert!(header(&raw, "Subject").contains("exceeded its daily API allotment"));
     assert!(header(&raw, "To").contains("admin@org"));
     assert_eq!(
@@ -226,7 +243,22 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
             "image/png"
         ]
     );
-    assert!(body_of(&raw, "text/html").contains("<img src=\"cid:chart\""));
+    // The chart's Content-ID is unique to the message, and the HTML names it.
+    let cid = format!("chart.{}@example.com", summary.replace(':', "."));
+    assert!(body_of(&raw, "text/html").contains(&format!("<img src=\"cid:{cid}\"")));
+    assert!(String::from_utf8_lossy(&raw).contains(&format!("Content-ID: <{cid}>")));
+    assert_eq!(
+        header(&raw, "References"),
+        thread_of(summary),
+        "a summary joins its org-day's thread"
+    );
+    let digest = std::fs::read(dir.path().join("state/outbox/digest.2026-01-02.eml")).unwrap();
+    assert_eq!(header(&digest, "Auto-Submitted"), "auto-generated");
+    assert_eq!(
+        header(&digest, "References"),
+        "",
+        "the digest belongs to no org-day"
+    );
 
     // Re-running changes nothing: every key is sent once, ever.
     let out = dir.expect(0, &["--now", "2026-01-02T13:00:00Z", "run", "all"]);

@@ -9,17 +9,17 @@ use crate::ingest::{assert_nothing_lost, file_counts};
 use crate::{csv_rows, Dir};
 
 /// When the sample is ingested and its days closed.
-const INGESTED: &str = "2026-01-02T12:00:00Z";
+pub const INGESTED: &str = "2026-01-02T12:00:00Z";
 /// When retention runs: 80 days after 2025-11-01 in every zone of the sample.
-const LATER: &str = "2026-01-20T12:00:00Z";
+pub const LATER: &str = "2026-01-20T12:00:00Z";
 
-fn with_retention(dir: &Dir, section: &str) {
+pub fn with_retention(dir: &Dir, section: &str) {
     let cfg = dir.read("creditd.toml") + "\n[retention]\n" + section;
     dir.write("creditd.toml", cfg);
 }
 
 /// The dates of `area` (`events` or `claims`) that have a directory.
-fn dates(dir: &Dir, area: &str) -> BTreeSet<String> {
+pub fn dates(dir: &Dir, area: &str) -> BTreeSet<String> {
     let Ok(entries) = std::fs::read_dir(dir.path().join("state").join(area)) else {
         return BTreeSet::new();
     };
@@ -29,7 +29,7 @@ fn dates(dir: &Dir, area: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn count(dir: &Dir, sql: &str) -> i64 {
+pub fn count(dir: &Dir, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(dir.path().join("state/creditd.sqlite")).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -42,12 +42,12 @@ fn store_bytes(dir: &Dir) -> u64 {
         .sum()
 }
 
-fn archived(dir: &Dir) -> usize {
+pub fn archived(dir: &Dir) -> usize {
     std::fs::read_dir(dir.path().join("state/archive")).map_or(0, |d| d.count())
 }
 
 /// The sample, ingested and closed, with every message delivered.
-fn settled_sample() -> Dir {
+pub fn settled_sample() -> Dir {
     let dir = Dir::sample();
     dir.expect(0, &["--now", INGESTED, "run", "all"]);
     dir

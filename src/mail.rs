@@ -162,8 +162,18 @@ pub fn build(
             let html = rendered
                 .html
                 .replace("src=\"cid:chart\"", &format!("src=\"cid:{cid}\""));
+            // `type=` names the root part (RFC 2387), which lettre's `related()` leaves out.
+            let boundary = {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(format!("related {key}"));
+                format!("related-{}", &hex::encode(digest)[..32])
+            };
+            let related = ContentType::parse(&format!(
+                "multipart/related; type=\"text/html\"; boundary=\"{boundary}\""
+            ))?;
             MultiPart::alternative().singlepart(text).multipart(
-                MultiPart::related()
+                MultiPart::builder()
+                    .header(related)
                     .singlepart(SinglePart::html(html))
                     .singlepart(
                         Attachment::new_inline(cid)

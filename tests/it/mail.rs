@@ -243,6 +243,14 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
             "image/png"
         ]
     );
+    // The related part names its root part's type (RFC 2387).
+    let related = mailparse::parse_mail(&raw).unwrap();
+    let related = &related.subparts[1];
+    assert_eq!(related.ctype.mimetype, "multipart/related");
+    assert_eq!(
+        related.ctype.params.get("type").map(String::as_str),
+        Some("text/html")
+    );
     // The chart's Content-ID is unique to the message, and the HTML names it.
     let cid = format!("chart.{}@example.com", summary.replace(':', "."));
     assert!(body_of(&raw, "text/html").contains(&format!("<img src=\"cid:{cid}\"")));

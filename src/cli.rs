@@ -73,6 +73,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
     },
+    /// Every call of one org-day in running-total order: rule, tier, credits, running total,
+    /// crossings; its totals are the ledger row's.
+    Explain {
+        #[arg(long)]
+        org: String,
+        /// The org's local date.
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Text)]
+        format: ExplainFormat,
+    },
     /// The "API details" view of one org-day.
     Usage {
         #[arg(long)]
@@ -157,6 +168,12 @@ pub enum LedgerCommand {
 pub enum Format {
     Csv,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExplainFormat {
+    Text,
+    Csv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -380,6 +397,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             Stdout::default().text(&crate::files::render(&rows, format == Format::Json)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { org, date, format } => {
+            let setup = load_setup(&cli.config)?;
+            let store = State::open_store_read_only(&setup.config.state_dir)?;
+            let found = match &store {
+                Some(store) => crate::explain::explain(&setup, store, &org, date)?,
+                None => None,
+            };
+            let Some(x) = found else {
+                if setup.org(&org).is_none() {
+                    return Err(UsageError(format!(
+                        "--org {org}: no such org in the registry {}",
+                        setup.config.orgs.display()
+                    ))
+                    .into());
+                }
+                eprintln!("explain: org {org} has no calls on {date} (no ledger row)");
+                if format == ExplainFormat::Csv {
+                    Stdout::default().text(&format!("{}\n", crate::report::EXPLAIN_HEADER))?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            let text = match format {
+                ExplainFormat::Text => crate::report::explain_text(&x),
+                ExplainFormat::Csv => crate::report::explain_csv(&x)?,
+            };
+            Stdout::default().text(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { format } => {

@@ -59,6 +59,7 @@ pub struct Event<'a> {
 
 mod details;
 mod digest;
+mod explain;
 mod reconcile;
 mod rewrite;
 #[cfg(test)]
@@ -67,6 +68,7 @@ mod writer;
 
 pub use details::*;
 pub use digest::*;
+pub use explain::*;
 pub use reconcile::*;
 pub use rewrite::*;
 pub use writer::*;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod explain;
 pub mod faults;
 pub mod files;
 pub mod ingest;

@@ -270,8 +270,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .unwrap_or_else(|| "metrics.prom".into());
     // node_exporter reads only `*.prom`: the temp file is never scraped half-written.
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover of a killed run goes first; the new one is created, never followed.
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| -> anyhow::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        // The umask may have taken bits away: 0644 whatever it is.
         f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(bytes)?;
         f.sync_all()?;

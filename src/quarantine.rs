@@ -10,10 +10,10 @@ pub const QUARANTINE_HEADER: &str = "file,line,reason,org_id,local_date,raw";
 
 #[derive(Serialize)]
 struct JsonRow<'a> {
-    file: &'a str,
+    file: String,
     line: u64,
     reason: &'a str,
-    org_id: Option<&'a str>,
+    org_id: Option<String>,
     local_date: Option<&'a str>,
     raw: String,
 }
@@ -24,10 +24,10 @@ pub fn render(rows: &[QuarantinedLine], json: bool) -> anyhow::Result<String> {
         let out: Vec<JsonRow> = rows
             .iter()
             .map(|r| JsonRow {
-                file: &r.file,
+                file: escape_raw(&r.file),
                 line: r.line,
                 reason: &r.reason,
-                org_id: r.org_id.as_deref(),
+                org_id: r.org_id.as_deref().map(escape_raw),
                 local_date: r.local_date.as_deref(),
                 raw: escape_raw(&r.raw),
             })

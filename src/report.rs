@@ -11,6 +11,9 @@ use crate::allotment::{format_pct, pct_hundredths};
 use crate::events::DayDetails;
 use crate::store::{Crossing, LedgerRow};
 
+mod explain;
+pub use explain::{explain_csv, explain_text, EXPLAIN_HEADER};
+
 /// A rendered message, before it becomes MIME.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {

@@ -115,6 +115,18 @@ pub fn run(
             .timestamp_millis();
         let tx = store.transaction()?;
         let (keys, bytes) = tx.purge_sent_bodies(before_ms)?;
+        // Without [smtp] each sent message is also a `.eml` file: it goes with its body, and
+        // before the commit, so a crash in between leaves the bodies and the next run redoes
+        // both (removing a file already gone is nothing).
+        let dir = state_dir.join("outbox");
+        let (mut eml_n, mut eml_bytes) = (0u64, 0u64);
+        for key in &keys {
+            let removed = remove_file(&dir.join(crate::mail::eml_name(key)));
+            if removed > 0 {
+                eml_bytes += removed;
+                eml_n += 1;
+            }
+        }
         tx.commit()?;
         if !keys.is_empty() {
             let n = keys.len() as u64;
@@ -127,25 +139,14 @@ pub fn run(
                 bytes,
             )?);
         }
-        // Without [smtp] each sent message is also a `.eml` file: it goes with its body. (A
-        // crash between the commit and here leaves files nothing reads.)
-        let dir = state_dir.join("outbox");
-        let (mut n, mut bytes) = (0u64, 0u64);
-        for key in &keys {
-            let removed = remove_file(&dir.join(crate::mail::eml_name(key)));
-            if removed > 0 {
-                bytes += removed;
-                n += 1;
-            }
-        }
-        if n > 0 {
+        if eml_n > 0 {
             out.purges.push(record(
                 store,
                 at,
                 "outbox",
-                format!("the .eml files of {n} message(s) sent before {before}"),
-                n,
-                bytes,
+                format!("the .eml files of {eml_n} message(s) sent before {before}"),
+                eml_n,
+                eml_bytes,
             )?);
         }
     }

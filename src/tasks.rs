@@ -53,6 +53,11 @@ pub fn run(
             AVAILABLE.join(", ")
         );
     }
+    // A state of an earlier version is brought to this one's layout before any task touches
+    // it (it is a no-op on a current one).
+    if let Err(e) = crate::upgrade::upgrade(&setup.config.state_dir, state.store()) {
+        tracing::error!("cannot upgrade the state directory: {e:#}");
+    }
     let report = if task == "all" {
         run_all(setup, state, now, stop)
     } else {

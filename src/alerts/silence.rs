@@ -75,9 +75,14 @@ pub fn queue_silence_messages(
             let back_key = format!("back:{gateway}:{at}");
             if keys.contains(&silence_key) && !keys.contains(&back_key) {
                 let rendered = report::gateway_back(gateway, file, since, at);
-                if super::queue_to_ops(config, tx, &back_key, "back", &rendered, now)? {
-                    out.push(format!("gateway {gateway} is back ({file}): ops told"));
-                }
+                let failed = super::queue_isolated(tx, &back_key, now, |tx| {
+                    super::queue_to_ops(config, tx, &back_key, "back", &rendered, now)?;
+                    Ok(())
+                })?;
+                out.push(match failed {
+                    None => format!("gateway {gateway} is back ({file}): ops told"),
+                    Some(problem) => problem,
+                });
             }
         }
     }
@@ -87,11 +92,15 @@ pub fn queue_silence_messages(
             continue;
         }
         let rendered = report::gateway_silence(gateway, file, since, &shown);
-        if super::queue_to_ops(config, tx, &key, "silence", &rendered, now)? {
-            out.push(format!(
-                "gateway {gateway} silent since {since} (more than {shown}): ops told"
-            ));
-        }
+        // A message that cannot be built fails alone (DESIGN §7): a problem, retried next run.
+        let failed = super::queue_isolated(tx, &key, now, |tx| {
+            super::queue_to_ops(config, tx, &key, "silence", &rendered, now)?;
+            Ok(())
+        })?;
+        out.push(match failed {
+            None => format!("gateway {gateway} silent since {since} (more than {shown}): ops told"),
+            Some(problem) => problem,
+        });
     }
     Ok(out)
 }

@@ -38,7 +38,7 @@ impl Store {
     pub fn quarantined(&self, filter: &QuarantineFilter) -> anyhow::Result<Vec<QuarantinedLine>> {
         let mut sql = String::from(
             "SELECT q.file, q.line, q.reason, q.org_id, q.local_date, q.raw FROM quarantine q \
-             WHERE 1 = 1",
+             JOIN files f ON f.sha256 = q.file_sha AND f.status = 'ingested' WHERE 1 = 1",
         );
         let mut args: Vec<Value> = Vec::new();
         if let Some(file) = &filter.file {
@@ -57,9 +57,7 @@ impl Store {
             args.push(Value::Text(to.to_string()));
             sql.push_str(&format!(" AND q.local_date <= ?{}", args.len()));
         }
-        sql.push_str(
-            " ORDER BY (SELECT min(f.seq) FROM files f WHERE f.sha256 = q.file_sha), q.file_sha, q.line",
-        );
+        sql.push_str(" ORDER BY f.seq, q.line");
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok(QuarantinedLine {

@@ -141,9 +141,9 @@ impl Store {
 
     /// The newest file of each gateway, by gateway.
     pub fn gateway_files(&self) -> anyhow::Result<Vec<GatewayFile>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT file, processed_at FROM files ORDER BY seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT file, processed_at FROM files WHERE status != 'failed' ORDER BY seq",
+        )?;
         let mut rows = stmt.query([])?;
         let mut by: std::collections::BTreeMap<String, GatewayFile> = Default::default();
         while let Some(r) = rows.next()? {
@@ -163,11 +163,13 @@ impl Store {
         Ok(by.into_values().collect())
     }
 
-    /// Every file row's name and when ingest first saw it (RFC 3339), in ingest order.
+    /// Every file that went through (ingested or a duplicate): its name and when ingest saw
+    /// it (RFC 3339), in ingest order. A failed file's row is replaced at every retry, so it
+    /// says nothing of when the gateway last sent one; it counts once it goes through.
     pub fn file_times(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT file, processed_at FROM files ORDER BY seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT file, processed_at FROM files WHERE status != 'failed' ORDER BY seq",
+        )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

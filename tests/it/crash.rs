@@ -324,6 +324,17 @@ fn retention_killed_again_and_again_ends_like_one_clean_run() {
     assert_eq!(dates(&dir, "events"), dates(&clean, "events"));
     assert_eq!(dates(&dir, "claims"), dates(&clean, "claims"));
     assert_eq!(archived(&dir), archived(&clean));
+    let emls = |d: &Dir| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.path().join("state/outbox"))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(emls(&dir), emls(&clean));
     let sql = "SELECT count(*) FROM quarantine";
     assert_eq!(count(&dir, sql), count(&clean, sql));
     let sql = "SELECT count(*) FROM outbox WHERE length(message) > 0";

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod days;
+mod explain;
 mod hostile;
 mod ingest;
 mod isolation;

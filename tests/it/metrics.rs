@@ -115,7 +115,12 @@ fn every_run_writes_valid_metrics_that_agree_with_files_and_status() {
     );
 
     // A hostile gateway name is escaped as a label value, and a failed file counts as a problem.
-    dir.write("inbox/g\"w\\x-1.ndjson.gz", b"\x1f\x8b\x08\x00garbage");
+    dir.write("inbox/gw1-broken.ndjson.gz", b"\x1f\x8b\x08\x00garbage");
+    dir.write(
+        "inbox/g\"w\\x-1.ndjson",
+        // A line of an unknown org: the file goes through, the ledger stays.
+        crate::ingest::call("2025-10-10T10:00:00Z", "h1", "999", "/api/v1/tickets", 200),
+    );
     let out = dir.creditd(&["--now", "2026-01-02T12:05:00Z", "run", "all"]);
     assert_eq!(out.status.code(), Some(1));
     let text = std::fs::read_to_string(&path).unwrap();
@@ -137,7 +142,11 @@ fn every_run_writes_valid_metrics_that_agree_with_files_and_status() {
         44.0
     );
     assert!(queued < 44.0);
-    assert_eq!(value(&text, "creditd_inbox_files"), 1.0);
+    assert_eq!(
+        value(&text, "creditd_inbox_files"),
+        1.0,
+        "the broken file waits"
+    );
     assert!(text.contains("gateway=\"g\\\"w\\\\x\""), "{text}");
 }
 

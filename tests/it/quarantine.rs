@@ -125,7 +125,8 @@ fn a_hostile_line_cannot_reach_the_terminal() {
     // An escape sequence (clear screen, set the window title) and a C1 CSI in a refused line.
     dir.write(
         "inbox/gw9-hostile.ndjson",
-        "{\"request_id\":\"r\u{1b}]0;owned\u{7}\",\"ts\":\"nope\u{1b}[2J\u{9b}31m\"}\n",
+        "{\"request_id\":\"r\u{1b}]0;owned\u{7}\",\"ts\":\"nope\u{1b}[2J\u{9b}31m\"}\n\
+         {\"ts\":\"2025-10-10T10:00:00Z\",\"request_id\":\"r2\",\"org_id\":\"o\u{9b}6n\u{7f}\",\"method\":\"GET\",\"path\":\"/x\",\"status\":200}\n",
     );
     dir.expect(0, &["run", "ingest"]);
     for format in ["csv", "json"] {
@@ -142,14 +143,20 @@ fn a_hostile_line_cannot_reach_the_terminal() {
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{format}: {text:?}"
         );
-        let raw = if format == "json" {
+        let (raw, org) = if format == "json" {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            v[0]["raw"].as_str().unwrap().to_string()
+            (
+                v[0]["raw"].as_str().unwrap().to_string(),
+                v[1]["org_id"].as_str().unwrap().to_string(),
+            )
         } else {
-            csv_rows(&text)[1][5].clone()
+            let rows = csv_rows(&text);
+            (rows[1][5].clone(), rows[2][3].clone())
         };
         assert!(raw.contains("r\\x1b]0;owned\\x07"), "{format}: {raw}");
         assert!(raw.contains("nope\\x1b[2J\\x9b31m"), "{format}: {raw}");
+        // An unknown org keeps its id, escaped like the raw line.
+        assert_eq!(org, "o\\x9b6n\\x7f", "{format}");
     }
 }
 

@@ -122,6 +122,17 @@ fn retention_removes_what_it_says_and_leaves_the_ledger_and_files_byte_identical
         out.contains(&format!("the bodies of {bodies} message(s)")),
         "{out}"
     );
+    // Without [smtp] the sent messages were .eml files too: they go with their bodies.
+    assert!(
+        out.contains(&format!("the .eml files of {bodies} message(s)")),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/outbox"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // The ledger and the files rows are kept forever, byte for byte.
     assert_eq!(dir.export(), ledger);

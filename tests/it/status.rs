@@ -181,6 +181,18 @@ fn a_silent_gateway_is_reported_once_and_once_when_it_is_back() {
     assert!(text.contains("silent gateway(s): gw1, gw2"), "{text}");
     assert!(text.contains("SILENT"), "{text}");
 
+    // A file of gw2 that cannot be read is no sign of life: no "back", still silent.
+    dir.write("inbox/gw2-broken.ndjson.gz", b"\x1f\x8b\x08\x00garbage");
+    for at in ["2026-01-02T13:35:00Z", "2026-01-02T13:36:00Z"] {
+        let out = dir.creditd(&["--now", at, "run", "all"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("back"));
+    }
+    assert!(eml_named(&dir, "back.gw2.").is_empty());
+    let s = status_json(&dir, 1, "2026-01-02T13:36:00Z");
+    assert!(s["gateways"][1]["silent"].as_bool().unwrap(), "{s}");
+    std::fs::remove_file(dir.path().join("inbox/gw2-broken.ndjson.gz")).unwrap();
+
     // gw1 is back: one message, and status is healthy for gw1 again.
     dir.write("inbox/gw1-20260102T1340.ndjson", one_call("s2"));
     let out = dir.expect(0, &["--now", "2026-01-02T13:40:00Z", "run", "all"]);

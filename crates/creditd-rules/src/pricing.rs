@@ -139,14 +139,22 @@ impl Rule {
 
     /// The credits of a call priced by this rule, given its query string.
     pub fn credits_for(&self, query: &str) -> u64 {
+        self.credits_and_tier(query).0
+    }
+
+    /// The credits, and the offset tier that gave them (1 = the first tier; `None` for a rule
+    /// without tiers, or an offset past them all, which pays the rule's own credits).
+    fn credits_and_tier(&self, query: &str) -> (u64, Option<u32>) {
         let Some(param) = &self.offset_param else {
-            return self.credits;
+            return (self.credits, None);
         };
         let offset = offset_in_query(query, param);
         self.tiers
             .iter()
-            .find(|t| t.upto.is_none_or(|upto| offset <= upto))
-            .map_or(self.credits, |t| t.credits)
+            .position(|t| t.upto.is_none_or(|upto| offset <= upto))
+            .map_or((self.credits, None), |i| {
+                (self.tiers[i].credits, Some(i as u32 + 1))
+            })
     }
 }
 
@@ -167,6 +175,8 @@ pub struct Price {
     /// rule matched.
     pub endpoint: Arc<str>,
     pub unpriced: bool,
+    /// The offset tier of the rule that applied (1 = its first), if it has tiers.
+    pub tier: Option<u32>,
 }
 
 impl Catalog {
@@ -209,15 +219,20 @@ impl Catalog {
     /// The price of a call once its rule (if any) and its endpoint name are known.
     fn price_by(&self, rule: Option<usize>, endpoint: Arc<str>, query: &str) -> Price {
         match rule {
-            Some(i) => Price {
-                credits: self.rules[i].credits_for(query),
-                endpoint,
-                unpriced: false,
-            },
+            Some(i) => {
+                let (credits, tier) = self.rules[i].credits_and_tier(query);
+                Price {
+                    credits,
+                    endpoint,
+                    unpriced: false,
+                    tier,
+                }
+            }
             None => Price {
                 credits: self.unpriced_credits,
                 endpoint,
                 unpriced: true,
+                tier: None,
             },
         }
     }

@@ -193,7 +193,7 @@ pub fn render(store: &Store, status: &Status) -> anyhow::Result<String> {
     o.family(
         "creditd_outbox_messages",
         "gauge",
-        "Messages by status: queued, retrying (queued after failed attempts), failed (parked, needs a human), sent, dropped.",
+        "Messages by status: queued, retrying (queued after failed attempts), failed (parked, needs a human), sent, dropped, held (crossings found past [alerts] max_age, never sent).",
     );
     let ob = &status.outbox;
     for (s, n) in [
@@ -202,6 +202,7 @@ pub fn render(store: &Store, status: &Status) -> anyhow::Result<String> {
         ("failed", ob.failed),
         ("sent", ob.sent),
         ("dropped", ob.dropped),
+        ("held", ob.held),
     ] {
         o.sample("creditd_outbox_messages", &[("status", s)], n);
     }

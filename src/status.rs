@@ -72,6 +72,8 @@ pub struct Outbox {
     pub failed: u64,
     pub sent: u64,
     pub dropped: u64,
+    /// Crossings found too late to mail (`[alerts] max_age`): kept, never sent.
+    pub held: u64,
     pub oldest_queued: Option<String>,
 }
 
@@ -231,7 +233,7 @@ pub fn gather(setup: &Setup, store: Option<&Store>, now: DateTime<Utc>) -> anyho
                 failed,
                 sent,
                 dropped,
-                ..
+                expired: held,
             } = store.outbox_counts()?;
             let outbox = Outbox {
                 queued,
@@ -239,6 +241,7 @@ pub fn gather(setup: &Setup, store: Option<&Store>, now: DateTime<Utc>) -> anyho
                 failed,
                 sent,
                 dropped,
+                held,
                 oldest_queued: store.oldest_queued()?.map(instant),
             };
             let problems: Vec<Problem> = store
@@ -367,7 +370,7 @@ pub fn render_text(s: &Status) -> String {
     }
     let ob = &s.outbox;
     o.push_str(&format!(
-        "Outbox     {} queued, {} retrying, {} failed{}; {} sent, {} dropped\n",
+        "Outbox     {} queued, {} retrying, {} failed{}; {} sent, {} dropped, {} held (max_age)\n",
         ob.queued,
         ob.retrying,
         ob.failed,
@@ -376,7 +379,8 @@ pub fn render_text(s: &Status) -> String {
             .map(|t| format!(" (oldest queued {t})"))
             .unwrap_or_default(),
         ob.sent,
-        ob.dropped
+        ob.dropped,
+        ob.held
     ));
     o.push_str(&format!("Problems   {} open\n", s.problems.len()));
     for p in &s.problems {

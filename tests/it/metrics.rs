@@ -104,6 +104,10 @@ fn every_run_writes_valid_metrics_that_agree_with_files_and_status() {
     );
     assert_eq!(value(&text, "creditd_inbox_files"), 0.0);
     // Ingest queued the alerts; nothing was delivered yet.
+    assert_eq!(
+        value(&text, "creditd_outbox_messages{status=\"held\"}"),
+        0.0
+    );
     let queued = value(&text, "creditd_outbox_messages{status=\"queued\"}");
     assert!(queued > 0.0);
     assert!(value(&text, "creditd_state_bytes{area=\"archive\"}") > 1e6);

@@ -51,18 +51,24 @@ impl lettre::message::header::Header for AutoSubmitted {
     }
 }
 
-/// An outbox key as the local part of a Message-ID and a file name: `:` (and anything else
-/// that is not a letter, digit or `-`) becomes `.`.
+/// An outbox key as the local part of a Message-ID and a file name: `:` becomes `.`, letters,
+/// digits and `-` stay, and every other byte is written `=XX` (hex), so two keys never share
+/// an id or a file (`gw_1` and `gw.1` are `gw=5F1` and `gw=2E1`).
 fn key_part(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '.'
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        if c == ':' {
+            out.push('.');
+        } else if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("={b:02X}"));
             }
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// The domain of every Message-ID (DESIGN §5): the From domain, prefixed by the instance's
@@ -426,6 +432,11 @@ mod tests {
             Some("<orgday.100.2025-10-07@example.com>")
         );
         assert_eq!(thread_root("digest:2025-10-07", "example.com"), None);
+        // Distinct keys, distinct ids and files, whatever a gateway's name holds.
+        assert_eq!(eml_name("silence:gw_1:t"), "silence.gw=5F1.t.eml");
+        assert_eq!(eml_name("silence:gw.1:t"), "silence.gw=2E1.t.eml");
+        assert_ne!(eml_name("a:b"), eml_name("a=2Eb"));
+        assert_eq!(eml_name("x:é/"), "x.=C3=A9=2F.eml");
         assert_eq!(
             eml_name("summary:100:2025-10-07:r1"),
             "summary.100.2025-10-07.r1.eml"

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::report::one_line;
@@ -306,6 +308,9 @@ fn days(d: Option<u32>) -> String {
     d.map_or_else(|| "forever".to_string(), |d| format!("{d}d"))
 }
 
+/// At most this many gateways and problems are listed in the text form.
+const SHOWN: usize = 8;
+
 /// The one-screen text form.
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
@@ -358,7 +363,11 @@ pub fn render_text(s: &Status) -> String {
     if s.gateways.is_empty() {
         o.push_str("  none yet\n");
     }
-    for g in &s.gateways {
+    // One screen: silent gateways first, then the others, at most SHOWN lines; the JSON form
+    // lists everything.
+    let mut gateways: Vec<&Gateway> = s.gateways.iter().collect();
+    gateways.sort_by_key(|g| !g.silent);
+    for g in gateways.iter().take(SHOWN) {
         o.push_str(&format!(
             "  {:<10} {}  {}  ({} file(s)){}\n",
             g.gateway,
@@ -367,6 +376,13 @@ pub fn render_text(s: &Status) -> String {
             g.files,
             if g.silent { "  SILENT" } else { "" }
         ));
+    }
+    if gateways.len() > SHOWN {
+        let _ = writeln!(
+            o,
+            "  … and {} more (`creditd status --format json` lists all)",
+            gateways.len() - SHOWN
+        );
     }
     let ob = &s.outbox;
     o.push_str(&format!(
@@ -383,11 +399,18 @@ pub fn render_text(s: &Status) -> String {
         ob.held
     ));
     o.push_str(&format!("Problems   {} open\n", s.problems.len()));
-    for p in &s.problems {
+    for p in s.problems.iter().take(SHOWN) {
         o.push_str(&format!(
             "  {} {}: {} (since {}, {} attempt(s))\n",
             p.unit, p.target, p.error, p.first_seen, p.attempts
         ));
+    }
+    if s.problems.len() > SHOWN {
+        let _ = writeln!(
+            o,
+            "  … and {} more (`creditd status --format json` lists all)",
+            s.problems.len() - SHOWN
+        );
     }
     let d = &s.disk;
     o.push_str(&format!(
@@ -407,4 +430,67 @@ pub fn render_text(s: &Status) -> String {
         days(r.outbox)
     ));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(gateways: usize, problems: usize) -> Status {
+        Status {
+            at: "2026-01-02T12:00:00Z".into(),
+            healthy: problems == 0,
+            attention: Vec::new(),
+            jobs: Vec::new(),
+            inbox: Inbox::default(),
+            gateways: (0..gateways)
+                .map(|i| Gateway {
+                    gateway: format!("gw{i}"),
+                    last_file: format!("gw{i}-x.ndjson"),
+                    last_seen: "2026-01-02T11:00:00.000Z".into(),
+                    files: 1,
+                    silent: i == gateways - 1,
+                })
+                .collect(),
+            skipped: Vec::new(),
+            outbox: Outbox::default(),
+            problems: (0..problems)
+                .map(|i| Problem {
+                    unit: "org-day".into(),
+                    target: format!("{i}:2025-10-07"),
+                    first_seen: "2026-01-02T11:00:00Z".into(),
+                    last_seen: "2026-01-02T12:00:00Z".into(),
+                    attempts: 2,
+                    error: "unreadable part".into(),
+                })
+                .collect(),
+            disk: Disk::default(),
+            retention: Retention {
+                archive: None,
+                events: Some(400),
+                quarantine: None,
+                outbox: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_text_form_stays_on_one_screen_with_silent_gateways_first() {
+        let text = render_text(&status(300, 500));
+        assert!(text.lines().count() <= 40, "{text}");
+        assert!(text.contains("Problems   500 open"), "{text}");
+        assert!(text.contains("… and 492 more"), "{text}");
+        assert!(text.contains("… and 292 more"), "{text}");
+        // The one silent gateway is listed although it sorts last by name.
+        let first = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Gateways"))
+            .nth(1)
+            .unwrap();
+        assert!(
+            first.contains("gw299") && first.ends_with("SILENT"),
+            "{first}"
+        );
+        assert!(text.contains("events 400d"), "{text}");
+    }
 }

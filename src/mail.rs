@@ -75,17 +75,23 @@ fn key_part(key: &str) -> String {
 /// data centers, sorted and joined by `-`, when `[daemon] data_centers` is set
 /// (`us-eu.example.com`), so two instances never mint the same id.
 pub fn id_domain(from: &str, data_centers: &[String]) -> anyhow::Result<String> {
-    let from: Mailbox = from
-        .parse()
-        .with_context(|| format!("[alerts] from: not a mail address: {from:?}"))?;
+    Ok(domain_of(&parse_from(from)?, data_centers))
+}
+
+fn parse_from(from: &str) -> anyhow::Result<Mailbox> {
+    from.parse()
+        .with_context(|| format!("[alerts] from: not a mail address: {from:?}"))
+}
+
+fn domain_of(from: &Mailbox, data_centers: &[String]) -> String {
     let domain = from.email.domain().to_string();
     if data_centers.is_empty() {
-        return Ok(domain);
+        return domain;
     }
     let mut dcs: Vec<String> = data_centers.iter().map(|d| key_part(d)).collect();
     dcs.sort();
     dcs.dedup();
-    Ok(format!("{}.{domain}", dcs.join("-")))
+    format!("{}.{domain}", dcs.join("-"))
 }
 
 /// The Message-ID derived from an outbox key: `<near.100.2025-10-07.80@example.com>`.
@@ -136,11 +142,8 @@ pub fn build(
     rendered: &Rendered,
     date: DateTime<Utc>,
 ) -> anyhow::Result<Vec<u8>> {
-    let from_text = &config.alerts.from;
-    let from: Mailbox = from_text
-        .parse()
-        .with_context(|| format!("[alerts] from: not a mail address: {from_text:?}"))?;
-    let domain = id_domain(from_text, &config.data_centers)?;
+    let from = parse_from(&config.alerts.from)?;
+    let domain = domain_of(&from, &config.data_centers);
     let mut builder = Message::builder()
         .from(from)
         .subject(one_line(&rendered.subject))

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::logline::Reason;
 use crate::setup::Setup;
-use crate::status::Status;
+use crate::status::{Job, Status};
 use crate::store::{Store, Unit};
 
 /// A label value as the text format wants it: backslash, double quote and newline escaped.
@@ -108,64 +108,51 @@ pub fn render(store: &Store, status: &Status) -> anyhow::Result<String> {
         o.sample("creditd_files", &[("status", s)], n);
     }
 
-    o.family(
-        "creditd_job_runs_total",
-        "counter",
-        "Runs of each task, daemon jobs and hand runs alike.",
-    );
-    for j in &status.jobs {
-        o.sample("creditd_job_runs_total", &[("task", &j.task)], j.runs);
-    }
-    o.family(
-        "creditd_job_failures_total",
-        "counter",
-        "Runs of each task that did not get everything done.",
-    );
-    for j in &status.jobs {
-        o.sample(
+    // One family per figure of a task's runs, one sample per task that has run.
+    type Figure = fn(&Job) -> Option<String>;
+    let per_task: [(&str, &str, &str, Figure); 5] = [
+        (
+            "creditd_job_runs_total",
+            "counter",
+            "Runs of each task, daemon jobs and hand runs alike.",
+            |j| Some(j.runs.to_string()),
+        ),
+        (
             "creditd_job_failures_total",
-            &[("task", &j.task)],
-            j.failures,
-        );
-    }
-    o.family(
-        "creditd_job_last_duration_seconds",
-        "gauge",
-        "Wall time of the last run of each task.",
-    );
-    for j in &status.jobs {
-        o.sample(
+            "counter",
+            "Runs of each task that did not get everything done.",
+            |j| Some(j.failures.to_string()),
+        ),
+        (
             "creditd_job_last_duration_seconds",
-            &[("task", &j.task)],
-            format!("{:.3}", j.duration_s),
-        );
-    }
-    o.family(
-        "creditd_job_last_run_timestamp_seconds",
-        "gauge",
-        "When the last run of each task started (Unix time, by the task's clock).",
-    );
-    for j in &status.jobs {
-        if let Some(t) = seconds(&j.last_run) {
-            o.sample(
-                "creditd_job_last_run_timestamp_seconds",
-                &[("task", &j.task)],
-                t,
-            );
-        }
-    }
-    o.family(
-        "creditd_job_last_success_timestamp_seconds",
-        "gauge",
-        "When the last run of each task that got everything done started (Unix time).",
-    );
-    for j in &status.jobs {
-        if let Some(t) = j.last_success.as_deref().and_then(seconds) {
-            o.sample(
-                "creditd_job_last_success_timestamp_seconds",
-                &[("task", &j.task)],
-                t,
-            );
+            "gauge",
+            "Wall time of the last run of each task.",
+            |j| Some(format!("{:.3}", j.duration_s)),
+        ),
+        (
+            "creditd_job_last_run_timestamp_seconds",
+            "gauge",
+            "When the last run of each task started (Unix time, by the task's clock).",
+            |j| seconds(&j.last_run).map(|t| t.to_string()),
+        ),
+        (
+            "creditd_job_last_success_timestamp_seconds",
+            "gauge",
+            "When the last run of each task that got everything done started (Unix time).",
+            |j| {
+                j.last_success
+                    .as_deref()
+                    .and_then(seconds)
+                    .map(|t| t.to_string())
+            },
+        ),
+    ];
+    for (name, kind, help, figure) in per_task {
+        o.family(name, kind, help);
+        for j in &status.jobs {
+            if let Some(v) = figure(j) {
+                o.sample(name, &[("task", &j.task)], v);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::report::escape_controls as escape_raw;
+use crate::report::escape_controls;
 use crate::store::QuarantinedLine;
 
 pub const QUARANTINE_HEADER: &str = "file,line,reason,org_id,local_date,raw";
@@ -24,12 +24,12 @@ pub fn render(rows: &[QuarantinedLine], json: bool) -> anyhow::Result<String> {
         let out: Vec<JsonRow> = rows
             .iter()
             .map(|r| JsonRow {
-                file: escape_raw(&r.file),
+                file: escape_controls(&r.file),
                 line: r.line,
                 reason: &r.reason,
-                org_id: r.org_id.as_deref().map(escape_raw),
+                org_id: r.org_id.as_deref().map(escape_controls),
                 local_date: r.local_date.as_deref(),
-                raw: escape_raw(&r.raw),
+                raw: escape_controls(&r.raw),
             })
             .collect();
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
@@ -38,12 +38,12 @@ pub fn render(rows: &[QuarantinedLine], json: bool) -> anyhow::Result<String> {
     w.write_record(QUARANTINE_HEADER.split(','))?;
     for r in rows {
         w.write_record([
-            escape_raw(&r.file).as_str(),
+            escape_controls(&r.file).as_str(),
             &r.line.to_string(),
             &r.reason,
-            &escape_raw(r.org_id.as_deref().unwrap_or("")),
+            &escape_controls(r.org_id.as_deref().unwrap_or("")),
             r.local_date.as_deref().unwrap_or(""),
-            &escape_raw(&r.raw),
+            &escape_controls(&r.raw),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -56,7 +56,7 @@ mod tests {
     #[test]
     fn control_characters_are_written_as_hex_and_the_rest_is_kept() {
         assert_eq!(
-            escape_raw("{\"a\":\"\u{1b}[31mred\u{7f}\u{9b}2J\tü\\\"\"}"),
+            escape_controls("{\"a\":\"\u{1b}[31mred\u{7f}\u{9b}2J\tü\\\"\"}"),
             "{\"a\":\"\\x1b[31mred\\x7f\\x9b2J\\x09ü\\\"\"}"
         );
     }

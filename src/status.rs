@@ -199,25 +199,26 @@ pub fn gather(setup: &Setup, store: Option<&Store>, now: DateTime<Utc>) -> anyho
                     failures: j.failures,
                 })
                 .collect();
-            let silent: Vec<String> = match setup.config.alerts.gateway_silence {
-                Some(silence) => {
-                    let timeline = crate::alerts::timeline(store.file_times()?);
-                    crate::alerts::silent(&timeline, silence, now)
-                        .into_iter()
-                        .map(|(g, _, _)| g.to_string())
-                        .collect()
-                }
+            // One read of the files serves both the gateways and their silence.
+            let timeline = crate::alerts::timeline(store.file_times()?);
+            let silent: Vec<&str> = match setup.config.alerts.gateway_silence {
+                Some(silence) => crate::alerts::silent(&timeline, silence, now)
+                    .into_iter()
+                    .map(|(g, _, _)| g)
+                    .collect(),
                 None => Vec::new(),
             };
-            let gateways = store
-                .gateway_files()?
-                .into_iter()
-                .map(|g| Gateway {
-                    silent: silent.contains(&g.gateway),
-                    gateway: one_line(&g.gateway),
-                    last_file: one_line(&g.file),
-                    last_seen: g.seen_at,
-                    files: g.files,
+            let gateways = timeline
+                .iter()
+                .filter_map(|(g, files)| {
+                    let (file, at) = files.last()?;
+                    Some(Gateway {
+                        silent: silent.contains(&g.as_str()),
+                        gateway: one_line(g),
+                        last_file: one_line(file),
+                        last_seen: at.clone(),
+                        files: files.len() as u64,
+                    })
                 })
                 .collect();
             let skipped = store
@@ -311,6 +312,17 @@ fn days(d: Option<u32>) -> String {
 /// At most this many gateways and problems are listed in the text form.
 const SHOWN: usize = 8;
 
+/// The line that counts what a list of `total` left out past [`SHOWN`].
+fn more(o: &mut String, total: usize) {
+    if total > SHOWN {
+        let _ = writeln!(
+            o,
+            "  … and {} more (`creditd status --format json` lists all)",
+            total - SHOWN
+        );
+    }
+}
+
 /// The one-screen text form.
 pub fn render_text(s: &Status) -> String {
     let mut o = String::new();
@@ -377,13 +389,7 @@ pub fn render_text(s: &Status) -> String {
             if g.silent { "  SILENT" } else { "" }
         ));
     }
-    if gateways.len() > SHOWN {
-        let _ = writeln!(
-            o,
-            "  … and {} more (`creditd status --format json` lists all)",
-            gateways.len() - SHOWN
-        );
-    }
+    more(&mut o, gateways.len());
     let ob = &s.outbox;
     o.push_str(&format!(
         "Outbox     {} queued, {} retrying, {} failed{}; {} sent, {} dropped, {} held (max_age)\n",
@@ -405,13 +411,7 @@ pub fn render_text(s: &Status) -> String {
             p.unit, p.target, p.error, p.first_seen, p.attempts
         ));
     }
-    if s.problems.len() > SHOWN {
-        let _ = writeln!(
-            o,
-            "  … and {} more (`creditd status --format json` lists all)",
-            s.problems.len() - SHOWN
-        );
-    }
+    more(&mut o, s.problems.len());
     let d = &s.disk;
     o.push_str(&format!(
         "Disk       archive {}, events {}, claims {}, store {}, .eml {}\n",

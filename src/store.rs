@@ -23,7 +23,7 @@ pub use outbox::Change;
 pub use parts::{PurgeRecord, MIXED_SOURCES};
 pub use problems::{Problem, Unit};
 pub use quarantine::{QuarantineFilter, QuarantinedLine};
-pub use runs::{gateway_of, GatewayFile, OutboxCounts, TaskRun};
+pub use runs::{gateway_of, OutboxCounts, TaskRun};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -1,5 +1,5 @@
 //! What `status` and the metrics read: the last run of each task, the outbox by status, the
-//! last file of each gateway.
+//! files by gateway.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -45,16 +45,6 @@ pub struct OutboxCounts {
     pub sent: u64,
     pub dropped: u64,
     pub expired: u64,
-}
-
-/// The newest file of a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayFile {
-    pub gateway: String,
-    pub file: String,
-    /// When ingest first saw it (RFC 3339).
-    pub seen_at: String,
-    pub files: u64,
 }
 
 /// A file name's gateway: its part before the first `-`, or the name without extensions.
@@ -137,30 +127,6 @@ impl Store {
             }
         }
         Ok(c)
-    }
-
-    /// The newest file of each gateway, by gateway.
-    pub fn gateway_files(&self) -> anyhow::Result<Vec<GatewayFile>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT file, processed_at FROM files WHERE status != 'failed' ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut by: std::collections::BTreeMap<String, GatewayFile> = Default::default();
-        while let Some(r) = rows.next()? {
-            let file: String = r.get(0)?;
-            let seen_at: String = r.get(1)?;
-            let gateway = gateway_of(&file).to_string();
-            let e = by.entry(gateway.clone()).or_insert(GatewayFile {
-                gateway,
-                file: String::new(),
-                seen_at: String::new(),
-                files: 0,
-            });
-            e.files += 1;
-            e.file = file;
-            e.seen_at = seen_at;
-        }
-        Ok(by.into_values().collect())
     }
 
     /// Every file that went through (ingested or a duplicate): its name and when ingest saw

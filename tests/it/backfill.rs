@@ -18,7 +18,7 @@ fn backfill(dir: &Dir, extra: &[&str]) -> String {
 }
 
 /// Every file under the state directory with its contents.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -3,19 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use creditd::logline::Reason;
+
 use crate::ingest::file_counts;
 use crate::{csv_rows, Dir};
-
-const REASONS: [&str; 8] = [
-    "malformed",
-    "missing_field",
-    "bad_timestamp",
-    "bad_method",
-    "bad_status",
-    "unknown_org",
-    "before_signup",
-    "expired",
-];
 
 /// Rows of `quarantine` with `args`, header checked and dropped.
 fn listed(dir: &Dir, args: &[&str]) -> Vec<Vec<String>> {
@@ -39,7 +30,7 @@ fn every_quarantined_line_is_listed_once_with_its_reason_and_filters_narrow_it()
         if r[2] != "ingested" {
             continue;
         }
-        for (i, reason) in REASONS.iter().enumerate() {
+        for (i, reason) in Reason::ALL.iter().map(|r| r.as_str()).enumerate() {
             let n = counts[&r[0]][4 + i];
             if n > 0 {
                 expected.insert((r[0].clone(), reason.to_string()), n);

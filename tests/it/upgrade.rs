@@ -35,20 +35,9 @@ fn export(dir: &Dir) -> String {
     dir.expect(0, &["--now", NOW, "ledger", "export"])
 }
 
+/// The files under `dir`, by path relative to it.
 fn names_under(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
+    crate::backfill::snapshot(dir).into_keys().collect()
 }
 
 #[test]

@@ -78,8 +78,11 @@ pub type FingerprintSet = HashSet<Fingerprint, BuildHasherDefault<FingerprintHas
 
 const WIDTH: usize = 16;
 
-/// The most dates whose runs are mapped at once; others are mapped again when touched.
-pub const MAX_MAPPED_DATES: usize = 64;
+/// The most dates whose runs are mapped at once; others are mapped again when touched. More
+/// than a year of days, like the Parquet writer's open parts: a file of shuffled lines over 151
+/// days mapped and unmapped a date's runs at almost every line with 64. A mapping holds no file
+/// descriptor, only address space (a few runs a date).
+pub const MAX_MAPPED_DATES: usize = 400;
 
 /// The claims of one date, as loaded.
 struct Date {

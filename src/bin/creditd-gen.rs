@@ -56,6 +56,21 @@ struct Args {
     /// benchmark); without it a tenth of the orgs sign up halfway through the dates.
     #[arg(long)]
     steady: bool,
+    /// Deal the lines to this many files at random, each spanning every date (a customer's
+    /// gateways), instead of one file per `--hours-per-file` of gateway time.
+    #[arg(long)]
+    spread_files: Option<usize>,
+    /// Paths carry unique 16-digit record ids and deep paging offsets, now and then with
+    /// `from` repeated (only the first counts).
+    #[arg(long)]
+    unique_ids: bool,
+    /// Lines of each file in random order instead of by time.
+    #[arg(long)]
+    shuffle: bool,
+    /// Share of an org's dates on which it makes calls at all, in per mille (orgs that use
+    /// the API on some days only).
+    #[arg(long, default_value_t = 1000)]
+    active_per_mille: u64,
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -474,7 +489,7 @@ fn instant_on(rng: &mut Rng, tz: Tz, day: NaiveDate) -> i64 {
 }
 
 /// Picks a call kind: (method, path, status, credits).
-fn call_kind(rng: &mut Rng, heavy: bool) -> (&'static str, String, u16, u64) {
+fn call_kind(rng: &mut Rng, heavy: bool, unique: bool) -> (&'static str, String, u16, u64) {
     let status = match rng.below(100) {
         0..=2 => 429,
         3 => 503,
@@ -484,18 +499,37 @@ fn call_kind(rng: &mut Rng, heavy: bool) -> (&'static str, String, u16, u64) {
     if heavy && rng.chance(600) {
         return ("GET", "/api/v1/tasks/count".into(), status, 50);
     }
-    let offset = if rng.chance(900) {
+    let offset = if unique && rng.chance(50) {
+        rng.below(1_000_000)
+    } else if rng.chance(900) {
         rng.below(2000)
     } else {
         [2500, 9999, 10000, 10001, 60000, 150000][rng.below(6) as usize]
     };
     let module = *rng.pick(&["tickets", "contacts", "accounts", "tasks"]);
+    // A record id: small, or (a customer's ids) unique and 16 digits long.
+    let id = |rng: &mut Rng, n: u64| {
+        if unique {
+            1_000_000_000_000_000 + rng.below(9_000_000_000_000_000)
+        } else {
+            rng.below(n)
+        }
+    };
     match rng.below(20) {
         0..=5 => (
             "GET",
-            format!("/api/v1/{module}/{}", rng.below(99999)),
+            format!("/api/v1/{module}/{}", id(rng, 99999)),
             status,
             1,
+        ),
+        6..=10 if unique && rng.chance(100) => (
+            "GET",
+            format!(
+                "/api/v1/{module}?from={offset}&limit=100&from={}",
+                rng.below(9999)
+            ),
+            status,
+            tier(offset),
         ),
         6..=10 => (
             "GET",
@@ -511,7 +545,7 @@ fn call_kind(rng: &mut Rng, heavy: bool) -> (&'static str, String, u16, u64) {
         ),
         12 => (
             "GET",
-            format!("/api/v1/{module}/{}/threads?from={offset}", rng.below(999)),
+            format!("/api/v1/{module}/{}/threads?from={offset}", id(rng, 999)),
             status,
             tier(offset),
         ),
@@ -530,13 +564,13 @@ fn call_kind(rng: &mut Rng, heavy: bool) -> (&'static str, String, u16, u64) {
         ),
         16 => (
             "PATCH",
-            format!("/api/v1/{module}/{}", rng.below(999)),
+            format!("/api/v1/{module}/{}", id(rng, 999)),
             status,
             1,
         ),
         17 => (
             "Delete",
-            format!("/api/v1/{module}/{}", rng.below(999)),
+            format!("/api/v1/{module}/{}", id(rng, 999)),
             status,
             1,
         ),
@@ -602,7 +636,9 @@ fn main() -> anyhow::Result<()> {
     };
     for (oi, o) in orgs.iter().enumerate() {
         for &day in &dates {
-            if day < o.signup {
+            if day < o.signup
+                || (args.active_per_mille < 1000 && !rng.chance(args.active_per_mille))
+            {
                 continue;
             }
             let heavy = oi % 3 == 0;
@@ -621,7 +657,7 @@ fn main() -> anyhow::Result<()> {
                 });
             };
             for _ in 0..n {
-                let kind = call_kind(&mut rng, heavy);
+                let kind = call_kind(&mut rng, heavy, args.unique_ids);
                 push(&mut rng, kind);
             }
             if let Some(pct) = hot.get(&(oi, day)) {
@@ -646,15 +682,18 @@ fn main() -> anyhow::Result<()> {
         aside = set_aside;
     }
 
-    // Lines per file: time slices of gateway time, each with duplicates and bad lines mixed in.
+    // Lines per file: time slices of gateway time (or files dealt at random, each spanning
+    // every date), each with duplicates and bad lines mixed in.
     let slice_ms = args.hours_per_file * 3_600_000;
     let mut files: BTreeMap<i64, Vec<Line>> = BTreeMap::new();
     for c in calls {
-        files
-            .entry(c.ts.div_euclid(slice_ms))
-            .or_default()
-            .push(Line::Call(c));
+        let key = match args.spread_files {
+            Some(n) => rng.below(n as u64) as i64,
+            None => c.ts.div_euclid(slice_ms),
+        };
+        files.entry(key).or_default().push(Line::Call(c));
     }
+    let first_ms = first.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
     let slices: Vec<i64> = files.keys().copied().collect();
     for (k, slice) in slices.iter().enumerate() {
         let lines = files.get_mut(slice).expect("listed");
@@ -672,9 +711,17 @@ fn main() -> anyhow::Result<()> {
             }
         }
         lines.extend(dups);
-        let at = slice * slice_ms + 1000;
+        let at = match args.spread_files {
+            Some(_) => first_ms + 12 * 3_600_000,
+            None => slice * slice_ms + 1000,
+        };
         for b in 0..args.bad_per_file {
             lines.push(bad_line(&mut rng, &orgs, b + k, at));
+        }
+        if args.shuffle {
+            for i in (1..lines.len()).rev() {
+                lines.swap(i, rng.below(i as u64 + 1) as usize);
+            }
         }
     }
 
@@ -684,9 +731,15 @@ fn main() -> anyhow::Result<()> {
     let mut charged: Vec<&Call> = Vec::new();
     let all_lines: Vec<(i64, Vec<Line>)> = files.into_iter().collect();
     for (k, (slice, lines)) in all_lines.iter().enumerate() {
-        let start = DateTime::<Utc>::from_timestamp_millis(slice * slice_ms).expect("in range");
         let ext = ["ndjson", "csv", "ndjson.gz", "csv.gz", "jsonl"][k % 5];
-        let name = format!("gw{}-{}.{ext}", 1 + k % 2, start.format("%Y%m%dT%H%M"));
+        let name = match args.spread_files {
+            Some(_) => format!("gw{}-part{slice:03}.{ext}", 1 + k % 2),
+            None => {
+                let start =
+                    DateTime::<Utc>::from_timestamp_millis(slice * slice_ms).expect("in range");
+                format!("gw{}-{}.{ext}", 1 + k % 2, start.format("%Y%m%dT%H%M"))
+            }
+        };
         let csv = ext.starts_with("csv");
         let mut body = String::new();
         if csv {

@@ -209,10 +209,10 @@ fn row_groups_written(rows: u64, days: u64) -> Vec<Vec<usize>> {
 
 #[test]
 fn days_beyond_the_open_part_bound_get_more_parts_holding_every_row_once() {
-    // 70 days, interleaved: the buffers are handed over once memory is full (936 rows a
-    // day) and again at the end, so every day needs a writer twice while only 64 stay open.
-    let (rows, days) = (70_000, 70);
-    assert!(days as usize > MAX_OPEN_PARTS);
+    // More days than stay open, interleaved: the buffers are handed over once memory is full
+    // and again at the end, so every day needs a writer twice.
+    let days = MAX_OPEN_PARTS as u64 + 10;
+    let rows = BUFFERED_ROWS as u64 * 3 / 2;
     let dir = tempfile::tempdir().unwrap();
     let mut writer = PartWriter::new(dir.path(), SHA);
     push_round_robin(&mut writer, rows, days);

@@ -534,7 +534,11 @@ pub fn reread(
         let quarantined = store.quarantined_lines_of(sha)?;
         let mut c = f.counts.clone();
         let before = c.clone();
-        let mut writer = PartWriter::named(base, &backfill_part_name(sha, &plan.token));
+        let mut writer = PartWriter::named(
+            base,
+            &backfill_part_name(sha, &plan.token),
+            setup.config.ingest_threads,
+        );
         let mut reader = LogReader::open(&src.path, format, gz)?;
         let mut lines = 0;
         while let Some((line_no, raw, decoded)) = reader.next_line()? {

@@ -38,7 +38,17 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub ingest: RawIngest,
     pub smtp: Option<RawSmtp>,
+}
+
+/// How ingest uses the machine.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Threads that decode, validate and price lines; default: every core.
+    pub threads: Option<i64>,
 }
 
 /// Where the metrics go (DESIGN §6).
@@ -259,6 +269,8 @@ pub struct Config {
     pub retention: Retention,
     /// `[metrics] textfile`: where the metrics are written after every job run.
     pub metrics_textfile: PathBuf,
+    /// `[ingest] threads`: threads decoding, validating and pricing lines (at least 1).
+    pub ingest_threads: usize,
     pub smtp: Option<Smtp>,
 }
 
@@ -545,6 +557,13 @@ impl Config {
             Some(p) => base.join(p),
             None => state_dir.join("metrics.prom"),
         };
+        let ingest_threads = match raw.ingest.threads {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n @ 1..=256) => n as usize,
+            Some(n) => {
+                bail!("[ingest] threads: expected a number of threads from 1 to 256, found {n}")
+            }
+        };
         Ok(Config {
             file: file.to_path_buf(),
             inbox: resolve(&raw.paths.inbox, "sample-data/inbox"),
@@ -561,6 +580,7 @@ impl Config {
             data_centers: raw.daemon.data_centers.clone().unwrap_or_default(),
             retention,
             metrics_textfile,
+            ingest_threads,
             smtp,
         })
     }

@@ -27,6 +27,9 @@ use crate::pricing::Pricing;
 use crate::setup::Setup;
 use crate::store::{FileCounts, FileRow, Placed, Purged, Store, Unit};
 
+mod pipeline;
+use pipeline::Line;
+
 /// The formats of access-log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -366,53 +369,53 @@ impl<'s> Ingester<'s> {
         let mut claimed: FxHashSet<(NaiveDate, Fingerprint)> = FxHashSet::default();
         let mut days: FxHashMap<String, BTreeSet<NaiveDate>> = FxHashMap::default();
         let tx = store.transaction()?;
-        let mut writer = PartWriter::new(state, &sha);
+        let mut writer = PartWriter::new(state, &sha, self.setup.config.ingest_threads);
         let mut reader = LogReader::open(path, format, gz)?;
-        while let Some((line_no, bytes, decoded)) = reader.next_line()? {
-            counts.lines += 1;
-            if counts.lines % STOP_CHECK_LINES == 0 && stop.load(Ordering::SeqCst) {
+        let threads = self.setup.config.ingest_threads;
+        pipeline::run(&mut reader, self.setup, self.now, threads, |batch| {
+            if counts.lines > 0 && stop.load(Ordering::SeqCst) {
                 return Err(Stopped.into());
             }
-            let call = match decoded {
-                Ok(call) => call,
-                Err(reason) => {
-                    counts.count(reason);
-                    let text = quarantine_text(bytes);
-                    tx.quarantine(&sha, name, line_no, reason, &text, None)?;
-                    continue;
-                }
-            };
-            match self.check_org(&call) {
-                Err(r) => {
-                    counts.count(r.reason);
-                    let at = Placed {
-                        org_id: &call.org_id,
-                        local_date: r.local_date,
-                        ts_ms: call.ts_ms,
-                    };
-                    let text = quarantine_text(bytes);
-                    tx.quarantine(&sha, name, line_no, r.reason, &text, Some(at))?;
-                }
-                Ok(date) => {
-                    counts.accepted += 1;
-                    let fp = fingerprint(&call.org_id, &call.request_id);
-                    if claims.contains(&tx, date, fp)? || !claimed.insert((date, fp)) {
-                        counts.duplicates += 1;
-                        continue;
+            for line in &batch.lines {
+                counts.lines += 1;
+                match line {
+                    Line::Quarantined {
+                        line_no,
+                        reason,
+                        text,
+                        placed,
+                    } => {
+                        counts.count(*reason);
+                        let at = placed.map(|(org, local_date, ts_ms)| Placed {
+                            org_id: batch.str(org),
+                            local_date,
+                            ts_ms,
+                        });
+                        tx.quarantine(&sha, name, *line_no, *reason, batch.str(*text), at)?;
                     }
-                    counts.unique += 1;
-                    writer.push(&self.event(&call, date, &sha, line_no))?;
-                    match days.get_mut(call.org_id.as_ref()) {
-                        Some(dates) => {
-                            dates.insert(date);
+                    Line::Accepted(a) => {
+                        counts.accepted += 1;
+                        let date = a.local_date;
+                        if claims.contains(&tx, date, a.fp)? || !claimed.insert((date, a.fp)) {
+                            counts.duplicates += 1;
+                            continue;
                         }
-                        None => {
-                            days.insert(call.org_id.to_string(), BTreeSet::from([date]));
+                        counts.unique += 1;
+                        let event = batch.event(a, &sha);
+                        writer.push(&event)?;
+                        match days.get_mut(event.org_id) {
+                            Some(dates) => {
+                                dates.insert(date);
+                            }
+                            None => {
+                                days.insert(event.org_id.to_string(), BTreeSet::from([date]));
+                            }
                         }
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         let parts = writer.finish()?;
         for part in &parts {
             tx.add_part(&part.path, &sha, &part.local_date.to_string(), part.rows)?;
@@ -559,10 +562,35 @@ pub fn quarantine_text(bytes: &[u8]) -> String {
 pub struct LogReader {
     reader: BufReader<Box<dyn Read>>,
     path: PathBuf,
-    format: Format,
     buf: Vec<u8>,
     line_no: u64,
+    decoder: Decoder,
+}
+
+/// How the data lines of one file decode: its format and, for CSV, the layout its header gave
+/// (`Some(None)` for a header that could not be read: every line is then `malformed`).
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    format: Format,
     layout: Option<Option<CsvLayout>>,
+}
+
+impl Decoder {
+    /// The call on a data line, or the reason it cannot be one; a line cut at [`MAX_LINE`]
+    /// is `malformed`.
+    pub fn decode<'a>(&self, bytes: &'a [u8], too_long: bool) -> Result<Call<'a>, Reason> {
+        if too_long {
+            return Err(Reason::Malformed);
+        }
+        match std::str::from_utf8(bytes) {
+            Err(_) => Err(Reason::Malformed),
+            Ok(line) => match (self.format, &self.layout) {
+                (Format::Ndjson, _) => decode_json(line),
+                (Format::Csv, Some(Some(l))) => l.decode(line),
+                (Format::Csv, _) => Err(Reason::Malformed),
+            },
+        }
+    }
 }
 
 impl LogReader {
@@ -576,11 +604,19 @@ impl LogReader {
         Ok(LogReader {
             reader: BufReader::with_capacity(1 << 20, reader),
             path: path.to_path_buf(),
-            format,
             buf: Vec::new(),
             line_no: 0,
-            layout: None,
+            decoder: Decoder {
+                format,
+                layout: None,
+            },
         })
+    }
+
+    /// How this file's lines decode; a CSV file's layout is known once its first data line
+    /// has been read.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
     }
 
     /// The next data line: its number in the file, its bytes, and the decoded call or the
@@ -589,7 +625,24 @@ impl LogReader {
     /// read past.
     #[allow(clippy::type_complexity)]
     pub fn next_line(&mut self) -> anyhow::Result<Option<(u64, &[u8], Result<Call<'_>, Reason>)>> {
-        let mut too_long;
+        let Some((line_no, (start, end), too_long)) = self.next_data_line()? else {
+            return Ok(None);
+        };
+        let bytes = &self.buf[start..end];
+        Ok(Some((line_no, bytes, self.decoder.decode(bytes, too_long))))
+    }
+
+    /// The next data line undecoded: its number, its bytes and whether it was cut at
+    /// [`MAX_LINE`]. `None` at the end of the file.
+    pub fn next_raw(&mut self) -> anyhow::Result<Option<(u64, &[u8], bool)>> {
+        Ok(self
+            .next_data_line()?
+            .map(|(line_no, (start, end), too_long)| (line_no, &self.buf[start..end], too_long)))
+    }
+
+    /// Reads up to the next data line (past blank lines and a CSV header): its number, its
+    /// span in `buf` and whether it was cut.
+    fn next_data_line(&mut self) -> anyhow::Result<Option<(u64, (usize, usize), bool)>> {
         loop {
             let Some(line) = self.read_line().with_context(|| {
                 format!(
@@ -601,35 +654,23 @@ impl LogReader {
             else {
                 return Ok(None);
             };
-            too_long = line.too_long;
             self.line_no += 1;
             if line.blank {
                 continue;
             }
-            if self.format == Format::Csv && self.layout.is_none() {
+            let span = trimmed(&self.buf, self.line_no == 1);
+            if self.decoder.format == Format::Csv && self.decoder.layout.is_none() {
                 // The first non-blank line is the header; an unreadable header makes every
                 // line of the file malformed rather than guessed at.
-                let (start, end) = trimmed(&self.buf, self.line_no == 1);
-                let text = std::str::from_utf8(&self.buf[start..end]).ok();
-                self.layout = Some(text.filter(|_| !too_long).and_then(CsvLayout::from_header));
+                let text = std::str::from_utf8(&self.buf[span.0..span.1]).ok();
+                self.decoder.layout = Some(
+                    text.filter(|_| !line.too_long)
+                        .and_then(CsvLayout::from_header),
+                );
                 continue;
             }
-            break;
+            return Ok(Some((self.line_no, span, line.too_long)));
         }
-        let (start, end) = trimmed(&self.buf, self.line_no == 1);
-        let bytes = &self.buf[start..end];
-        if too_long {
-            return Ok(Some((self.line_no, bytes, Err(Reason::Malformed))));
-        }
-        let decoded = match std::str::from_utf8(bytes) {
-            Err(_) => Err(Reason::Malformed),
-            Ok(line) => match (self.format, &self.layout) {
-                (Format::Ndjson, _) => decode_json(line),
-                (Format::Csv, Some(Some(l))) => l.decode(line),
-                (Format::Csv, _) => Err(Reason::Malformed),
-            },
-        };
-        Ok(Some((self.line_no, bytes, decoded)))
     }
 
     /// Reads one line into `buf`, line end included, holding at most `MAX_LINE` bytes of it

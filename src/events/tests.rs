@@ -190,7 +190,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 /// counts of each part's row groups, by day.
 fn row_groups_written(rows: u64, days: u64) -> Vec<Vec<usize>> {
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PartWriter::new(dir.path(), SHA);
+    let mut writer = PartWriter::new(dir.path(), SHA, 1);
     push_round_robin(&mut writer, rows, days);
     let parts = writer.finish().unwrap();
     assert_eq!(parts.len() as u64, days.min(rows));
@@ -214,7 +214,7 @@ fn days_beyond_the_open_part_bound_get_more_parts_holding_every_row_once() {
     let days = MAX_OPEN_PARTS as u64 + 10;
     let rows = BUFFERED_ROWS as u64 * 3 / 2;
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PartWriter::new(dir.path(), SHA);
+    let mut writer = PartWriter::new(dir.path(), SHA, 1);
     push_round_robin(&mut writer, rows, days);
     let parts = writer.finish().unwrap();
 
@@ -269,7 +269,7 @@ fn an_abandoned_writer_removes_its_closed_and_open_parts() {
     // More days than stay open, so some parts are closed (not yet in place) and some open
     // when the file is given up.
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PartWriter::new(dir.path(), SHA);
+    let mut writer = PartWriter::new(dir.path(), SHA, 1);
     push_round_robin(&mut writer, 70_000, 70);
     drop(writer);
     assert_eq!(files_under(dir.path()), Vec::<String>::new());

@@ -172,13 +172,33 @@ enum ToWriter {
 
 /// Writes the events of one input file into per-day Parquet parts, in bounded batches.
 ///
-/// Encoding and compressing Parquet runs on a thread of its own, fed through a channel of two
-/// batches, while the caller goes on decoding lines: memory stays bounded by the batch size.
+/// Encoding and compressing Parquet runs on threads of their own (lanes, each owning the days
+/// whose number modulo the lane count is its own), fed through channels of two batches, while
+/// the caller goes on decoding lines: memory stays bounded by the batch size, and a file spread
+/// over many days, whose buffers are handed over at its end, is encoded on every lane.
 pub struct PartWriter {
+    state_dir: PathBuf,
     buffers: BTreeMap<NaiveDate, Columns>,
     buffered: usize,
+    lanes: Vec<Lane>,
+}
+
+/// One writing thread and its channel.
+struct Lane {
     to_writer: Option<std::sync::mpsc::SyncSender<ToWriter>>,
-    writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<Part>>>>,
+    writer: Option<std::thread::JoinHandle<anyhow::Result<Vec<ClosedPart>>>>,
+}
+
+impl Lane {
+    /// Waits for the thread: the parts it closed, or why it stopped.
+    fn join(&mut self) -> anyhow::Result<Vec<ClosedPart>> {
+        self.to_writer = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            None => anyhow::bail!("the Parquet writer stopped"),
+        }
+    }
 }
 
 /// Rows buffered before a day's buffer is handed to the writer (as one row group). Small, so
@@ -196,27 +216,40 @@ const MIN_GROUP_ROWS: usize = 1024;
 /// zstd context for each column of each: 1.5 × the time of one row group a day.
 pub(super) const BUFFERED_ROWS: usize = 256 * 1024;
 
+/// The most writing threads of one [`PartWriter`].
+pub const MAX_LANES: usize = 4;
+
 impl PartWriter {
     /// A writer of the parts of the input file with this SHA-256, named by its first 16 hex
-    /// digits (`<prefix>.parquet`, `<prefix>.1.parquet`, …).
-    pub fn new(state_dir: &Path, file_sha: &str) -> PartWriter {
-        PartWriter::named(state_dir, &file_sha[..16.min(file_sha.len())])
+    /// digits (`<prefix>.parquet`, `<prefix>.1.parquet`, …), encoding on `threads` threads (at
+    /// most [`MAX_LANES`]).
+    pub fn new(state_dir: &Path, file_sha: &str, threads: usize) -> PartWriter {
+        PartWriter::named(state_dir, &file_sha[..16.min(file_sha.len())], threads)
     }
 
     /// A writer of parts named `<name>.parquet`, `<name>.1.parquet`, … in each day's directory.
-    pub fn named(state_dir: &Path, name: &str) -> PartWriter {
-        let (to_writer, batches) = std::sync::mpsc::sync_channel(2);
-        let state_dir = state_dir.to_path_buf();
-        let name = name.to_string();
-        let writer = std::thread::Builder::new()
-            .name("parquet-writer".into())
-            .spawn(move || write_parts(&state_dir, &name, batches))
-            .expect("a thread can be started");
+    pub fn named(state_dir: &Path, name: &str, threads: usize) -> PartWriter {
+        let n = threads.clamp(1, MAX_LANES);
+        let lanes = (0..n)
+            .map(|i| {
+                let (to_writer, batches) = std::sync::mpsc::sync_channel(2);
+                let state_dir = state_dir.to_path_buf();
+                let name = name.to_string();
+                let writer = std::thread::Builder::new()
+                    .name(format!("parquet-writer-{i}"))
+                    .spawn(move || write_parts(&state_dir, &name, MAX_OPEN_PARTS / n, batches))
+                    .expect("a thread can be started");
+                Lane {
+                    to_writer: Some(to_writer),
+                    writer: Some(writer),
+                }
+            })
+            .collect();
         PartWriter {
+            state_dir: state_dir.to_path_buf(),
             buffers: BTreeMap::new(),
             buffered: 0,
-            to_writer: Some(to_writer),
-            writer: Some(writer),
+            lanes,
         }
     }
 
@@ -229,59 +262,102 @@ impl PartWriter {
         } else if self.buffered >= BATCH_ROWS && day.len() >= MIN_GROUP_ROWS {
             let cols = std::mem::take(day);
             self.buffered -= cols.len();
-            self.send(ToWriter::Batch(e.local_date, Box::new(cols)))?;
+            self.send(e.local_date, cols)?;
         }
         Ok(())
     }
 
-    fn send(&mut self, message: ToWriter) -> anyhow::Result<()> {
-        let sent = self
+    /// Hands a day's rows to the lane of that day.
+    fn send(&mut self, date: NaiveDate, cols: Columns) -> anyhow::Result<()> {
+        let days = date
+            .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
+            .num_days();
+        let n = self.lanes.len() as i64;
+        let lane = &mut self.lanes[days.rem_euclid(n) as usize];
+        let message = ToWriter::Batch(date, Box::new(cols));
+        if lane
             .to_writer
             .as_ref()
-            .map(|s| s.send(message).is_ok())
-            .unwrap_or(false);
-        if sent {
+            .is_some_and(|s| s.send(message).is_ok())
+        {
             return Ok(());
         }
         // The writer stopped early: its error says why.
-        self.to_writer = None;
-        match self.writer.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
-            _ => anyhow::bail!("the Parquet writer stopped"),
+        match lane.join() {
+            Err(e) => Err(e),
+            Ok(_) => anyhow::bail!("the Parquet writer stopped"),
         }
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         for (date, cols) in std::mem::take(&mut self.buffers) {
             if cols.len() > 0 {
-                self.send(ToWriter::Batch(date, Box::new(cols)))?;
+                self.send(date, cols)?;
             }
         }
         self.buffered = 0;
         Ok(())
     }
 
-    /// Finishes every part and moves it into place; returns what was written.
+    /// Finishes every part and moves it into place, by day and then in the order written;
+    /// returns what was written. On a failure no part of the file stays behind.
     pub fn finish(mut self) -> anyhow::Result<Vec<Part>> {
         self.flush()?;
-        self.send(ToWriter::Finish)?;
-        self.to_writer = None;
-        match self.writer.take().map(|w| w.join()) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
-            None => anyhow::bail!("the Parquet writer stopped"),
+        for lane in &self.lanes {
+            if let Some(s) = &lane.to_writer {
+                // A lane that stopped reports why when joined.
+                let _ = s.send(ToWriter::Finish);
+            }
         }
+        let mut done = Vec::new();
+        let mut failed = None;
+        for lane in &mut self.lanes {
+            match lane.join() {
+                Ok(parts) => done.extend(parts),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            for part in &done {
+                let _ = std::fs::remove_file(&part.tmp);
+            }
+            return Err(e);
+        }
+        done.sort_by(|a, b| (a.local_date, &a.path).cmp(&(b.local_date, &b.path)));
+        let mut parts = Vec::with_capacity(done.len());
+        let state_dir = &self.state_dir;
+        let mut done = done.into_iter();
+        while let Some(part) = done.next() {
+            if let Err(e) = std::fs::rename(&part.tmp, state_dir.join(&part.path))
+                .with_context(|| format!("cannot move {} into place", part.tmp.display()))
+            {
+                let _ = std::fs::remove_file(&part.tmp);
+                for rest in done {
+                    let _ = std::fs::remove_file(&rest.tmp);
+                }
+                return Err(e);
+            }
+            parts.push(Part {
+                local_date: part.local_date,
+                path: part.path,
+                rows: part.rows,
+            });
+        }
+        Ok(parts)
     }
 }
 
 impl Drop for PartWriter {
     fn drop(&mut self) {
-        // An abandoned file leaves no temporary parts behind: the writer removes them once the
-        // channel closes without `Finish`, and is waited for here.
-        self.to_writer = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        // An abandoned file leaves no temporary parts behind: each writer removes them once
+        // its channel closes without `Finish`, and is waited for here.
+        for lane in &mut self.lanes {
+            if let Ok(parts) = lane.join() {
+                // Finished but never moved into place (an earlier lane failed).
+                for part in parts {
+                    let _ = std::fs::remove_file(&part.tmp);
+                }
+            }
         }
     }
 }
@@ -308,6 +384,8 @@ struct ClosedPart {
 struct Parts<'a> {
     state_dir: &'a Path,
     name: &'a str,
+    /// The most parts open at once (this lane's share of [`MAX_OPEN_PARTS`]).
+    max_open: usize,
     open: HashMap<NaiveDate, (OpenPart, u64)>,
     closed: Vec<ClosedPart>,
     /// Parts started so far per day, which numbers the next one.
@@ -322,7 +400,7 @@ impl Parts<'_> {
         let df = cols.take_frame(date)?;
         self.clock += 1;
         if !self.open.contains_key(&date) {
-            if self.open.len() >= MAX_OPEN_PARTS {
+            if self.open.len() >= self.max_open {
                 let lru = self
                     .open
                     .iter()
@@ -399,8 +477,8 @@ impl Parts<'_> {
         result
     }
 
-    /// Closes every part and moves them all into place, by day and then in the order written.
-    fn finish(&mut self) -> anyhow::Result<Vec<Part>> {
+    /// Closes every part; they keep their temporary names until every lane is done.
+    fn finish(&mut self) -> anyhow::Result<Vec<ClosedPart>> {
         let mut open: Vec<(NaiveDate, OpenPart)> =
             self.open.drain().map(|(d, (p, _))| (d, p)).collect();
         open.sort_by_key(|(d, _)| *d);
@@ -418,25 +496,7 @@ impl Parts<'_> {
                 return Err(e);
             }
         }
-        let mut done = std::mem::take(&mut self.closed);
-        done.sort_by(|a, b| (a.local_date, &a.path).cmp(&(b.local_date, &b.path)));
-        let mut parts = Vec::with_capacity(done.len());
-        let mut done = done.into_iter();
-        while let Some(part) = done.next() {
-            if let Err(e) = std::fs::rename(&part.tmp, self.state_dir.join(&part.path))
-                .with_context(|| format!("cannot move {} into place", part.tmp.display()))
-            {
-                let _ = std::fs::remove_file(&part.tmp);
-                self.closed.extend(done);
-                return Err(e);
-            }
-            parts.push(Part {
-                local_date: part.local_date,
-                path: part.path,
-                rows: part.rows,
-            });
-        }
-        Ok(parts)
+        Ok(std::mem::take(&mut self.closed))
     }
 
     /// Removes the temporary file of every part not moved into place.
@@ -450,15 +510,18 @@ impl Parts<'_> {
     }
 }
 
-/// The writing thread: parts written batch by batch, at most [`MAX_OPEN_PARTS`] open.
+/// A writing thread: parts written batch by batch, at most `max_open` open; returns them
+/// closed, under their temporary names.
 fn write_parts(
     state_dir: &Path,
     name: &str,
+    max_open: usize,
     batches: std::sync::mpsc::Receiver<ToWriter>,
-) -> anyhow::Result<Vec<Part>> {
+) -> anyhow::Result<Vec<ClosedPart>> {
     let mut parts = Parts {
         state_dir,
         name,
+        max_open: max_open.max(1),
         open: HashMap::new(),
         closed: Vec::new(),
         started: HashMap::new(),

@@ -1,0 +1,298 @@
+//! Decoding, validating and pricing a file's lines on several threads.
+//!
+//! The file is read in batches of lines on the calling thread; `[ingest] threads` workers
+//! decode each batch (JSON or CSV, timestamps, the org checks, the local day, the price and the
+//! request-id fingerprint) into a [`Batch`] that owns what it found; the batches are then handed
+//! back in file order, and the calling thread claims, quarantines and writes them one line
+//! after the other. What a line becomes depends only on the line, so the outcome — the parts,
+//! the quarantine, the counts — is the same for any number of threads. With one thread there
+//! is no worker: each batch is decoded where it is read.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Mutex};
+
+use super::*;
+
+/// Lines per batch: the unit handed to a worker, and how often a stop request is seen.
+const BATCH_LINES: usize = STOP_CHECK_LINES as usize;
+
+/// Bytes per batch at most (a batch of long lines ends early), so batches in flight stay small.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Batches in flight per worker: one being decoded, one waiting.
+const IN_FLIGHT_PER_WORKER: usize = 2;
+
+/// A run of data lines as read, their bytes back to back.
+struct RawBatch {
+    seq: u64,
+    bytes: Vec<u8>,
+    lines: Vec<RawLine>,
+    decoder: Decoder,
+}
+
+struct RawLine {
+    line_no: u64,
+    start: usize,
+    end: usize,
+    too_long: bool,
+}
+
+/// A range of a [`Batch`]'s text.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// The decoded lines of one batch, in file order, with the strings they carry back to back.
+pub struct Batch {
+    seq: u64,
+    text: String,
+    pub lines: Vec<Line>,
+}
+
+/// What one data line became.
+pub enum Line {
+    /// Not charged: the reason, the line's text as quarantined (§2.1), and, once the call
+    /// decoded, its org, local day (when known) and instant.
+    Quarantined {
+        line_no: u64,
+        reason: Reason,
+        text: Span,
+        placed: Option<(Span, Option<NaiveDate>, i64)>,
+    },
+    /// A valid call of a known org, priced; it is charged unless its request id is claimed.
+    Accepted(Accepted),
+}
+
+pub struct Accepted {
+    pub line_no: u64,
+    pub local_date: NaiveDate,
+    pub fp: Fingerprint,
+    request_id: Span,
+    org_id: Span,
+    dc: Option<Span>,
+    ts_ms: i64,
+    method: &'static str,
+    endpoint: std::sync::Arc<str>,
+    credits: u64,
+    unpriced: bool,
+    status: u16,
+    billable: bool,
+    latency_ms: Option<i64>,
+    charged_credits: Option<i64>,
+}
+
+impl Batch {
+    pub fn str(&self, span: Span) -> &str {
+        &self.text[span.start..span.end]
+    }
+
+    fn push(&mut self, s: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(s);
+        Span {
+            start,
+            end: self.text.len(),
+        }
+    }
+
+    /// The event of an accepted line of this batch, from the input file `file_sha`.
+    pub fn event<'b>(&'b self, a: &'b Accepted, file_sha: &'b str) -> Event<'b> {
+        Event {
+            request_id: self.str(a.request_id),
+            org_id: self.str(a.org_id),
+            ts_ms: a.ts_ms,
+            local_date: a.local_date,
+            method: a.method,
+            endpoint: a.endpoint.clone(),
+            status: a.status,
+            billable: a.billable,
+            credits: a.credits,
+            unpriced: a.unpriced,
+            latency_ms: a.latency_ms,
+            charged_credits: a.charged_credits,
+            dc: a.dc.map(|d| self.str(d)),
+            file: file_sha,
+            line: a.line_no,
+        }
+    }
+}
+
+/// Reads `reader` to its end and hands every batch of decoded lines to `consume`, in file
+/// order, decoding on `threads` threads. An error of `consume` or of reading stops the rest;
+/// a worker that panics is an error, not a hang.
+pub fn run(
+    reader: &mut LogReader,
+    setup: &Setup,
+    now: DateTime<Utc>,
+    threads: usize,
+    mut consume: impl FnMut(&Batch) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if threads <= 1 {
+        let mut checker = Ingester::new(setup, now);
+        let mut seq = 0;
+        while let Some(raw) = read_batch(reader, seq)? {
+            consume(&decode(&raw, &mut checker))?;
+            seq += 1;
+        }
+        return Ok(());
+    }
+    let (to_workers, work) = mpsc::sync_channel::<RawBatch>(threads);
+    let work = Mutex::new(work);
+    let (to_main, results) = mpsc::channel::<Result<Batch, u64>>();
+    std::thread::scope(|scope| {
+        for i in 0..threads {
+            let (work, to_main) = (&work, to_main.clone());
+            std::thread::Builder::new()
+                .name(format!("decode-{i}"))
+                .spawn_scoped(scope, move || {
+                    let mut checker = Ingester::new(setup, now);
+                    loop {
+                        let next = work.lock().map(|w| w.recv());
+                        let Ok(Ok(raw)) = next else { break };
+                        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            decode(&raw, &mut checker)
+                        }))
+                        .map_err(|_| raw.seq);
+                        let failed = decoded.is_err();
+                        if to_main.send(decoded).is_err() || failed {
+                            break;
+                        }
+                    }
+                })
+                .expect("a thread can be started");
+        }
+        drop(to_main);
+        let mut ahead: BTreeMap<u64, Batch> = BTreeMap::new();
+        let (mut sent, mut next, mut read_all) = (0u64, 0u64, false);
+        let in_flight = (threads * IN_FLIGHT_PER_WORKER) as u64;
+        let result = (|| -> anyhow::Result<()> {
+            loop {
+                while !read_all && sent - next < in_flight {
+                    match read_batch(reader, sent)? {
+                        Some(raw) => {
+                            to_workers
+                                .send(raw)
+                                .map_err(|_| anyhow::anyhow!("the decoding threads stopped"))?;
+                            sent += 1;
+                        }
+                        None => read_all = true,
+                    }
+                }
+                if next == sent {
+                    return Ok(());
+                }
+                let batch = match ahead.remove(&next) {
+                    Some(b) => b,
+                    None => loop {
+                        match results.recv() {
+                            Ok(Ok(b)) if b.seq == next => break b,
+                            Ok(Ok(b)) => {
+                                ahead.insert(b.seq, b);
+                            }
+                            Ok(Err(seq)) => anyhow::bail!(
+                                "a decoding thread panicked on the lines of batch {seq} of {}",
+                                reader.path.display()
+                            ),
+                            Err(_) => anyhow::bail!("the decoding threads stopped"),
+                        }
+                    },
+                };
+                consume(&batch)?;
+                next += 1;
+            }
+        })();
+        // Closing the queue ends the workers; the scope waits for them.
+        drop(to_workers);
+        result
+    })
+}
+
+/// The next batch of data lines, or `None` at the end of the file.
+fn read_batch(reader: &mut LogReader, seq: u64) -> anyhow::Result<Option<RawBatch>> {
+    let mut bytes = Vec::new();
+    let mut lines = Vec::new();
+    while lines.len() < BATCH_LINES && bytes.len() < BATCH_BYTES {
+        let Some((line_no, line, too_long)) = reader.next_raw()? else {
+            break;
+        };
+        let start = bytes.len();
+        bytes.extend_from_slice(line);
+        lines.push(RawLine {
+            line_no,
+            start,
+            end: bytes.len(),
+            too_long,
+        });
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RawBatch {
+        seq,
+        bytes,
+        lines,
+        decoder: reader.decoder().clone(),
+    }))
+}
+
+/// Decodes, checks and prices every line of `raw` (DESIGN §2.1, §2.4).
+fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
+    let mut out = Batch {
+        seq: raw.seq,
+        text: String::with_capacity(raw.bytes.len() / 3),
+        lines: Vec::with_capacity(raw.lines.len()),
+    };
+    for l in &raw.lines {
+        let bytes = &raw.bytes[l.start..l.end];
+        let call = match raw.decoder.decode(bytes, l.too_long) {
+            Ok(call) => call,
+            Err(reason) => {
+                let text = out.push(&quarantine_text(bytes));
+                out.lines.push(Line::Quarantined {
+                    line_no: l.line_no,
+                    reason,
+                    text,
+                    placed: None,
+                });
+                continue;
+            }
+        };
+        match checker.check_org(&call) {
+            Err(r) => {
+                let text = out.push(&quarantine_text(bytes));
+                let org = out.push(&call.org_id);
+                out.lines.push(Line::Quarantined {
+                    line_no: l.line_no,
+                    reason: r.reason,
+                    text,
+                    placed: Some((org, r.local_date, call.ts_ms)),
+                });
+            }
+            Ok(local_date) => {
+                let event = checker.event(&call, local_date, "", l.line_no);
+                let accepted = Accepted {
+                    line_no: l.line_no,
+                    local_date,
+                    fp: fingerprint(&call.org_id, &call.request_id),
+                    request_id: out.push(&call.request_id),
+                    org_id: out.push(&call.org_id),
+                    dc: call.dc.as_deref().map(|d| out.push(d)),
+                    ts_ms: call.ts_ms,
+                    method: event.method,
+                    status: event.status,
+                    billable: event.billable,
+                    latency_ms: event.latency_ms,
+                    charged_credits: event.charged_credits,
+                    endpoint: event.endpoint,
+                    credits: event.credits,
+                    unpriced: event.unpriced,
+                };
+                out.lines.push(Line::Accepted(accepted));
+            }
+        }
+    }
+    out
+}

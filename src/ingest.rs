@@ -642,7 +642,7 @@ impl LogReader {
 
     /// Reads up to the next data line (past blank lines and a CSV header): its number, its
     /// span in `buf` and whether it was cut.
-    fn next_data_line(&mut self) -> anyhow::Result<Option<(u64, (usize, usize), bool)>> {
+    fn next_data_line(&mut self) -> anyhow::Result<Option<DataLine>> {
         loop {
             let Some(line) = self.read_line().with_context(|| {
                 format!(
@@ -720,6 +720,9 @@ impl LogReader {
 
 /// The longest line decoded (DESIGN §2.1): 1 MiB, line end excluded.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// A data line's number, span in the reader's buffer, and whether it was cut at [`MAX_LINE`].
+type DataLine = (u64, (usize, usize), bool);
 
 /// What [`LogReader::read_line`] found besides the bytes.
 struct LineRead {

@@ -134,7 +134,9 @@ pub fn run(
         let mut checker = Ingester::new(setup, now);
         let mut seq = 0;
         while let Some(raw) = read_batch(reader, seq)? {
-            consume(&decode(&raw, &mut checker))?;
+            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
+                .map_err(|_| panicked(&raw, reader))?;
+            consume(&decoded)?;
             seq += 1;
         }
         return Ok(());
@@ -155,7 +157,7 @@ pub fn run(
                         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
                             decode(&raw, &mut checker)
                         }))
-                        .map_err(|_| raw.seq);
+                        .map_err(|_| raw.lines[0].line_no);
                         let failed = decoded.is_err();
                         if to_main.send(decoded).is_err() || failed {
                             break;
@@ -192,8 +194,8 @@ pub fn run(
                             Ok(Ok(b)) => {
                                 ahead.insert(b.seq, b);
                             }
-                            Ok(Err(seq)) => anyhow::bail!(
-                                "a decoding thread panicked on the lines of batch {seq} of {}",
+                            Ok(Err(first_line)) => anyhow::bail!(
+                                "decoding {} panicked in the batch of lines from {first_line}",
                                 reader.path.display()
                             ),
                             Err(_) => anyhow::bail!("the decoding threads stopped"),
@@ -208,6 +210,15 @@ pub fn run(
         drop(to_workers);
         result
     })
+}
+
+/// The error of a batch whose decoding panicked: the file fails alone (DESIGN §7).
+fn panicked(raw: &RawBatch, reader: &LogReader) -> anyhow::Error {
+    anyhow::anyhow!(
+        "decoding {} panicked in the batch of lines from {}",
+        reader.path.display(),
+        raw.lines[0].line_no
+    )
 }
 
 /// The next batch of data lines, or `None` at the end of the file.
@@ -240,6 +251,12 @@ fn read_batch(reader: &mut LogReader, seq: u64) -> anyhow::Result<Option<RawBatc
 
 /// Decodes, checks and prices every line of `raw` (DESIGN §2.1, §2.4).
 fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
+    if crate::faults::check(&format!("decode:{}", raw.lines[0].line_no)).is_err() {
+        panic!(
+            "fault injected at decode:{} (CREDITD_FAULTS)",
+            raw.lines[0].line_no
+        );
+    }
     let mut out = Batch {
         seq: raw.seq,
         text: String::with_capacity(raw.bytes.len() / 3),

@@ -199,12 +199,7 @@ fn negative_and_non_numbers_in_the_config_are_refused_at_their_line() {
         ),
         ("base = 18446744073709551615", 9, "number too large"),
     ] {
-        let dir = Dir::empty();
-        let config = dir.read("creditd.toml") + "\n[editions.express]\n" + text + "\n";
-        dir.write("creditd.toml", config);
-        let out = dir.creditd(&["check"]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let stderr = refused_config(&format!("\n[editions.express]\n{text}\n"));
         assert!(
             stderr.contains(&format!(
                 "creditd.toml: TOML parse error at line {line}, column"
@@ -213,6 +208,27 @@ fn negative_and_non_numbers_in_the_config_are_refused_at_their_line() {
         );
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
+}
+
+#[test]
+fn ingest_threads_out_of_range_are_refused_with_the_key() {
+    for bad in ["0", "-2", "257"] {
+        let stderr = refused_config(&format!("\n[ingest]\nthreads = {bad}\n"));
+        let want =
+            format!("[ingest] threads: expected a number of threads from 1 to 256, found {bad}");
+        assert!(stderr.contains(&want), "{stderr}");
+    }
+}
+
+/// `check` on an empty setup whose config has `extra` appended: refused (exit 2); its stderr.
+fn refused_config(extra: &str) -> String {
+    let dir = Dir::empty();
+    let config = dir.read("creditd.toml") + extra;
+    dir.write("creditd.toml", config);
+    let out = dir.creditd(&["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
 }
 
 /// Regression: `agents = 18446744073709551615` wrapped the allotment, `close_grace =

@@ -470,3 +470,47 @@ fn a_broken_registry_at_reload_keeps_the_last_valid_version_and_tells_ops_once()
         dir.read("expected-ledger.csv")
     );
 }
+
+/// A panic while decoding a batch — on a worker thread or, with one thread, where the file is
+/// read — fails that file alone: no hang, the other files go through, and the next run
+/// ingests it whole.
+#[test]
+fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
+    for threads in [1, 2] {
+        let dir = Dir::sample();
+        let config = dir.read("creditd.toml") + &format!("\n[ingest]\nthreads = {threads}\n");
+        dir.write("creditd.toml", config);
+        // The first batch of every NDJSON file starts at line 1; a CSV file's at line 2.
+        let out = Command::new(env!("CARGO_BIN_EXE_creditd"))
+            .current_dir(dir.path())
+            .env("CREDITD_FAULTS", "decode:1")
+            .args(["--config", "creditd.toml", "--now", "2025-11-20T00:00:00Z"])
+            .args(["run", "ingest"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "threads {threads}: {stderr}");
+        assert!(
+            stderr.contains("panicked in the batch of lines from 1"),
+            "threads {threads}: {stderr}"
+        );
+        let left = dir.inbox();
+        assert!(!left.is_empty(), "threads {threads}");
+        assert!(
+            left.iter().all(|f| !f.contains(".csv")),
+            "threads {threads}: the CSV files went through, left {left:?}"
+        );
+        let failed: Vec<Problem> = problems(&dir);
+        assert_eq!(failed.len(), left.len(), "threads {threads}: {failed:?}");
+        assert!(failed.iter().all(|p| p.unit == Unit::File));
+
+        dir.expect(0, &["--now", "2025-11-20T00:00:00Z", "run", "ingest"]);
+        assert!(dir.inbox().is_empty());
+        assert_eq!(
+            without_status(&dir.export()),
+            dir.read("expected-ledger.csv"),
+            "threads {threads}"
+        );
+        assert!(problems(&dir).is_empty(), "threads {threads}");
+    }
+}

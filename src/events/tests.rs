@@ -142,6 +142,12 @@ const SHA: &str = "ababababababababababababababababababababababababababababababa
 /// Pushes `rows` events spread round-robin over `days` consecutive days from 2025-10-01:
 /// event `i` has request id `r<i>` and line `i + 1`.
 fn push_round_robin(writer: &mut PartWriter, rows: u64, days: u64) {
+    push_events(writer, rows, |i| i % days);
+}
+
+/// Pushes `rows` events, event `i` on day `day_of(i)` from 2025-10-01, with request id `r<i>`
+/// and line `i + 1`.
+fn push_events(writer: &mut PartWriter, rows: u64, day_of: impl Fn(u64) -> u64) {
     let first = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
     let endpoint: std::sync::Arc<str> = "/api/v1/tickets".into();
     for i in 0..rows {
@@ -151,7 +157,7 @@ fn push_round_robin(writer: &mut PartWriter, rows: u64, days: u64) {
                 request_id: &id,
                 org_id: "1",
                 ts_ms: i as i64,
-                local_date: first + chrono::Days::new(i % days),
+                local_date: first + chrono::Days::new(day_of(i)),
                 method: "GET",
                 endpoint: endpoint.clone(),
                 status: 200,
@@ -269,10 +275,44 @@ fn an_abandoned_writer_removes_its_closed_and_open_parts() {
     // More days than stay open, so some parts are closed (not yet in place) and some open
     // when the file is given up.
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = PartWriter::new(dir.path(), SHA, 1);
-    push_round_robin(&mut writer, 70_000, 70);
+    let mut writer = PartWriter::new(dir.path(), SHA, 2).with_max_open(5);
+    push_days(&mut writer, 12, 1100);
     drop(writer);
     assert_eq!(files_under(dir.path()), Vec::<String>::new());
+}
+
+/// Pushes `per_day` events of each of `days` consecutive days, one day after the other.
+fn push_days(writer: &mut PartWriter, days: u64, per_day: u64) {
+    push_events(writer, days * per_day, |i| i / per_day);
+}
+
+#[test]
+fn the_parts_are_the_same_for_any_number_of_lanes() {
+    // 12 days, 5 parts open at most: each day's first 1 Ki rows go over as it fills, the rest
+    // at the end, when parts close and reopen. Where they do is decided in the order rows are
+    // handed over, not per lane, so every lane count writes the same bytes.
+    let layout = |lanes: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PartWriter::new(dir.path(), SHA, lanes).with_max_open(5);
+        push_days(&mut writer, 12, 1100);
+        let parts = writer.finish().unwrap();
+        let bytes: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| std::fs::read(dir.path().join(&p.path)).unwrap())
+            .collect();
+        assert_eq!(files_under(dir.path()).len(), parts.len(), "{lanes} lanes");
+        (parts, bytes)
+    };
+    let one = layout(1);
+    assert!(
+        one.0.len() > 12,
+        "{} parts: some days got a second",
+        one.0.len()
+    );
+    assert_eq!(one.0.iter().map(|p| p.rows).sum::<u64>(), 12 * 1100);
+    for lanes in [2, 3, 4] {
+        assert!(layout(lanes) == one, "{lanes} lanes wrote other parts");
+    }
 }
 
 #[test]

@@ -165,6 +165,9 @@ const PART_BUFFER: usize = 64 << 10;
 /// What the writing thread is told.
 enum ToWriter {
     Batch(NaiveDate, Box<Columns>),
+    /// Close the day's open part (it was the least recently written when another day needed a
+    /// part): the day's next batch starts a new one.
+    Close(NaiveDate),
     /// Finish every part and move it into place. Without it (the sender dropped), the parts are
     /// abandoned and their temporary files removed.
     Finish,
@@ -181,6 +184,13 @@ pub struct PartWriter {
     buffers: BTreeMap<NaiveDate, Columns>,
     buffered: usize,
     lanes: Vec<Lane>,
+    /// The days with an open part, and when each was last handed rows. Which part closes when
+    /// is decided here, in the order rows are handed over, so the parts are the same for any
+    /// number of lanes.
+    open: HashMap<NaiveDate, u64>,
+    clock: u64,
+    /// [`MAX_OPEN_PARTS`], or fewer in tests.
+    max_open: usize,
 }
 
 /// One writing thread and its channel.
@@ -237,7 +247,7 @@ impl PartWriter {
                 let name = name.to_string();
                 let writer = std::thread::Builder::new()
                     .name(format!("parquet-writer-{i}"))
-                    .spawn(move || write_parts(&state_dir, &name, MAX_OPEN_PARTS / n, batches))
+                    .spawn(move || write_parts(&state_dir, &name, batches))
                     .expect("a thread can be started");
                 Lane {
                     to_writer: Some(to_writer),
@@ -250,7 +260,17 @@ impl PartWriter {
             buffers: BTreeMap::new(),
             buffered: 0,
             lanes,
+            open: HashMap::new(),
+            clock: 0,
+            max_open: MAX_OPEN_PARTS,
         }
+    }
+
+    /// The same writer keeping at most `n` parts open (tests reach the bound with few days).
+    #[cfg(test)]
+    pub(super) fn with_max_open(mut self, n: usize) -> PartWriter {
+        self.max_open = n.max(1);
+        self
     }
 
     pub fn push(&mut self, e: &Event<'_>) -> anyhow::Result<()> {
@@ -267,14 +287,31 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Hands a day's rows to the lane of that day.
+    /// Hands a day's rows to the lane of that day, first closing the least recently written
+    /// part when [`MAX_OPEN_PARTS`] are open and this day has none.
     fn send(&mut self, date: NaiveDate, cols: Columns) -> anyhow::Result<()> {
+        self.clock += 1;
+        if !self.open.contains_key(&date) && self.open.len() >= self.max_open {
+            let lru = self
+                .open
+                .iter()
+                .min_by_key(|(_, used)| **used)
+                .map(|(d, _)| *d)
+                .expect("MAX_OPEN_PARTS > 0");
+            self.open.remove(&lru);
+            self.tell(lru, ToWriter::Close(lru))?;
+        }
+        self.open.insert(date, self.clock);
+        self.tell(date, ToWriter::Batch(date, Box::new(cols)))
+    }
+
+    /// Sends `message` to the lane that owns `date`.
+    fn tell(&mut self, date: NaiveDate, message: ToWriter) -> anyhow::Result<()> {
         let days = date
             .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
             .num_days();
         let n = self.lanes.len() as i64;
         let lane = &mut self.lanes[days.rem_euclid(n) as usize];
-        let message = ToWriter::Batch(date, Box::new(cols));
         if lane
             .to_writer
             .as_ref()
@@ -380,41 +417,25 @@ struct ClosedPart {
     rows: u64,
 }
 
-/// The writing thread's parts: at most [`MAX_OPEN_PARTS`] open, the others closed.
+/// A writing thread's parts: those open (the [`PartWriter`] decides when one closes), and
+/// those closed.
 struct Parts<'a> {
     state_dir: &'a Path,
     name: &'a str,
-    /// The most parts open at once (this lane's share of [`MAX_OPEN_PARTS`]).
-    max_open: usize,
-    open: HashMap<NaiveDate, (OpenPart, u64)>,
+    open: HashMap<NaiveDate, OpenPart>,
     closed: Vec<ClosedPart>,
     /// Parts started so far per day, which numbers the next one.
     started: HashMap<NaiveDate, u32>,
-    /// Counts writes; an open part remembers its last one, so the least recently written
-    /// part is the one with the smallest.
-    clock: u64,
 }
 
 impl Parts<'_> {
     fn write(&mut self, date: NaiveDate, cols: &mut Columns) -> anyhow::Result<()> {
         let df = cols.take_frame(date)?;
-        self.clock += 1;
         if !self.open.contains_key(&date) {
-            if self.open.len() >= self.max_open {
-                let lru = self
-                    .open
-                    .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(d, _)| *d)
-                    .expect("MAX_OPEN_PARTS > 0");
-                let (part, _) = self.open.remove(&lru).expect("just found");
-                self.close(lru, part)?;
-            }
             let part = self.start(date, df.schema())?;
-            self.open.insert(date, (part, 0));
+            self.open.insert(date, part);
         }
-        let (part, used) = self.open.get_mut(&date).expect("opened");
-        *used = self.clock;
+        let part = self.open.get_mut(&date).expect("opened");
         part.writer.write_batch(&df)?;
         part.rows += df.height() as u64;
         Ok(())
@@ -479,8 +500,7 @@ impl Parts<'_> {
 
     /// Closes every part; they keep their temporary names until every lane is done.
     fn finish(&mut self) -> anyhow::Result<Vec<ClosedPart>> {
-        let mut open: Vec<(NaiveDate, OpenPart)> =
-            self.open.drain().map(|(d, (p, _))| (d, p)).collect();
+        let mut open: Vec<(NaiveDate, OpenPart)> = self.open.drain().collect();
         open.sort_by_key(|(d, _)| *d);
         // Closed one by one: on a failure the parts not closed yet are still listed for removal.
         while let Some((date, part)) = open.pop() {
@@ -501,7 +521,7 @@ impl Parts<'_> {
 
     /// Removes the temporary file of every part not moved into place.
     fn abandon(&mut self) {
-        for (part, _) in self.open.values() {
+        for part in self.open.values() {
             let _ = std::fs::remove_file(&part.tmp);
         }
         for part in &self.closed {
@@ -510,27 +530,29 @@ impl Parts<'_> {
     }
 }
 
-/// A writing thread: parts written batch by batch, at most `max_open` open; returns them
+/// A writing thread: parts written batch by batch and closed when told; returns them
 /// closed, under their temporary names.
 fn write_parts(
     state_dir: &Path,
     name: &str,
-    max_open: usize,
     batches: std::sync::mpsc::Receiver<ToWriter>,
 ) -> anyhow::Result<Vec<ClosedPart>> {
     let mut parts = Parts {
         state_dir,
         name,
-        max_open: max_open.max(1),
         open: HashMap::new(),
         closed: Vec::new(),
         started: HashMap::new(),
-        clock: 0,
     };
     let result = (|| {
         loop {
             match batches.recv() {
                 Ok(ToWriter::Batch(date, mut cols)) => parts.write(date, &mut cols)?,
+                Ok(ToWriter::Close(date)) => {
+                    if let Some(part) = parts.open.remove(&date) {
+                        parts.close(date, part)?;
+                    }
+                }
                 Ok(ToWriter::Finish) => break,
                 Err(_) => anyhow::bail!("abandoned"),
             }

@@ -23,6 +23,11 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Batches in flight per worker: one being decoded, one waiting.
 const IN_FLIGHT_PER_WORKER: usize = 2;
 
+/// Batches in flight at most, whatever the thread count: their bytes and decoded copies stay
+/// within 64 × 2 × [`BATCH_BYTES`] even on a machine of many cores (a few hundred MiB for the
+/// longest lines, ~150 MiB for lines of 300 bytes).
+const MAX_IN_FLIGHT: usize = 64;
+
 /// A run of data lines as read, their bytes back to back.
 struct RawBatch {
     seq: u64,
@@ -169,7 +174,7 @@ pub fn run(
         drop(to_main);
         let mut ahead: BTreeMap<u64, Batch> = BTreeMap::new();
         let (mut sent, mut next, mut read_all) = (0u64, 0u64, false);
-        let in_flight = (threads * IN_FLIGHT_PER_WORKER) as u64;
+        let in_flight = (threads * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT) as u64;
         let result = (|| -> anyhow::Result<()> {
             loop {
                 while !read_all && sent - next < in_flight {

@@ -369,9 +369,9 @@ impl<'s> Ingester<'s> {
         let mut claimed: FxHashSet<(NaiveDate, Fingerprint)> = FxHashSet::default();
         let mut days: FxHashMap<String, BTreeSet<NaiveDate>> = FxHashMap::default();
         let tx = store.transaction()?;
-        let mut writer = PartWriter::new(state, &sha, self.setup.config.ingest_threads);
-        let mut reader = LogReader::open(path, format, gz)?;
         let threads = self.setup.config.ingest_threads;
+        let mut writer = PartWriter::new(state, &sha, threads);
+        let mut reader = LogReader::open(path, format, gz)?;
         pipeline::run(&mut reader, self.setup, self.now, threads, |batch| {
             if counts.lines > 0 && stop.load(Ordering::SeqCst) {
                 return Err(Stopped.into());

@@ -87,9 +87,7 @@ impl Columns {
     fn take_frame(&mut self, date: NaiveDate) -> PolarsResult<DataFrame> {
         let c = std::mem::take(self);
         let n = c.ts.len();
-        let days = date
-            .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
-            .num_days() as i32;
+        let days = epoch_days(date) as i32;
         let local_date = Column::new("local_date".into(), vec![days; n]).cast(&DataType::Date)?;
         DataFrame::new(
             n,
@@ -112,6 +110,12 @@ impl Columns {
             ],
         )
     }
+}
+
+/// Days since 1970-01-01: Parquet's `Date`, and which lane owns a day.
+fn epoch_days(date: NaiveDate) -> i64 {
+    date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
+        .num_days()
 }
 
 /// A part written for one input file and day.
@@ -307,11 +311,8 @@ impl PartWriter {
 
     /// Sends `message` to the lane that owns `date`.
     fn tell(&mut self, date: NaiveDate, message: ToWriter) -> anyhow::Result<()> {
-        let days = date
-            .signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
-            .num_days();
         let n = self.lanes.len() as i64;
-        let lane = &mut self.lanes[days.rem_euclid(n) as usize];
+        let lane = &mut self.lanes[epoch_days(date).rem_euclid(n) as usize];
         if lane
             .to_writer
             .as_ref()
@@ -403,8 +404,7 @@ impl Drop for PartWriter {
 /// closes the least recently written part to open another; a closed day that gets more rows
 /// later gets another part. More than a year of days, so that a file spread over a year of
 /// calls (a gateway's late export, a backfill of old archives) in any order still writes one
-/// part a day: with 64, a file of shuffled lines over 151 days wrote four parts a day and took
-/// 2.7 × as long. Each open part holds a file descriptor and up to [`PART_BUFFER`] of memory,
+/// part a day: with 64, a file of shuffled lines over 151 days wrote four parts a day. Each open part holds a file descriptor and up to [`PART_BUFFER`] of memory,
 /// so this bounds both: 25 MiB, and well below systemd's default soft limit of 1,024 files.
 pub const MAX_OPEN_PARTS: usize = 400;
 

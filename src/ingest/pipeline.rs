@@ -140,7 +140,7 @@ pub fn run(
         let mut seq = 0;
         while let Some(raw) = read_batch(reader, seq)? {
             let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
-                .map_err(|_| panicked(&raw, reader))?;
+                .map_err(|_| panicked(reader, raw.lines[0].line_no))?;
             consume(&decoded)?;
             seq += 1;
         }
@@ -199,10 +199,7 @@ pub fn run(
                             Ok(Ok(b)) => {
                                 ahead.insert(b.seq, b);
                             }
-                            Ok(Err(first_line)) => anyhow::bail!(
-                                "decoding {} panicked in the batch of lines from {first_line}",
-                                reader.path.display()
-                            ),
+                            Ok(Err(first_line)) => return Err(panicked(reader, first_line)),
                             Err(_) => anyhow::bail!("the decoding threads stopped"),
                         }
                     },
@@ -218,11 +215,10 @@ pub fn run(
 }
 
 /// The error of a batch whose decoding panicked: the file fails alone (DESIGN §7).
-fn panicked(raw: &RawBatch, reader: &LogReader) -> anyhow::Error {
+fn panicked(reader: &LogReader, first_line: u64) -> anyhow::Error {
     anyhow::anyhow!(
-        "decoding {} panicked in the batch of lines from {}",
-        reader.path.display(),
-        raw.lines[0].line_no
+        "decoding {} panicked in the batch of lines from {first_line}",
+        reader.path.display()
     )
 }
 

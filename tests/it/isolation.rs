@@ -136,13 +136,8 @@ fn a_message_that_cannot_be_built_holds_back_nothing_else() {
     let broken_key = clean[0].replacen('.', ":", 2);
 
     let dir = Dir::sample();
-    let out = Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .current_dir(dir.path())
-        .env("CREDITD_FAULTS", format!("build:{broken_key}"))
-        .args(["--config", "creditd.toml", "--now", "2025-10-12T00:00:00Z"])
-        .args(["run", "all"])
-        .output()
-        .unwrap();
+    let faults = format!("build:{broken_key}");
+    let out = dir.creditd_with_faults(&faults, &["--now", "2025-10-12T00:00:00Z", "run", "all"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let target = format!("build:alerts:{}", broken_key.trim_start_matches("over:"));
@@ -175,13 +170,10 @@ fn a_message_that_cannot_be_built_holds_back_nothing_else() {
 #[test]
 fn a_failing_task_leaves_the_other_tasks_of_run_all_running() {
     let dir = Dir::sample();
-    let out = Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .current_dir(dir.path())
-        .env("CREDITD_FAULTS", "task:close-days")
-        .args(["--config", "creditd.toml", "--now", "2025-10-12T00:00:00Z"])
-        .args(["run", "all"])
-        .output()
-        .unwrap();
+    let out = dir.creditd_with_faults(
+        "task:close-days",
+        &["--now", "2025-10-12T00:00:00Z", "run", "all"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -481,13 +473,10 @@ fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
         let config = dir.read("creditd.toml") + &format!("\n[ingest]\nthreads = {threads}\n");
         dir.write("creditd.toml", config);
         // The first batch of every NDJSON file starts at line 1; a CSV file's at line 2.
-        let out = Command::new(env!("CARGO_BIN_EXE_creditd"))
-            .current_dir(dir.path())
-            .env("CREDITD_FAULTS", "decode:1")
-            .args(["--config", "creditd.toml", "--now", "2025-11-20T00:00:00Z"])
-            .args(["run", "ingest"])
-            .output()
-            .unwrap();
+        let out = dir.creditd_with_faults(
+            "decode:1",
+            &["--now", "2025-11-20T00:00:00Z", "run", "ingest"],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "threads {threads}: {stderr}");
         assert!(

@@ -96,13 +96,24 @@ impl Dir {
 
     /// Runs creditd with the directory's config and the given arguments.
     pub fn creditd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_creditd"))
-            .current_dir(self.path())
-            .arg("--config")
-            .arg(self.path().join("creditd.toml"))
-            .args(args)
+        self.command(args).output().expect("run creditd")
+    }
+
+    /// Runs creditd like [`Dir::creditd`] with the fault points `faults` set (`CREDITD_FAULTS`).
+    pub fn creditd_with_faults(&self, faults: &str, args: &[&str]) -> Output {
+        self.command(args)
+            .env("CREDITD_FAULTS", faults)
             .output()
             .expect("run creditd")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_creditd"));
+        cmd.current_dir(self.path())
+            .arg("--config")
+            .arg(self.path().join("creditd.toml"))
+            .args(args);
+        cmd
     }
 
     /// Runs creditd and expects exit status `code`; returns stdout.

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use crate::ingest::{assert_nothing_lost, file_counts};
 use crate::{csv_rows, Dir};
@@ -274,19 +273,10 @@ fn an_interrupted_retention_run_leaves_a_consistent_state_the_next_run_finishes(
     let on_disk = dates(&dir, "events");
     with_retention(&dir, "events = \"80d\"\n");
     // Fails right after the first date's drop committed, before its files are removed.
-    let out = Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .current_dir(dir.path())
-        .env("CREDITD_FAULTS", "retention:after-commit")
-        .args([
-            "--config",
-            "creditd.toml",
-            "--now",
-            LATER,
-            "run",
-            "retention",
-        ])
-        .output()
-        .unwrap();
+    let out = dir.creditd_with_faults(
+        "retention:after-commit",
+        &["--now", LATER, "run", "retention"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("task retention failed"), "{stderr}");

@@ -4,7 +4,7 @@
 //! the same transaction as the change that caused it; a key is queued once, ever.
 
 use crate::config::SummaryPolicy;
-use crate::events::{day_details, DayDetails, DaySpan, OrgEvents};
+use crate::events::{day_details, DayDetails, DaySpan, Mark, OrgEvents};
 use crate::localday::day_span;
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
@@ -66,46 +66,48 @@ impl DateEvents {
         setup: &Setup,
         org_id: &str,
         day: DaySpan,
+        marks: &[Mark<'_>],
     ) -> anyhow::Result<Option<DayDetails>> {
         if self.loaded.get().is_none() {
             let events = OrgEvents::load(&setup.config.state_dir, &self.parts, &self.orgs)?;
             let _ = self.loaded.set(events);
         }
         match self.loaded.get() {
-            Some(events) => events.details(org_id, day),
+            Some(events) => events.details(org_id, day, marks),
             None => Ok(None),
         }
     }
 }
 
+/// Where an org-day lies in time and what it counts: the span of its details.
+fn span_of(setup: &Setup, row: &LedgerRow) -> anyhow::Result<DaySpan> {
+    let tz = setup
+        .org(&row.org_id)
+        .map_or(chrono_tz::UTC, |o| o.timezone);
+    Ok(DaySpan::new(
+        tz,
+        row.local_date.parse()?,
+        row.model == "legacy",
+    ))
+}
+
 /// The details of an org-day from its Parquet parts, or from `prefetched` when given (it must
-/// hold the org's events of that date).
+/// hold the org's events of that date), with the figures at each of `marks`.
 pub fn details(
     setup: &Setup,
     tx: &Tx<'_>,
     row: &LedgerRow,
     prefetched: Option<&DateEvents>,
+    marks: &[Mark<'_>],
 ) -> anyhow::Result<DayDetails> {
-    let day: NaiveDate = row.local_date.parse()?;
-    let tz = setup
-        .org(&row.org_id)
-        .map_or(chrono_tz::UTC, |o| o.timezone);
-    let (start, end) = day_span(tz, day);
-    let span = DaySpan {
-        start_ms: start.timestamp_millis(),
-        hours: ((end - start).num_minutes() as usize).div_ceil(60),
-        legacy: row.model == "legacy",
-    };
+    let span = span_of(setup, row)?;
     if let Some(p) = prefetched {
         return Ok(p
-            .details(setup, &row.org_id, span)?
-            .unwrap_or_else(|| DayDetails {
-                hourly: vec![0; span.hours],
-                ..Default::default()
-            }));
+            .details(setup, &row.org_id, span, marks)?
+            .unwrap_or_else(|| DayDetails::empty(span, marks.len())));
     }
     let parts = tx.parts_on(&row.local_date)?;
-    day_details(&setup.config.state_dir, &parts, &row.org_id, span)
+    day_details(&setup.config.state_dir, &parts, &row.org_id, span, marks)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -122,7 +124,7 @@ fn queue(
     crate::faults::check(&format!("build:{key}"))?;
     let to = recipients(setup, row);
     let raw = mail::build(&setup.config, key, &to, rendered, now)?;
-    tx.enqueue(
+    let added = tx.enqueue(
         key,
         kind,
         Some((&row.org_id, &row.local_date)),
@@ -131,12 +133,28 @@ fn queue(
         &raw,
         status,
         now.timestamp_millis(),
-    )
+    )?;
+    if added {
+        tx.cover(&rendered.covers, key)?;
+    }
+    Ok(added)
 }
 
-/// Queues one alert per crossing of the org-day not queued before. Crossings older than
-/// `max_age` are recorded as expired (listed in the ops digest, never mailed). `prefetched`,
-/// when given, holds the org's events of that date.
+/// The outbox key of a crossing.
+fn crossing_key(row: &LedgerRow, c: &Crossing) -> String {
+    if c.threshold == 100 {
+        format!("over:{}:{}", row.org_id, row.local_date)
+    } else {
+        format!("near:{}:{}:{}", row.org_id, row.local_date, c.threshold)
+    }
+}
+
+/// Queues one alert for the crossings of the org-day not reported before (DESIGN §5): the
+/// highest news (over, else the highest threshold) gives the key and the subject, the lower
+/// ones are reported inside it (`X-Creditd-Covers`). When that crossing is older than
+/// `max_age` the message is `held` (listed in the ops digest, never mailed). `prefetched`,
+/// when given, holds the org's events of that date. Returns how many messages were queued to
+/// be sent (0 or 1).
 pub fn queue_crossing_alerts(
     setup: &Setup,
     tx: &Tx<'_>,
@@ -145,46 +163,45 @@ pub fn queue_crossing_alerts(
     now: DateTime<Utc>,
     prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<usize> {
-    let mut fresh = Vec::new();
+    let mut fresh: Vec<&Crossing> = Vec::new();
     for c in crossings {
-        let key = if c.threshold == 100 {
-            format!("over:{}:{}", row.org_id, row.local_date)
-        } else {
-            format!("near:{}:{}:{}", row.org_id, row.local_date, c.threshold)
-        };
-        if tx.outbox_status(&key)?.is_none() {
-            fresh.push((key, c));
+        if tx.outbox_status(&crossing_key(row, c))?.is_none() {
+            fresh.push(c);
         }
     }
-    if fresh.is_empty() {
+    // Highest news first: over (100), then the highest threshold.
+    fresh.sort_by_key(|c| std::cmp::Reverse(c.threshold));
+    let Some((main, lower)) = fresh.split_first() else {
         return Ok(0);
-    }
-    let rendered: Vec<(&str, Rendered)> =
-        with_view(setup, tx, row, crossings, prefetched, |view| {
-            fresh
-                .iter()
-                .map(|(_, c)| {
-                    if c.threshold == 100 {
-                        ("over", report::overage(view, c, now))
-                    } else {
-                        ("near", report::near_limit(view, c.threshold, c, now))
-                    }
-                })
-                .collect()
-        })?;
-    let mut queued = 0;
-    for ((key, c), (kind, rendered)) in fresh.into_iter().zip(rendered) {
-        let too_old = setup
-            .config
-            .alerts
-            .max_age
-            .is_some_and(|age| now.timestamp_millis() - c.ts > age.as_millis() as i64);
-        let status = if too_old { "expired" } else { "queued" };
-        if queue(setup, tx, &key, kind, row, &rendered, status, now)? && !too_old {
-            queued += 1;
-        }
-    }
-    Ok(queued)
+    };
+    let mut covered: Vec<&Crossing> = lower.to_vec();
+    covered.sort_by_key(|c| c.threshold);
+    let marks: Vec<Mark<'_>> = std::iter::once(*main)
+        .chain(covered.iter().copied())
+        .map(|c| Mark {
+            ts: c.ts,
+            request_id: Some(&c.request_id),
+        })
+        .collect();
+    let mut rendered = with_view(setup, tx, row, crossings, prefetched, &marks, |view| {
+        report::alert(view, main, &covered, now)
+    })?;
+    rendered.covers = covered.iter().map(|c| crossing_key(row, c)).collect();
+    let too_old = setup
+        .config
+        .alerts
+        .max_age
+        .is_some_and(|age| now.timestamp_millis() - main.ts > age.as_millis() as i64);
+    let status = if too_old { "held" } else { "queued" };
+    let kind = if main.threshold == 100 {
+        "over"
+    } else {
+        "near"
+    };
+    let key = crossing_key(row, main);
+    Ok(usize::from(
+        queue(setup, tx, &key, kind, row, &rendered, status, now)? && !too_old,
+    ))
 }
 
 /// Queues the daily summary of a day that just closed, as the policy says.
@@ -246,7 +263,7 @@ fn render_summary(
     crossings: &[Crossing],
     revision: u64,
 ) -> anyhow::Result<Rendered> {
-    with_view(setup, tx, row, crossings, None, |view| {
+    with_view(setup, tx, row, crossings, None, &[], |view| {
         report::summary(view, revision, row.concurrency)
     })
 }
@@ -259,19 +276,23 @@ fn with_view<T>(
     row: &LedgerRow,
     crossings: &[Crossing],
     prefetched: Option<&DateEvents>,
+    marks: &[Mark<'_>],
     render: impl FnOnce(&OrgDayView<'_>) -> T,
 ) -> anyhow::Result<T> {
-    let details = details(setup, tx, row, prefetched)?;
+    let details = details(setup, tx, row, prefetched, marks)?;
     let tz = setup
         .org(&row.org_id)
         .map_or(chrono_tz::UTC, |o| o.timezone);
     let name = org_name(setup, row);
+    let (start, reset) = day_span(tz, row.local_date.parse()?);
     let view = OrgDayView {
         org_name: &name,
         tz,
         row,
         crossings,
         details: &details,
+        start_ms: start.timestamp_millis(),
+        reset_ms: reset.timestamp_millis(),
     };
     Ok(render(&view))
 }

@@ -79,6 +79,8 @@ pub struct Outcome {
     /// The backfill's id; its ops report is `backfill:<id>`.
     pub id: String,
     pub changes: Vec<Change>,
+    /// Each changed org-day's figures before and after.
+    pub days: Vec<crate::report::DayChange>,
     /// Org-days of the range before and after.
     pub rows_before: usize,
     pub rows_after: usize,
@@ -733,6 +735,13 @@ pub fn diff(
         }
         out.changed_org_days += 1;
         out.changes.extend(changes);
+        let figures = |r: &LedgerRow| day_figures(setup, r);
+        out.days.push(crate::report::DayChange {
+            org_id: org.clone(),
+            local_date: date.clone(),
+            before: old.map(figures),
+            after: new.map(figures),
+        });
         if let (Some(old), Some(new)) = (old, new) {
             let tz = setup.org(org).map_or(chrono_tz::UTC, |o| o.timezone);
             let Ok(day) = date.parse::<NaiveDate>() else {
@@ -819,6 +828,7 @@ fn swap(
                 to: opts.to,
                 orgs: &opts.orgs,
                 changes: &out.changes,
+                days: &out.days,
                 changed_org_days: out.changed_org_days,
                 rows_before: out.rows_before,
                 rows_after: out.rows_after,
@@ -848,6 +858,32 @@ struct ScratchDir(PathBuf);
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An org-day's figures and over/near status, as the backfill report compares them.
+fn day_figures(setup: &Setup, r: &LedgerRow) -> crate::report::DayFigures {
+    let status = if r.used > r.allotted {
+        "over".to_string()
+    } else {
+        setup
+            .config
+            .alerts
+            .near_limit_percent
+            .iter()
+            .rev()
+            .find(|t| crate::allotment::reached(r.used, r.allotted, **t))
+            .map_or("-".to_string(), |t| format!("near {t}%"))
+    };
+    crate::report::DayFigures {
+        used: r.used,
+        allotted: r.allotted,
+        unit: if r.model == "legacy" {
+            "calls"
+        } else {
+            "credits"
+        },
+        status,
     }
 }
 

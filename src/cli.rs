@@ -560,6 +560,7 @@ fn backfill(
         to: opts.to,
         orgs: &opts.orgs,
         changes: &out.changes,
+        days: &out.days,
         changed_org_days: out.changed_org_days,
         rows_before: out.rows_before,
         rows_after: out.rows_after,

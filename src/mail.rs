@@ -15,6 +15,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::config::Smtp;
 use crate::report::{one_line, Rendered};
 
+mod chart;
+pub use chart::chart_png;
+
 /// The `X-Creditd-Key` header: the message's outbox key.
 #[derive(Debug, Clone)]
 struct XCreditdKey(String);
@@ -26,6 +29,24 @@ impl lettre::message::header::Header for XCreditdKey {
 
     fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         Ok(XCreditdKey(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The `X-Creditd-Covers` header: the lower keys a message reports (DESIGN §5).
+#[derive(Debug, Clone)]
+struct XCreditdCovers(String);
+
+impl lettre::message::header::Header for XCreditdCovers {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Creditd-Covers")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(XCreditdCovers(s.to_string()))
     }
 
     fn display(&self) -> HeaderValue {
@@ -151,6 +172,9 @@ pub fn build(
         .date(SystemTime::from(date))
         .header(AutoSubmitted)
         .header(XCreditdKey(key.to_string()));
+    if !rendered.covers.is_empty() {
+        builder = builder.header(XCreditdCovers(rendered.covers.join(", ")));
+    }
     if let Some(root) = thread_root(key, &domain) {
         builder = builder.in_reply_to(root.clone()).references(root);
     }
@@ -165,7 +189,7 @@ pub fn build(
         None => MultiPart::alternative()
             .singlepart(text)
             .singlepart(SinglePart::html(rendered.html.clone())),
-        Some(hourly) => {
+        Some(chart) => {
             // A Content-ID unique to this message (and instance), named in the HTML.
             let cid = format!("chart.{}@{domain}", key_part(key));
             let html = rendered
@@ -186,58 +210,28 @@ pub fn build(
                     .singlepart(SinglePart::html(html))
                     .singlepart(
                         Attachment::new_inline(cid)
-                            .body(chart_png(hourly)?, ContentType::parse("image/png")?),
+                            .body(chart_png(chart)?, ContentType::parse("image/png")?),
                     ),
             )
         }
+    };
+    // Long lists travel whole as CSV files beside the message (DESIGN §5).
+    let body = if rendered.attachments.is_empty() {
+        body
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for (name, csv) in &rendered.attachments {
+            mixed = mixed.singlepart(
+                Attachment::new(name.clone())
+                    .body(csv.clone(), ContentType::parse("text/csv; charset=utf-8")?),
+            );
+        }
+        mixed
     };
     let message = builder
         .multipart(body)
         .context("cannot build the message")?;
     Ok(message.formatted())
-}
-
-/// Draws hourly usage as a bar chart, 600×200 PNG.
-pub fn chart_png(hourly: &[u64]) -> anyhow::Result<Vec<u8>> {
-    use plotters::prelude::*;
-    let (w, h) = (600u32, 200u32);
-    let mut rgb = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        root.fill(&WHITE)
-            .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
-        let max = hourly.iter().copied().max().unwrap_or(0).max(1);
-        let n = hourly.len().max(1) as u32;
-        let (left, bottom, top) = (10i32, (h - 10) as i32, 10i32);
-        let slot = (w - 20) / n;
-        let grey = RGBColor(200, 200, 200);
-        for q in 0..=4 {
-            let y = bottom - (bottom - top) * q / 4;
-            root.draw(&PathElement::new(
-                vec![(left, y), ((w - 10) as i32, y)],
-                grey,
-            ))
-            .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
-        }
-        let bar = RGBColor(52, 101, 164);
-        for (i, u) in hourly.iter().enumerate() {
-            let x0 = left + (i as u32 * slot) as i32 + 1;
-            let x1 = x0 + slot.saturating_sub(2) as i32;
-            let y0 = bottom - ((bottom - top) as u64 * u / max) as i32;
-            root.draw(&Rectangle::new([(x0, y0), (x1, bottom)], bar.filled()))
-                .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
-        }
-        root.present().map_err(|e| anyhow::anyhow!("chart: {e}"))?;
-    }
-    let mut png_bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(&rgb)?;
-    }
-    Ok(png_bytes)
 }
 
 /// Writes a message as `<dir>/<key>.eml`, atomically.
@@ -468,8 +462,29 @@ mod tests {
     }
 
     #[test]
-    fn a_chart_is_a_png() {
-        let png = chart_png(&[0, 5, 10, 3]).unwrap();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    fn a_chart_is_a_png_with_the_allotment_line_and_the_running_total() {
+        use crate::report::{Chart, CHART_H, CHART_W};
+        let mut per_5min = vec![0u64; 24 * 12];
+        per_5min[100] = 4_000;
+        per_5min[150] = 2_000;
+        let chart = Chart {
+            per_5min,
+            hourly: (0..24).map(|h| if h == 8 { 4_000 } else { 0 }).collect(),
+            allotted: 5_000,
+            unit: "credits",
+            hour_labels: (0..24).map(|h| format!("{h:02}")).collect(),
+            crossings: vec![("80%".into(), 100), ("over 100%".into(), 150)],
+            zone: "CDT (UTC-05:00)".into(),
+        };
+        let png = chart_png(&chart).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (CHART_W, CHART_H));
+        let count = |rgb: [u8; 3]| buf.chunks(3).filter(|p| *p == rgb).count();
+        // The allotment line (red, dashed) and the running total (blue) are drawn.
+        assert!(count([207, 34, 46]) > 200, "allotment line");
+        assert!(count([9, 105, 218]) > 200, "running total");
     }
 }

@@ -56,6 +56,10 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
             Ok(ExitCode::SUCCESS)
         }
         Change::Unknown => Err(UsageError(format!("no message has the key {key:?}")).into()),
+        Change::Covered(by) => Err(UsageError(format!(
+            "{key} is reported inside {by} (X-Creditd-Covers), never on its own: retry or drop {by}"
+        ))
+        .into()),
         Change::NotAllowed(status) => Err(UsageError(format!(
             "{key} is {status}: only a failed or queued message can be retried or dropped"
         ))

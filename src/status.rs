@@ -236,7 +236,7 @@ pub fn gather(setup: &Setup, store: Option<&Store>, now: DateTime<Utc>) -> anyho
                 failed,
                 sent,
                 dropped,
-                expired: held,
+                held,
             } = store.outbox_counts()?;
             let outbox = Outbox {
                 queued,

@@ -160,6 +160,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
 
+-- Keys reported inside another message (DESIGN §5 `X-Creditd-Covers`): never mailed on their
+-- own, their status is the covering message's. Kept forever, like the outbox keys.
+CREATE TABLE IF NOT EXISTS covers (
+    key TEXT PRIMARY KEY,
+    covered_by TEXT NOT NULL
+) WITHOUT ROWID;
+
 -- The first call at which an org-day reached each threshold (percent; 100 = above).
 CREATE TABLE IF NOT EXISTS crossings (
     org_id TEXT NOT NULL,
@@ -587,10 +594,12 @@ impl Store {
 
     /// The status of the message under `key`, if there is one.
     pub fn outbox_status(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT status FROM outbox WHERE key = ?1")?;
-        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+        outbox_status(&self.conn, key)
+    }
+
+    /// The message that reports `key` inside its own (`X-Creditd-Covers`), if any.
+    pub fn covered_by(&self, key: &str) -> anyhow::Result<Option<String>> {
+        covered_by(&self.conn, key)
     }
 
     /// How many messages are waiting to be sent (queued, due or not).
@@ -612,12 +621,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Crossings found too late to mail (`expired`) since `since_ms`: (key, subject).
-    pub fn expired_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+    /// Crossings found too late to mail (`held`) since `since_ms`: (key, subject, the keys it
+    /// covers joined by `, `).
+    pub fn held_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String, String)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT key, subject FROM outbox WHERE status = 'expired' AND created_at > ?1 ORDER BY key",
+            "SELECT o.key, o.subject, COALESCE(group_concat(c.key, ', '), '')
+             FROM outbox o LEFT JOIN (SELECT key, covered_by FROM covers ORDER BY key) c
+               ON c.covered_by = o.key
+             WHERE o.status = 'held' AND o.created_at > ?1 GROUP BY o.key ORDER BY o.key",
         )?;
-        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -703,6 +716,22 @@ fn parts_on(conn: &Connection, local_date: &str) -> anyhow::Result<Vec<String>> 
 }
 
 /// Crossings of one org-day, by threshold, for the store and inside a transaction.
+/// A key's outbox status: its own, or that of the message covering it.
+fn outbox_status(conn: &Connection, key: &str) -> anyhow::Result<Option<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status FROM outbox WHERE key = ?1
+         UNION ALL
+         SELECT o.status FROM covers c JOIN outbox o ON o.key = c.covered_by WHERE c.key = ?1
+         LIMIT 1",
+    )?;
+    Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+}
+
+fn covered_by(conn: &Connection, key: &str) -> anyhow::Result<Option<String>> {
+    let mut stmt = conn.prepare_cached("SELECT covered_by FROM covers WHERE key = ?1")?;
+    Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+}
+
 fn crossings(conn: &Connection, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
     let mut stmt = conn.prepare_cached(
         "SELECT threshold, ts, request_id FROM crossings
@@ -858,14 +887,23 @@ impl Tx<'_> {
 
     /// The status of an outbox key, if it exists.
     pub fn outbox_status(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT status FROM outbox WHERE key = ?1")?;
-        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+        outbox_status(&self.tx, key)
     }
 
-    /// Queues a message under `key` unless the key exists; `status` is `queued`, or `expired`
-    /// for a crossing too old to mail. Returns whether it was added.
+    /// Records that `by` reports each of `keys` (DESIGN §5 `X-Creditd-Covers`): they take
+    /// its status and are never queued on their own.
+    pub fn cover(&self, keys: &[String], by: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO covers (key, covered_by) VALUES (?1, ?2)")?;
+        for k in keys {
+            stmt.execute(params![k, by])?;
+        }
+        Ok(())
+    }
+
+    /// Queues a message under `key` unless the key exists; `status` is `queued`, or `held`
+    /// for a crossing older than `[alerts] max_age`. Returns whether it was added.
     #[allow(clippy::too_many_arguments)]
     pub fn enqueue(
         &self,

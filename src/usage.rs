@@ -4,6 +4,7 @@
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::events::{day_details, DaySpan, Mark};
 use crate::ledger::close_time;
 use crate::report::{self, UsageFigures, UsageView};
 use crate::setup::Setup;
@@ -64,7 +65,34 @@ pub fn render(
             legacy_limit: terms.legacy_limit,
         },
     };
+    // An open day that has not reached 100 % says when it will (DESIGN §5.5).
+    let forecast = match (store, &row) {
+        (Some(s), Some(r)) if !closed && r.used <= r.allotted => {
+            let span = DaySpan::new(org.timezone, day, r.model == "legacy");
+            let parts = s.parts_on(&day.to_string())?;
+            let now_ms = now.timestamp_millis();
+            let mark = Mark {
+                ts: now_ms,
+                request_id: None,
+            };
+            let d = day_details(&setup.config.state_dir, &parts, org_id, span, &[mark])?;
+            let at = d.marks.first().copied().unwrap_or_default();
+            let reset = crate::localday::day_span(org.timezone, day).1;
+            Some(report::Forecast {
+                last_hour: at.last_hour,
+                eta: report::format::forecast(
+                    now_ms,
+                    at.used,
+                    at.last_hour,
+                    r.allotted,
+                    reset.timestamp_millis(),
+                ),
+            })
+        }
+        _ => None,
+    };
     Ok(report::usage(&UsageView {
+        forecast,
         org_id,
         org_name: &plan.name,
         day,

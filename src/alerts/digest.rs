@@ -1,5 +1,5 @@
 //! The ops digest: what it covers (the org-days closed and the files processed since the
-//! previous one, open problems, expired crossings) and its queueing, once per UTC date.
+//! previous one, open problems, held crossings) and its queueing, once per UTC date.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -79,14 +79,35 @@ pub fn queue_digest(
             .map(|p| p.name.clone())
             .unwrap_or_default();
         if crate::allotment::reached(r.used, r.allotted, min_threshold) {
-            view.limits.push((
-                org_id.clone(),
-                name.clone(),
-                local_date.clone(),
-                r.model.clone(),
-                crate::allotment::format_pct(crate::allotment::pct_hundredths(r.used, r.allotted)),
-                r.used > r.allotted,
-            ));
+            let crossings = store.crossings(org_id, local_date)?;
+            let top = crossings
+                .iter()
+                .map(|c| c.threshold)
+                .max()
+                .unwrap_or(min_threshold);
+            let key = if top == 100 {
+                format!("over:{org_id}:{local_date}")
+            } else {
+                format!("near:{org_id}:{local_date}:{top}")
+            };
+            let mailed = match store.outbox_status(&key)?.as_deref() {
+                Some("sent") => "mailed".to_string(),
+                Some("queued") => "queued".to_string(),
+                Some("held") => "held (max_age)".to_string(),
+                Some(other) => other.to_string(),
+                None => "not queued".to_string(),
+            };
+            view.limits.push(report::LimitRow {
+                org_id: org_id.clone(),
+                name: name.clone(),
+                local_date: local_date.clone(),
+                model: r.model.clone(),
+                used: r.used,
+                allotted: r.allotted,
+                over: r.used > r.allotted,
+                threshold: top,
+                mailed,
+            });
         }
         if r.model == "grandfathered" {
             let credit = r.base + r.variable + r.additional;
@@ -118,19 +139,33 @@ pub fn queue_digest(
     view.files = store
         .files_since(&since)?
         .into_iter()
-        .map(|f| {
-            (
-                f.file,
-                f.status,
-                f.counts.lines,
-                f.counts.accepted,
-                f.counts.unique,
-                f.counts.duplicates,
-                f.counts.quarantined_total(),
-            )
+        .map(|f| report::FileRow {
+            quarantined: f.counts.quarantined_total(),
+            file: f.file,
+            status: f.status,
+            lines: f.counts.lines,
+            accepted: f.counts.accepted,
+            unique: f.counts.unique,
+            duplicates: f.counts.duplicates,
         })
         .collect();
-    view.expired = store.expired_since(since_ms)?;
+    view.stuck = store
+        .outbox()?
+        .into_iter()
+        .filter(|m| m.status == "failed" || (m.status == "queued" && m.attempts > 0))
+        .map(|m| report::StuckMessage {
+            key: m.key,
+            status: if m.status == "failed" {
+                "failed (parked)".to_string()
+            } else {
+                "retrying".to_string()
+            },
+            attempts: m.attempts,
+            since: ledger::format_ts(m.failing_since),
+            error: m.last_error.unwrap_or_default(),
+        })
+        .collect();
+    view.held = store.held_since(since_ms)?;
     view.problems = store
         .problems(None)?
         .into_iter()

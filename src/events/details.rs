@@ -16,11 +16,37 @@ pub struct DayDetails {
     pub unpriced: Vec<(String, u64)>,
     /// Calls that carried `charged_credits`, what the gateway charged and what creditd computed.
     pub drift: (u64, u64, u64),
+    /// Units used per five minutes since the day began (the charts' running total).
+    pub per_5min: Vec<u64>,
+    /// The figures at each [`Mark`] asked for, in the order asked.
+    pub marks: Vec<AtMark>,
+}
+
+/// The length of the buckets of [`DayDetails::per_5min`], in ms.
+pub const FINE_MS: i64 = 300_000;
+
+/// An instant of the day whose figures a message shows: a crossing (the call `request_id` at
+/// `ts`, counted with the calls before it in call order) or a moment (`request_id` `None`:
+/// every call at or before `ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark<'a> {
+    pub ts: i64,
+    pub request_id: Option<&'a str>,
+}
+
+/// The day's figures at a [`Mark`] (DESIGN §5.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AtMark {
+    /// Units used up to and including the mark.
+    pub used: u64,
+    /// Units used in the hour before it: calls with `ts` in (ts − 1 h, ts].
+    pub last_hour: u64,
 }
 
 /// The columns [`day_details`] reads.
-const DETAIL_COLUMNS: [&str; 7] = [
+const DETAIL_COLUMNS: [&str; 8] = [
     "ts",
+    "request_id",
     "endpoint",
     "billable",
     "credits",
@@ -69,10 +95,15 @@ impl OrgEvents {
     }
 
     /// The details of `org_id`'s day (see [`day_details`]), `None` if it has no events here.
-    pub fn details(&self, org_id: &str, day: DaySpan) -> anyhow::Result<Option<DayDetails>> {
+    pub fn details(
+        &self,
+        org_id: &str,
+        day: DaySpan,
+        marks: &[Mark<'_>],
+    ) -> anyhow::Result<Option<DayDetails>> {
         match self.0.get(org_id) {
             None => Ok(None),
-            Some(df) => Ok(Some(details_of(df.clone().lazy(), org_id, day)?)),
+            Some(df) => Ok(Some(details_of(df.clone().lazy(), org_id, day, marks)?)),
         }
     }
 }
@@ -88,36 +119,66 @@ pub struct DaySpan {
     pub legacy: bool,
 }
 
-/// Computes the details of `org_id`'s day from the day's `parts` (relative to `state_dir`).
+impl DaySpan {
+    /// The span of local day `day` in `tz`; `legacy` days count billable calls.
+    pub fn new(tz: chrono_tz::Tz, day: chrono::NaiveDate, legacy: bool) -> DaySpan {
+        let (start, end) = crate::localday::day_span(tz, day);
+        DaySpan {
+            start_ms: start.timestamp_millis(),
+            hours: ((end - start).num_minutes() as usize).div_ceil(60),
+            legacy,
+        }
+    }
+}
+
+impl DayDetails {
+    /// The details of a day without calls.
+    pub fn empty(day: DaySpan, marks: usize) -> DayDetails {
+        DayDetails {
+            hourly: vec![0; day.hours.max(1)],
+            per_5min: vec![0; day.hours.max(1) * 12],
+            marks: vec![AtMark::default(); marks],
+            ..Default::default()
+        }
+    }
+}
+
+/// Computes the details of `org_id`'s day from the day's `parts` (relative to `state_dir`),
+/// with the figures at each of `marks`.
 pub fn day_details(
     state_dir: &Path,
     parts: &[String],
     org_id: &str,
     day: DaySpan,
+    marks: &[Mark<'_>],
 ) -> anyhow::Result<DayDetails> {
     if parts.is_empty() {
-        return Ok(DayDetails {
-            hourly: vec![0; day.hours],
-            ..Default::default()
-        });
+        return Ok(DayDetails::empty(day, marks.len()));
     }
-    Ok(details_of(scan_parts(state_dir, parts)?, org_id, day)?)
+    Ok(details_of(
+        scan_parts(state_dir, parts)?,
+        org_id,
+        day,
+        marks,
+    )?)
 }
 
-fn details_of(events: LazyFrame, org_id: &str, day: DaySpan) -> PolarsResult<DayDetails> {
+fn details_of(
+    events: LazyFrame,
+    org_id: &str,
+    day: DaySpan,
+    marks: &[Mark<'_>],
+) -> PolarsResult<DayDetails> {
     let DaySpan {
         start_ms: day_start_ms,
-        hours,
         legacy,
+        ..
     } = day;
     let df = events
         .filter(col("org_id").eq(lit(org_id)))
         .select(DETAIL_COLUMNS.map(col))
         .collect()?;
-    let mut out = DayDetails {
-        hourly: vec![0; hours.max(1)],
-        ..Default::default()
-    };
+    let mut out = DayDetails::empty(day, marks.len());
     if df.height() == 0 {
         return Ok(out);
     }
@@ -163,7 +224,7 @@ fn details_of(events: LazyFrame, org_id: &str, day: DaySpan) -> PolarsResult<Day
         .lazy()
         .with_column(((col("ts") - lit(day_start_ms)) / lit(3_600_000i64)).alias("hour"))
         .group_by([col("hour")])
-        .agg([unit.sum().cast(DataType::Int64).alias("units")])
+        .agg([unit.clone().sum().cast(DataType::Int64).alias("units")])
         .collect()?;
     let hs = hourly
         .column("hour")?
@@ -175,6 +236,61 @@ fn details_of(events: LazyFrame, org_id: &str, day: DaySpan) -> PolarsResult<Day
         if let (Some(h), Some(u)) = (hs.get(i), us.get(i)) {
             let idx = (h.max(0) as usize).min(out.hourly.len() - 1);
             out.hourly[idx] += u as u64;
+        }
+    }
+
+    let fine = df
+        .clone()
+        .lazy()
+        .with_column(((col("ts") - lit(day_start_ms)) / lit(FINE_MS)).alias("slot"))
+        .group_by([col("slot")])
+        .agg([unit.clone().sum().cast(DataType::Int64).alias("units")])
+        .collect()?;
+    let slots = fine.column("slot")?.cast(&DataType::Int64)?.i64()?.clone();
+    let units = fine.column("units")?.i64()?.clone();
+    for i in 0..fine.height() {
+        if let (Some(s), Some(u)) = (slots.get(i), units.get(i)) {
+            let idx = (s.max(0) as usize).min(out.per_5min.len() - 1);
+            out.per_5min[idx] += u as u64;
+        }
+    }
+
+    if !marks.is_empty() {
+        let mut figures = Vec::new();
+        for (i, m) in marks.iter().enumerate() {
+            let upto = match m.request_id {
+                Some(rid) => col("ts").lt(lit(m.ts)).or(col("ts")
+                    .eq(lit(m.ts))
+                    .and(col("request_id").lt_eq(lit(rid.to_string())))),
+                None => col("ts").lt_eq(lit(m.ts)),
+            };
+            let hour = col("ts")
+                .gt(lit(m.ts - 3_600_000))
+                .and(col("ts").lt_eq(lit(m.ts)));
+            figures.push(
+                unit.clone()
+                    .filter(upto)
+                    .sum()
+                    .cast(DataType::Int64)
+                    .alias(format!("used{i}")),
+            );
+            figures.push(
+                unit.clone()
+                    .filter(hour)
+                    .sum()
+                    .cast(DataType::Int64)
+                    .alias(format!("hour{i}")),
+            );
+        }
+        let at = df.clone().lazy().select(figures).collect()?;
+        for i in 0..marks.len() {
+            let get = |c: String| -> PolarsResult<u64> {
+                Ok(at.column(&c)?.i64()?.get(0).unwrap_or(0).max(0) as u64)
+            };
+            out.marks[i] = AtMark {
+                used: get(format!("used{i}"))?,
+                last_hour: get(format!("hour{i}"))?,
+            };
         }
     }
 

@@ -47,5 +47,10 @@ pub(super) fn upgrade(conn: &Connection) -> anyhow::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
+    // Crossings held back by `max_age` were `expired` before they had a status of their own.
+    conn.execute(
+        "UPDATE outbox SET status = 'held' WHERE status = 'expired' AND kind IN ('near', 'over')",
+        [],
+    )?;
     Ok(())
 }

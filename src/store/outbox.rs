@@ -13,6 +13,8 @@ pub enum Change {
     Unknown,
     /// The message's status does not allow it (e.g. it was sent).
     NotAllowed(String),
+    /// The key is reported inside this other message (`X-Creditd-Covers`), never on its own.
+    Covered(String),
 }
 
 impl Store {
@@ -55,7 +57,10 @@ impl Store {
             })
             .optional()?;
         match status.as_deref() {
-            None => Ok(Change::Unknown),
+            None => Ok(match self.covered_by(key)? {
+                Some(by) => Change::Covered(by),
+                None => Change::Unknown,
+            }),
             Some("failed" | "queued") => {
                 change(&self.conn)?;
                 Ok(Change::Done)

@@ -36,7 +36,7 @@ pub struct TaskRun {
 }
 
 /// Messages by status: queued (never tried or due again), retrying (queued after failed
-/// attempts), failed (parked), sent, dropped, expired.
+/// attempts), failed (parked), sent, dropped, held (crossings past `[alerts] max_age`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxCounts {
     pub queued: u64,
@@ -44,7 +44,7 @@ pub struct OutboxCounts {
     pub failed: u64,
     pub sent: u64,
     pub dropped: u64,
-    pub expired: u64,
+    pub held: u64,
 }
 
 /// A file name's gateway: its part before the first `-`, or the name without extensions.
@@ -123,7 +123,7 @@ impl Store {
                 ("failed", _) => c.failed += n,
                 ("sent", _) => c.sent += n,
                 ("dropped", _) => c.dropped += n,
-                _ => c.expired += n,
+                _ => c.held += n,
             }
         }
         Ok(c)

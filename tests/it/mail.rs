@@ -142,6 +142,18 @@ pub fn body_of(raw: &[u8], mimetype: &str) -> String {
     find(&mailparse::parse_mail(raw).unwrap(), mimetype).unwrap_or_default()
 }
 
+/// The text of the attachment named `name`, if the message has one.
+pub fn attachment(raw: &[u8], name: &str) -> Option<String> {
+    fn find(p: &mailparse::ParsedMail<'_>, name: &str) -> Option<String> {
+        let d = p.get_content_disposition();
+        if d.params.get("filename").map(String::as_str) == Some(name) {
+            return Some(p.get_body().unwrap());
+        }
+        p.subparts.iter().find_map(|s| find(s, name))
+    }
+    find(&mailparse::parse_mail(raw).unwrap(), name)
+}
+
 pub fn eml_keys(dir: &Dir) -> BTreeSet<String> {
     let out = dir.path().join("state/outbox");
     std::fs::read_dir(out)
@@ -153,6 +165,55 @@ pub fn eml_keys(dir: &Dir) -> BTreeSet<String> {
             .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every key the outbox's `.eml` files report: their own and those they cover
+/// (`X-Creditd-Covers`, DESIGN §5).
+pub fn reported_keys(dir: &Dir) -> BTreeSet<String> {
+    let out = dir.path().join("state/outbox");
+    let mut keys = BTreeSet::new();
+    for e in std::fs::read_dir(out).into_iter().flatten() {
+        let raw = std::fs::read(e.unwrap().path()).unwrap();
+        keys.insert(header(&raw, "X-Creditd-Key"));
+        let covers = header(&raw, "X-Creditd-Covers");
+        keys.extend(
+            covers
+                .split(", ")
+                .filter(|k| !k.is_empty())
+                .map(String::from),
+        );
+    }
+    keys
+}
+
+/// The keys of the messages one run mails for the crossings in `keys`: one per org-day, the
+/// highest news (over, else the highest threshold); other keys as they are.
+pub fn one_alert_per_org_day(keys: &BTreeSet<String>) -> BTreeSet<String> {
+    let rank = |k: &str| -> u64 {
+        let f: Vec<&str> = k.split(':').collect();
+        match f[0] {
+            "over" => 100,
+            _ => f[3].parse().unwrap(),
+        }
+    };
+    let mut best: std::collections::BTreeMap<String, &String> = Default::default();
+    let mut out = BTreeSet::new();
+    for k in keys {
+        if !(k.starts_with("near:") || k.starts_with("over:")) {
+            out.insert(k.clone());
+            continue;
+        }
+        let f: Vec<&str> = k.split(':').collect();
+        let day = format!("{}:{}", f[1], f[2]);
+        match best.get(&day) {
+            Some(b) if rank(b) >= rank(k) => {}
+            _ => {
+                best.insert(day, k);
+            }
+        }
+    }
+    out.extend(best.into_values().cloned());
+    out
 }
 
 /// The messages the sample data must produce, from its independently computed ledger: 80 % and
@@ -186,10 +247,15 @@ pub fn expected_alerts(dir: &Dir) -> BTreeSet<String> {
 fn sample_run_writes_each_alert_and_summary_once_as_eml() {
     let dir = Dir::sample();
     dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
-    let mut expected = expected_alerts(&dir);
-    expected.insert("digest:2026-01-02".to_string());
-    assert!(expected.len() > 20);
+    let mut reported = expected_alerts(&dir);
+    reported.insert("digest:2026-01-02".to_string());
+    assert!(reported.len() > 20);
+    // Every crossing is reported once; the crossings of an org-day found in one run share
+    // one message, keyed by the highest news.
+    let expected = one_alert_per_org_day(&reported);
+    assert!(expected.len() < reported.len());
     assert_eq!(eml_keys(&dir), expected);
+    assert_eq!(reported_keys(&dir), reported);
 
     // One over-limit message, read as a mail client would.
     let over = expected.iter().find(|k| k.starts_with("over:")).unwrap();
@@ -206,8 +272,14 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
     let root = thread_of(over);
     assert_eq!(header(&raw, "In-Reply-To"), root);
     assert_eq!(header(&raw, "References"), root);
-    assert!(header(&raw, "Subject").contains("exceeded its daily API allotment"));
+    assert!(header(&raw, "Subject").contains("went over its daily API allotment"));
     assert!(header(&raw, "To").contains("admin@org"));
+    // It reports the lower thresholds the same run found, ascending.
+    let day = over.trim_start_matches("over:");
+    assert_eq!(
+        header(&raw, "X-Creditd-Covers"),
+        format!("near:{day}:80, near:{day}:90")
+    );
     assert_eq!(
         parts(&raw),
         vec!["multipart/alternative", "text/plain", "text/html"]
@@ -218,8 +290,9 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
         "Variable credits",
         "Additional credits",
         "Allotted",
-        "% used",
-        "It happened at",
+        "At the crossing",
+        "Reached 80%",
+        "Reached 90%",
         "Top endpoints by credits",
         "429 THRESHOLD_EXCEEDED",
         "buy additional credits",
@@ -272,6 +345,7 @@ fn sample_run_writes_each_alert_and_summary_once_as_eml() {
     let out = dir.expect(0, &["--now", "2026-01-02T13:00:00Z", "run", "all"]);
     assert!(out.contains("deliver: 0 sent"), "{out}");
     assert_eq!(eml_keys(&dir), expected);
+    assert_eq!(reported_keys(&dir), reported);
 }
 
 #[test]
@@ -284,6 +358,7 @@ fn sample_run_against_a_real_smtp_server_delivers_each_message_exactly_once() {
     let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 0);
     let mut expected = expected_alerts(&dir);
     expected.insert("digest:2026-01-02".to_string());
+    let expected = one_alert_per_org_day(&expected);
     dir.expect(0, &["--now", "2026-01-02T12:00:00Z", "run", "all"]);
     dir.expect(0, &["--now", "2026-01-02T12:05:00Z", "run", "all"]);
 
@@ -322,8 +397,8 @@ fn sample_run_against_a_real_smtp_server_delivers_each_message_exactly_once() {
         );
         let news = match fields[0] {
             "near" => format!("reached {}%", fields[3]),
-            "over" => "exceeded its daily API allotment".to_string(),
-            _ => "daily API usage".to_string(),
+            "over" => "went over its daily API allotment".to_string(),
+            _ => "of its API allotment on".to_string(),
         };
         assert!(subject.contains(&news), "{key}: {subject}");
         let want: &[&str] = if fields[0] == "summary" {
@@ -387,7 +462,7 @@ fn smtp_down_then_4xx_then_delivered_exactly_once_and_escaped() {
     // Back, but refusing the first message with 451: that one waits for its backoff.
     let server = SmtpServer::start(port, &dir.path().join("smtp-received"), 1);
     let out = dir.expect(0, &["--now", "2025-10-09T12:01:00Z", "run", "deliver"]);
-    assert!(out.contains("deliver: 4 sent, 1 left queued"), "{out}");
+    assert!(out.contains("deliver: 2 sent, 1 left queued"), "{out}");
     let out = dir.expect(0, &["--now", "2025-10-09T12:01:10Z", "run", "deliver"]);
     assert!(
         out.contains("deliver: 0 sent, 0 left queued"),
@@ -404,9 +479,8 @@ fn smtp_down_then_4xx_then_delivered_exactly_once_and_escaped() {
         .collect();
     let unique: BTreeSet<&String> = keys.iter().collect();
     assert_eq!(keys.len(), unique.len(), "a key arrived twice: {keys:?}");
+    // One alert for the three crossings one run found.
     let expected: BTreeSet<String> = [
-        "near:300:2025-10-08:80",
-        "near:300:2025-10-08:90",
         "over:300:2025-10-08",
         "summary:300:2025-10-08",
         "digest:2025-10-09",
@@ -466,14 +540,20 @@ fn late_data_amends_a_sent_summary_and_never_repeats_alerts() {
         added,
         vec![
             "digest:2025-10-11",
-            "near:300:2025-10-08:90",
             "over:300:2025-10-08",
             "summary:300:2025-10-08:r1"
         ]
     );
-    // The late crossing says when it happened.
+    // The late crossings say when they happened; 90 % rides in the overage message, and 80 %,
+    // mailed before, is not repeated.
     let raw = std::fs::read(dir.path().join("state/outbox/over.300.2025-10-08.eml")).unwrap();
-    assert!(body_of(&raw, "text/plain").contains("reported late"));
+    assert_eq!(header(&raw, "X-Creditd-Covers"), "near:300:2025-10-08:90");
+    let text = body_of(&raw, "text/plain");
+    assert!(text.contains("Reported late"), "{text}");
+    assert!(
+        text.contains("Reached 90%") && !text.contains("Reached 80%"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -492,13 +572,23 @@ fn crossings_older_than_max_age_go_to_the_digest_once_instead_of_the_org() {
     );
     let digest = std::fs::read(dir.path().join("state/outbox/digest.2025-10-13.eml")).unwrap();
     let text = body_of(&digest, "text/plain");
-    for k in [
-        "near:300:2025-10-08:80",
-        "near:300:2025-10-08:90",
-        "over:300:2025-10-08",
-    ] {
-        assert!(text.contains(k), "{k} missing from\n{text}");
-    }
+    // One held message for the three crossings, the lower two covered by it.
+    assert!(
+        text.contains("over:300:2025-10-08  near:300:2025-10-08:80, near:300:2025-10-08:90"),
+        "missing from\n{text}"
+    );
+    assert!(
+        text.contains("held (max_age)"),
+        "the org's row says so:\n{text}"
+    );
+    // `outbox retry` of a covered key names the message that reports it.
+    let out = dir.creditd(&["outbox", "retry", "near:300:2025-10-08:90"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reported inside over:300:2025-10-08"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The next digest does not repeat them.
     dir.expect(0, &["--now", "2025-10-14T12:00:00Z", "run", "all"]);
     let next = std::fs::read(dir.path().join("state/outbox/digest.2025-10-14.eml")).unwrap();

@@ -166,7 +166,7 @@ fn retention_removes_what_it_says_and_leaves_the_ledger_and_files_byte_identical
     let digest = std::fs::read_dir(dir.path().join("state/outbox"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .find(|m| m.contains("ops digest for 2026-01-21"))
+        .find(|m| m.contains("X-Creditd-Key: digest:2026-01-21"))
         .expect("the digest of 2026-01-21");
     assert!(digest.contains("Removed by retention"), "{digest}");
     assert!(digest.contains("quarantined line(s)"), "{digest}");

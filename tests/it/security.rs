@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::mail::{body_of, header};
+use crate::mail::{attachment, body_of, header};
 use crate::Dir;
 
 fn walk(dir: &Path, out: &mut Vec<(String, u32, bool)>) {
@@ -162,15 +162,23 @@ fn hostile_endpoints_and_file_names_are_escaped_in_every_email() {
     );
     let cfg = dir.read("creditd.toml") + "\n[alerts]\ndaily_summary = \"all\"\n";
     dir.write("creditd.toml", cfg);
-    let mut lines = String::new();
-    for i in 0..100 {
-        lines.push_str(&format!(
-            "{{\"ts\":\"2025-10-08T10:00:{:02}.{i:03}Z\",\"request_id\":\"h{i}\",\"org_id\":\"400\",\"method\":\"GET\",\"path\":\"/api/v1/<script>alert({i})</script>\\r\\nBcc: x@evil.example\",\"status\":200}}\n",
-            i % 60
-        ));
-    }
+    let hostile = |range: std::ops::Range<usize>| {
+        let mut lines = String::new();
+        for i in range {
+            lines.push_str(&format!(
+                "{{\"ts\":\"2025-10-08T10:00:{:02}.{i:03}Z\",\"request_id\":\"h{i}\",\"org_id\":\"400\",\"method\":\"GET\",\"path\":\"/api/v1/<script>alert({i})</script>\\r\\nBcc: x@evil.example\",\"status\":200}}\n",
+                i % 60
+            ));
+        }
+        lines
+    };
+    // Two ingests, so the near-limit alert (70 × 60 credits: 84 %) and the overage go out
+    // as messages of their own.
+    let mut lines = hostile(0..70);
     lines.push_str("not json <img src=x onerror=alert(1)>\n");
     dir.write("inbox/<img src=x onerror=alert(1)>.ndjson", lines);
+    dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "ingest"]);
+    dir.write("inbox/late.ndjson", hostile(70..100));
     dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "all"]);
 
     let outbox = dir.path().join("state/outbox");
@@ -199,9 +207,12 @@ fn hostile_endpoints_and_file_names_are_escaped_in_every_email() {
     assert_eq!(kinds, ["digest", "near", "over", "summary"]);
     let digest = std::fs::read(dir.path().join("state/outbox/digest.2025-10-09.eml")).unwrap();
     let html = body_of(&digest, "text/html");
+    // File names travel in the attached lists, as data.
+    assert!(!html.contains("<img src=x"), "{html}");
+    let files = attachment(&digest, "files.csv").expect("files.csv attached");
     assert!(
-        html.contains("&lt;img src=x onerror=alert(1)&gt;.ndjson"),
-        "{html}"
+        files.contains("<img src=x onerror=alert(1)>.ndjson,ingested,"),
+        "{files}"
     );
     assert!(html.contains("&lt;script&gt;alert("), "{html}");
 }

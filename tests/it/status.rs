@@ -58,9 +58,10 @@ fn after_a_run_it_shows_each_job_gateway_and_message_and_a_failure_needs_a_human
     let total: u64 = gw.iter().map(|g| g["files"].as_u64().unwrap()).sum();
     assert_eq!(total, 40);
     assert_eq!(s["inbox"]["files"], 0);
-    // Every message went out (the sample run sends 44 as .eml files).
+    // Every message went out (the sample run sends 27 as .eml files: one alert per org-day,
+    // 13 summaries, the digest).
     assert_eq!(s["outbox"]["queued"], 0);
-    assert_eq!(s["outbox"]["sent"], 44);
+    assert_eq!(s["outbox"]["sent"], 27);
     assert!(s["disk"]["archive"].as_u64().unwrap() > 1_000_000);
     assert!(s["disk"]["events"].as_u64().unwrap() > 0);
     assert!(s["retention"]["events"].is_null());

@@ -1,0 +1,477 @@
+//! The org-facing messages of one org-day (DESIGN §5.1, §5.2, §5.5): the alert of the
+//! crossings one run found (near-limit or overage, the lower ones it covers), and the daily
+//! summary at close. Every breakdown adds up under the day's model; times are the org's.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::format::{clock, date_clock, forecast, percent, thousands};
+use super::layout::{Align, Doc, Tone};
+use super::{one_line, Chart, Rendered};
+use crate::events::{AtMark, DayDetails, FINE_MS};
+use crate::store::{Crossing, LedgerRow};
+
+/// One org-day, as the org-facing messages see it.
+pub struct OrgDayView<'a> {
+    pub org_name: &'a str,
+    pub tz: Tz,
+    pub row: &'a LedgerRow,
+    pub crossings: &'a [Crossing],
+    /// The day's details; for an alert, `details.marks` holds the figures at the alert's
+    /// crossings, in the order given to [`alert`].
+    pub details: &'a DayDetails,
+    /// The start of the local day and of the next one (ms since the epoch).
+    pub start_ms: i64,
+    pub reset_ms: i64,
+}
+
+fn legacy(r: &LedgerRow) -> bool {
+    r.model == "legacy"
+}
+
+fn unit(r: &LedgerRow) -> &'static str {
+    if legacy(r) {
+        "calls"
+    } else {
+        "credits"
+    }
+}
+
+/// `n` with its unit: `5,503 credits`.
+fn units(r: &LedgerRow, n: u64) -> String {
+    format!("{} {}", thousands(n), unit(r))
+}
+
+fn threshold_name(t: u64) -> String {
+    if t == 100 {
+        "over 100%".to_string()
+    } else {
+        format!("{t}%")
+    }
+}
+
+fn weekday_date(v: &OrgDayView<'_>) -> String {
+    DateTime::<Utc>::from_timestamp_millis(v.start_ms)
+        .unwrap_or_default()
+        .with_timezone(&v.tz)
+        .format("%a %Y-%m-%d")
+        .to_string()
+}
+
+/// The allotment of the day as rows that add up: legacy in calls, credits as base + variable
+/// + additional, grandfathered with both capacities and which one applies.
+fn breakdown(r: &LedgerRow) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("Org ID".to_string(), r.org_id.clone()),
+        (
+            "Edition".to_string(),
+            format!("{} ({} agents)", r.edition, thousands(r.agents)),
+        ),
+    ];
+    let variable = format!("{} ({} agents)", thousands(r.variable), thousands(r.agents));
+    match r.model.as_str() {
+        "legacy" => {
+            rows.push(("Model".into(), "legacy per-call limit".into()));
+            rows.push(("Why".into(), r.reason.clone()));
+            rows.push(("=Daily limit".into(), units(r, r.allotted)));
+        }
+        "grandfathered" => {
+            let credits = r.base.saturating_add(r.variable);
+            let applies = if r.legacy_limit >= credits {
+                "legacy limit"
+            } else {
+                "base + variable"
+            };
+            rows.push(("Model".into(), "grandfathered".into()));
+            rows.push(("Why".into(), r.reason.clone()));
+            rows.push(("Legacy limit".into(), thousands(r.legacy_limit)));
+            rows.push(("Base credits".into(), thousands(r.base)));
+            rows.push(("Variable credits".into(), variable));
+            rows.push((
+                "Applies".into(),
+                format!(
+                    "the higher: {applies}, {}",
+                    thousands(r.legacy_limit.max(credits))
+                ),
+            ));
+            rows.push(("Additional credits".into(), thousands(r.additional)));
+            rows.push(("=Allotted".into(), units(r, r.allotted)));
+        }
+        _ => {
+            rows.push(("Model".into(), "credits".into()));
+            rows.push(("Why".into(), r.reason.clone()));
+            rows.push(("Base credits".into(), thousands(r.base)));
+            rows.push(("Variable credits".into(), variable));
+            rows.push(("Additional credits".into(), thousands(r.additional)));
+            rows.push(("=Allotted".into(), units(r, r.allotted)));
+        }
+    }
+    rows
+}
+
+fn endpoints(v: &OrgDayView<'_>, doc: &mut Doc) {
+    if v.details.top_endpoints.is_empty() {
+        return;
+    }
+    doc.heading("Top endpoints by credits");
+    let rows: Vec<Vec<String>> = v
+        .details
+        .top_endpoints
+        .iter()
+        .map(|(e, calls, credits)| vec![e.clone(), thousands(*calls), thousands(*credits)])
+        .collect();
+    doc.table(
+        &[
+            ("Endpoint", Align::Left),
+            ("Calls", Align::Right),
+            ("Credits", Align::Right),
+        ],
+        &rows,
+    );
+}
+
+/// How to keep calling, by model.
+fn remedy(r: &LedgerRow) -> &'static str {
+    if legacy(r) {
+        "This day is on the legacy per-call limit: each billable call counts 1, and credits \
+         bought for it do not raise it."
+    } else {
+        "To call beyond the allotment, buy additional credits per day (Setup → Developer \
+         Space → API → Buy credits); they apply from the day they are valid."
+    }
+}
+
+/// The alert of the crossings one run found on an org-day: `main` is the highest news (over,
+/// else the highest threshold), `covered` the lower ones reported with it. `v.details.marks`
+/// holds their figures: `main`'s first, then `covered`'s in order.
+pub fn alert(
+    v: &OrgDayView<'_>,
+    main: &Crossing,
+    covered: &[&Crossing],
+    now: DateTime<Utc>,
+) -> Rendered {
+    let r = v.row;
+    let name = one_line(v.org_name);
+    let over = main.threshold == 100;
+    let when = clock(v.tz, main.ts);
+    let news = if over {
+        format!("went over its daily API allotment at {when}")
+    } else {
+        format!(
+            "reached {}% of its daily API allotment at {when}",
+            main.threshold
+        )
+    };
+    let subject = format!("[creditd] {name} ({}) {news} on {}", r.org_id, r.local_date);
+    let mut doc = Doc::default();
+    doc.headline(
+        if over { Tone::Alarm } else { Tone::Warn },
+        &format!("{name} (org {}) {news} on {}.", r.org_id, weekday_date(v)),
+    );
+    let day_over = now.timestamp_millis() >= v.reset_ms;
+    let late = now.timestamp_millis() - main.ts > 3_600_000;
+    if late {
+        doc.note(&format!(
+            "Reported late: the logs that show it arrived by {}.",
+            date_clock(v.tz, now.timestamp_millis())
+        ));
+    }
+    let reset = date_clock(v.tz, v.reset_ms);
+    if over {
+        doc.para(&if day_over {
+            format!(
+                "Calls after it were rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment reset at local midnight, {reset}."
+            )
+        } else {
+            format!(
+                "Further calls are rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment resets at local midnight, {reset}."
+            )
+        });
+    } else {
+        doc.para(&format!(
+            "At 100%, further calls {} rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment {} at local midnight, {reset}.",
+            if day_over { "were" } else { "are" },
+            if day_over { "reset" } else { "resets" },
+        ));
+    }
+    let marks = &v.details.marks;
+    let at_main = marks.first().copied().unwrap_or_default();
+    let mut usage = vec![
+        (
+            "At the crossing".to_string(),
+            format!(
+                "{} of {} ({}), request {}",
+                thousands(at_main.used),
+                units(r, r.allotted),
+                percent(at_main.used, r.allotted),
+                main.request_id
+            ),
+        ),
+        (
+            if day_over { "Whole day" } else { "So far" }.to_string(),
+            format!("{} ({})", units(r, r.used), percent(r.used, r.allotted)),
+        ),
+    ];
+    for (i, c) in covered.iter().enumerate() {
+        let at: AtMark = marks.get(i + 1).copied().unwrap_or_default();
+        usage.push((
+            format!("Reached {}", threshold_name(c.threshold)),
+            format!(
+                "at {}: {} ({})",
+                clock(v.tz, c.ts),
+                units(r, at.used),
+                percent(at.used, r.allotted)
+            ),
+        ));
+    }
+    doc.heading("Usage");
+    doc.pairs(&usage);
+    if !over {
+        doc.para(&forecast_sentence(v, main.ts, at_main, true));
+    }
+    doc.heading("Allotment");
+    doc.pairs(&breakdown(r));
+    endpoints(v, &mut doc);
+    doc.heading("What you can do");
+    doc.para(remedy(r));
+    Rendered {
+        html: doc.page(&subject),
+        subject,
+        text: doc.text,
+        ..Rendered::default()
+    }
+}
+
+/// The forecast of DESIGN §5.5 at `t` with the figures `at`, as one sentence.
+fn forecast_sentence(v: &OrgDayView<'_>, t: i64, at: AtMark, at_crossing: bool) -> String {
+    let r = v.row;
+    let pace = format!("{} an hour", units(r, at.last_hour));
+    let since = if at_crossing {
+        "in the hour before the crossing"
+    } else {
+        "in the last hour"
+    };
+    match forecast(t, at.used, at.last_hour, r.allotted, v.reset_ms) {
+        Some(eta) => format!(
+            "Forecast: at the pace {since} ({pace}), the org reaches 100% at about {}.",
+            clock(v.tz, eta)
+        ),
+        None => format!(
+            "Forecast: at the pace {since} ({pace}), the org does not reach 100% before the reset at midnight."
+        ),
+    }
+}
+
+/// The local clock at the start of each hour of the day, `HH:MM`, with the zone where the
+/// day changes its offset (a DST day shows `01:00 CDT` and `01:00 CST`).
+fn hour_labels(v: &OrgDayView<'_>) -> Vec<String> {
+    let hours = v.details.hourly.len();
+    let starts: Vec<DateTime<Tz>> = (0..hours)
+        .map(|h| {
+            DateTime::<Utc>::from_timestamp_millis(v.start_ms + h as i64 * 3_600_000)
+                .unwrap_or_default()
+                .with_timezone(&v.tz)
+        })
+        .collect();
+    let changes = starts
+        .windows(2)
+        .any(|w| w[0].format("%z").to_string() != w[1].format("%z").to_string());
+    starts
+        .iter()
+        .map(|t| {
+            if changes {
+                t.format("%H:%M %Z").to_string()
+            } else {
+                t.format("%H:%M").to_string()
+            }
+        })
+        .collect()
+}
+
+/// The chart of the day: the running total against the allotment, crossings marked.
+fn chart(v: &OrgDayView<'_>) -> Chart {
+    let r = v.row;
+    let slot = |ts: i64| ((ts - v.start_ms).max(0) / FINE_MS) as usize;
+    Chart {
+        per_5min: v.details.per_5min.clone(),
+        hourly: v.details.hourly.clone(),
+        allotted: r.allotted,
+        unit: unit(r),
+        hour_labels: hour_labels(v)
+            .into_iter()
+            .map(|l| l.chars().take(2).collect())
+            .collect(),
+        crossings: v
+            .crossings
+            .iter()
+            .map(|c| (threshold_name(c.threshold), slot(c.ts)))
+            .collect(),
+        zone: clock(v.tz, v.start_ms)
+            .split_once(' ')
+            .map(|(_, z)| z.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The daily summary at close; `revision` marks an amended summary.
+pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Rendered {
+    let r = v.row;
+    let name = one_line(v.org_name);
+    let over_at = v.crossings.iter().find(|c| c.threshold == 100);
+    let amended = if revision > 0 {
+        format!("Amended (revision {revision}): ")
+    } else {
+        String::new()
+    };
+    let tail = match over_at {
+        Some(c) => format!(", over since {}", clock(v.tz, c.ts)),
+        None => String::new(),
+    };
+    let subject = format!(
+        "[creditd] {amended}{name} ({}) used {} of its API allotment on {}{tail}",
+        r.org_id,
+        percent(r.used, r.allotted),
+        r.local_date
+    );
+    let mut doc = Doc::default();
+    let tone = match (over_at, v.crossings.is_empty()) {
+        (Some(_), _) => Tone::Alarm,
+        (None, false) => Tone::Warn,
+        (None, true) => Tone::Info,
+    };
+    doc.headline(
+        tone,
+        &format!(
+            "{amended}{name} (org {}) used {} of {} ({}) on {}{tail}.",
+            r.org_id,
+            thousands(r.used),
+            units(r, r.allotted),
+            percent(r.used, r.allotted),
+            weekday_date(v)
+        ),
+    );
+    if revision > 0 {
+        doc.note("Logs that arrived after the day closed changed its figures; this summary replaces the one sent before. Alerts already sent are not repeated.");
+    }
+    doc.note(&format!(
+        "Local day {} in {}: {} to {}.",
+        r.local_date,
+        v.tz.name(),
+        date_clock(v.tz, v.start_ms),
+        date_clock(v.tz, v.reset_ms)
+    ));
+    doc.heading("Allotment");
+    let mut rows = breakdown(r);
+    rows.push((
+        "Used".into(),
+        format!("{} ({})", units(r, r.used), percent(r.used, r.allotted)),
+    ));
+    if r.used > r.allotted {
+        rows.push(("Over by".into(), units(r, r.used - r.allotted)));
+    }
+    doc.pairs(&rows);
+    doc.heading("Calls");
+    let mut calls = vec![
+        ("Calls".to_string(), thousands(r.calls)),
+        ("Billable".to_string(), thousands(r.billable_calls)),
+        (
+            "Not billable".to_string(),
+            format!(
+                "{} (exempt statuses)",
+                thousands(r.calls.saturating_sub(r.billable_calls))
+            ),
+        ),
+    ];
+    if r.unpriced_calls > 0 {
+        calls.push((
+            "Unpriced".to_string(),
+            format!(
+                "{} (no pricing rule matched; listed below)",
+                thousands(r.unpriced_calls)
+            ),
+        ));
+    }
+    calls.push((
+        "Peak concurrency".to_string(),
+        format!(
+            "{} calls at once (limit {})",
+            thousands(v.details.peak_concurrency),
+            thousands(concurrency_limit)
+        ),
+    ));
+    doc.pairs(&calls);
+    if !v.crossings.is_empty() {
+        doc.heading("Thresholds reached");
+        let rows: Vec<Vec<String>> = v
+            .crossings
+            .iter()
+            .map(|c| vec![threshold_name(c.threshold), clock(v.tz, c.ts)])
+            .collect();
+        doc.table(&[("Threshold", Align::Left), ("At", Align::Left)], &rows);
+    }
+    doc.heading(&format!("Usage through the day ({})", unit(r)));
+    let chart = chart(v);
+    doc.chart(
+        super::CHART_W,
+        super::CHART_H,
+        &format!(
+            "Running total of {} through the local day against the allotment of {}",
+            unit(r),
+            thousands(r.allotted)
+        ),
+    );
+    let labels = hour_labels(v);
+    let mut running = 0u64;
+    let rows: Vec<Vec<String>> = v
+        .details
+        .hourly
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| **u > 0)
+        .map(|(i, u)| {
+            running += u;
+            vec![
+                labels.get(i).cloned().unwrap_or_default(),
+                thousands(*u),
+                thousands(running),
+                percent(running, r.allotted),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        doc.para("No calls this day.");
+    } else {
+        doc.note("Hours without calls are left out. The chart above shows the same figures.");
+        doc.table(
+            &[
+                ("Hour", Align::Left),
+                ("Used", Align::Right),
+                ("Running total", Align::Right),
+                ("Of allotment", Align::Right),
+            ],
+            &rows,
+        );
+    }
+    endpoints(v, &mut doc);
+    if !v.details.unpriced.is_empty() {
+        doc.heading("Unpriced calls (no pricing rule matched)");
+        let rows: Vec<Vec<String>> = v
+            .details
+            .unpriced
+            .iter()
+            .map(|(e, n)| vec![e.clone(), thousands(*n)])
+            .collect();
+        doc.table(&[("Endpoint", Align::Left), ("Calls", Align::Right)], &rows);
+    }
+    if over_at.is_some() {
+        doc.heading("What you can do");
+        doc.para(remedy(r));
+    }
+    Rendered {
+        html: doc.page(&subject),
+        subject,
+        text: doc.text,
+        chart: Some(chart),
+        ..Rendered::default()
+    }
+}

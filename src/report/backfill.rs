@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 
+use super::digest::MAX_HTML;
 use super::format::{percent, thousands};
 use super::layout::{Align, Doc, Tone};
 use super::{one_line, Rendered};
@@ -82,16 +83,22 @@ pub fn backfill_summary(v: &BackfillView<'_>) -> String {
     )
 }
 
+/// Used and % used: `5,522 (110.44%)`.
 fn figures(f: &Option<DayFigures>) -> String {
     match f {
         None => "(no row)".to_string(),
-        Some(f) => format!(
-            "{} of {} {} ({})",
-            thousands(f.used),
-            thousands(f.allotted),
-            f.unit,
-            percent(f.used, f.allotted)
-        ),
+        Some(f) => format!("{} ({})", thousands(f.used), percent(f.used, f.allotted)),
+    }
+}
+
+/// The allotment with its unit, `5,000 credits`, or its change, `5,000 → 6,000 credits`.
+fn allotted(d: &DayChange) -> String {
+    let one = |f: &DayFigures| format!("{} {}", thousands(f.allotted), f.unit);
+    match (&d.before, &d.after) {
+        (Some(b), Some(a)) if b.allotted == a.allotted && b.unit == a.unit => one(a),
+        (Some(b), Some(a)) => format!("{} → {}", one(b), one(a)),
+        (Some(f), None) | (None, Some(f)) => one(f),
+        (None, None) => String::new(),
     }
 }
 
@@ -119,11 +126,20 @@ fn meaning(d: &DayChange, resend: bool) -> String {
     }
 }
 
-/// The most org-days the report lists; the CSV has every changed value.
-const SHOWN: usize = 200;
-
-/// The backfill report to ops.
+/// The backfill report to ops: the fullest form whose HTML fits [`MAX_HTML`] (up to 200 flips
+/// and 25 other org-days, then fewer); the CSV has every changed value.
 pub fn backfill(v: &BackfillView<'_>) -> Rendered {
+    let mut rendered = Rendered::default();
+    for (flips, others) in [(200, 25), (50, 10), (10, 0), (0, 0)] {
+        rendered = backfill_with(v, flips, others);
+        if rendered.html.len() <= MAX_HTML {
+            break;
+        }
+    }
+    rendered
+}
+
+fn backfill_with(v: &BackfillView<'_>, shown_flips: usize, shown_others: usize) -> Rendered {
     let flips: Vec<&DayChange> = v.days.iter().filter(|d| d.flipped()).collect();
     let others: Vec<&DayChange> = v.days.iter().filter(|d| !d.flipped()).collect();
     let subject = format!(
@@ -152,8 +168,9 @@ pub fn backfill(v: &BackfillView<'_>) -> Rendered {
     let head = [
         ("Org", Align::Left),
         ("Day", Align::Right),
-        ("Before", Align::Left),
-        ("After", Align::Left),
+        ("Used before", Align::Right),
+        ("Used after", Align::Right),
+        ("Allotted", Align::Right),
         ("Status", Align::Left),
     ];
     let row = |d: &DayChange, status: String| {
@@ -162,16 +179,17 @@ pub fn backfill(v: &BackfillView<'_>) -> Rendered {
             d.local_date.clone(),
             figures(&d.before),
             figures(&d.after),
+            allotted(d),
             status,
         ]
     };
-    doc.heading(&format!("Status flips ({})", flips.len()));
+    doc.heading(&format!("Status flips: {}", flips.len()));
     if flips.is_empty() {
         doc.note("None: no alert became wrong or due.");
     } else {
         let rows: Vec<Vec<String>> = flips
             .iter()
-            .take(SHOWN)
+            .take(shown_flips)
             .map(|d| {
                 row(
                     d,
@@ -184,23 +202,27 @@ pub fn backfill(v: &BackfillView<'_>) -> Rendered {
                 )
             })
             .collect();
-        doc.table(&head, &rows);
+        if !rows.is_empty() {
+            doc.table(&head, &rows);
+        }
     }
-    doc.heading(&format!("Other changed org-days ({})", others.len()));
+    doc.heading(&format!("Other changed org-days: {}", others.len()));
     if others.is_empty() {
         doc.note("None.");
     } else {
         let rows: Vec<Vec<String>> = others
             .iter()
-            .take(SHOWN)
+            .take(shown_others)
             .map(|d| row(d, DayChange::status(&d.after).to_string()))
             .collect();
-        doc.table(&head, &rows);
+        if !rows.is_empty() {
+            doc.table(&head, &rows);
+        }
     }
-    let listed = flips.len().min(SHOWN) + others.len().min(SHOWN);
+    let listed = flips.len().min(shown_flips) + others.len().min(shown_others);
     if listed < v.days.len() {
         doc.note(&format!(
-            "{} more org-day(s) not listed.",
+            "{} more org-day(s) not listed here: every change is in the attached CSV.",
             thousands((v.days.len() - listed) as u64)
         ));
     }
@@ -225,5 +247,78 @@ pub fn backfill(v: &BackfillView<'_>) -> Rendered {
         text: doc.text,
         attachments,
         ..Rendered::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(org: usize, before: (u64, &str), after: (u64, &str)) -> DayChange {
+        let f = |(used, status): (u64, &str)| {
+            Some(DayFigures {
+                used,
+                allotted: 1_000,
+                unit: "credits",
+                status: status.to_string(),
+            })
+        };
+        DayChange {
+            org_id: org.to_string(),
+            local_date: "2025-10-24".into(),
+            before: f(before),
+            after: f(after),
+        }
+    }
+
+    #[test]
+    fn flips_come_first_and_every_change_is_attached_whatever_the_volume() {
+        let mut days: Vec<DayChange> = (0..20_000)
+            .map(|i| day(i, (500, "-"), (400, "-")))
+            .collect();
+        days.push(day(77_777, (1_200, "over"), (850, "near 80%")));
+        days.push(day(88_888, (700, "-"), (950, "near 90%")));
+        let changes: Vec<Change> = days
+            .iter()
+            .map(|d| Change {
+                org_id: d.org_id.clone(),
+                local_date: d.local_date.clone(),
+                column: "used".into(),
+                before: "500".into(),
+                after: "400".into(),
+            })
+            .collect();
+        let view = BackfillView {
+            id: "b1",
+            from: NaiveDate::from_ymd_opt(2025, 10, 24).unwrap(),
+            to: NaiveDate::from_ymd_opt(2025, 10, 24).unwrap(),
+            orgs: &[],
+            changes: &changes,
+            days: &days,
+            changed_org_days: days.len(),
+            rows_before: days.len(),
+            rows_after: days.len(),
+            recovered: 0,
+            quarantined: 0,
+            resend: false,
+        };
+        let r = backfill(&view);
+        assert!(r.html.len() <= MAX_HTML, "{} bytes", r.html.len());
+        assert!(r.subject.contains("2 status flip(s)"), "{}", r.subject);
+        let at = |s: &str| {
+            r.text
+                .find(s)
+                .unwrap_or_else(|| panic!("{s} in {}", r.text))
+        };
+        assert!(at("Status flips") < at("77777") && at("77777") < at("Other changed"));
+        assert!(r
+            .text
+            .contains("over → near 80%: an alert already sent for over is now wrong"));
+        assert!(r
+            .text
+            .contains("- → near 90%: now due: not mailed (run with --resend)"));
+        let (name, csv) = &r.attachments[0];
+        assert_eq!(name, "backfill-b1.csv");
+        assert_eq!(csv.lines().count(), 20_003, "header + every change");
     }
 }

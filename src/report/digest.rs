@@ -108,7 +108,7 @@ impl List<'_> {
     /// Shows the list (its first `limit` rows) in `doc`; returns whether rows were left out.
     fn show(&self, doc: &mut Doc, limit: usize) -> bool {
         doc.heading(&format!(
-            "{} ({})",
+            "{}: {}",
             self.title,
             thousands(self.rows.len() as u64)
         ));
@@ -218,7 +218,7 @@ pub fn digest(d: &DigestView) -> Rendered {
             rows: limits.iter().filter(|l| !l.over).map(limit_row).collect(),
         },
         List {
-            title: "Open problems (each is tried again at every run)",
+            title: "Open problems (tried again at every run)",
             csv: "problems.csv",
             head: vec![
                 ("Unit", Align::Left),
@@ -233,7 +233,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
-            title: "Messages not sent (retrying or failed)",
+            title: "Messages not sent",
             csv: "messages.csv",
             head: vec![
                 ("Message", Align::Left),
@@ -257,7 +257,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
-            title: "Crossings held back by max_age (not mailed)",
+            title: "Crossings held back by max_age",
             csv: "held.csv",
             head: vec![
                 ("Message", Align::Left),
@@ -317,7 +317,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
-            title: "Unpriced endpoints (no pricing rule matched)",
+            title: "Unpriced endpoints",
             csv: "unpriced.csv",
             head: vec![("Endpoint", Align::Left), ("Calls", Align::Right)],
             rows: d
@@ -327,7 +327,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
-            title: "Gateway drift (charged_credits against computed)",
+            title: "Gateway drift: charged_credits against computed",
             csv: "drift.csv",
             head: vec![
                 ("Org", Align::Left),
@@ -355,7 +355,6 @@ pub fn digest(d: &DigestView) -> Rendered {
             csv: "grandfathered.csv",
             head: vec![
                 ("Org", Align::Left),
-                ("Name", Align::Left),
                 ("Days", Align::Left),
                 ("Legacy limit", Align::Right),
                 ("Credit allotment", Align::Right),
@@ -472,8 +471,7 @@ fn migration_rows(d: &DigestView) -> Vec<Vec<String>> {
                 [] => String::new(),
             };
             vec![
-                org.to_string(),
-                name.to_string(),
+                format!("{name} ({org})"),
                 days,
                 thousands(*legacy),
                 thousands(*credit),
@@ -486,10 +484,7 @@ fn migration_rows(d: &DigestView) -> Vec<Vec<String>> {
 /// The input files as totals, the failed ones listed (all in files.csv).
 fn files_summary(d: &DigestView, doc: &mut Doc, limit: usize) {
     let sum = |f: fn(&FileRow) -> u64| thousands(d.files.iter().map(f).sum());
-    doc.heading(&format!(
-        "Input files ({})",
-        thousands(d.files.len() as u64)
-    ));
+    doc.heading(&format!("Input files: {}", thousands(d.files.len() as u64)));
     if d.files.is_empty() {
         doc.note("None since the previous digest.");
         return;
@@ -555,8 +550,7 @@ mod tests {
         let has = |cells: &[&str]| rows.iter().any(|r| r == cells);
         assert!(
             has(&[
-                "7",
-                "Seven <b>",
+                "Seven <b> (7)",
                 "2025-10-30 to 2025-11-01 (3 days)",
                 "60,000",
                 "50,000",
@@ -566,7 +560,7 @@ mod tests {
             r.text
         );
         assert!(
-            has(&["7", "Seven <b>", "2025-11-02", "70,000", "50,000", "10,000"]),
+            has(&["Seven <b> (7)", "2025-11-02", "70,000", "50,000", "10,000"]),
             "{}",
             r.text
         );

@@ -153,13 +153,14 @@ impl Doc {
             );
         }
         self.text.push('\n');
-        // As wide as its columns need (long words may still break past 36 characters), so a
-        // phone scrolls the table inside its box rather than squeezing it into a tall column.
-        let min_width: usize = widths.iter().map(|w| (*w).min(36) * 15 / 2 + 16).sum();
+        // About as wide as its columns need (long words may still break past 28 characters),
+        // so a phone scrolls the table inside its box rather than squeezing it into a tall
+        // column; on a desktop it fits the 640 px column.
+        let min_width: usize = widths.iter().map(|w| (*w).min(28) * 7 + 16).sum();
         let _ = writeln!(
             self.html,
             "<div style=\"overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%\"><table cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"border-collapse:collapse;width:100%;min-width:{}px;font-size:14px\"><tr>",
-            min_width.min(1200)
+            min_width.min(612)
         );
         for (h, a) in head {
             let _ = write!(
@@ -181,7 +182,7 @@ impl Doc {
                 };
                 let _ = write!(
                     self.html,
-                    "<td style=\"text-align:{};padding:4px 8px;border-bottom:1px solid #eaeef2;vertical-align:top;{wrap}\">{}</td>",
+                    "<td style=\"text-align:{};padding:4px 8px;border-bottom:1px solid #eee;{wrap}\">{}</td>",
                     css(a),
                     html(c)
                 );

@@ -187,11 +187,14 @@ pub fn alert(
                 "Further calls are rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment resets at local midnight, {reset}."
             )
         });
-    } else {
+    } else if !day_over {
         doc.para(&format!(
-            "At 100%, further calls {} rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment {} at local midnight, {reset}.",
-            if day_over { "were" } else { "are" },
-            if day_over { "reset" } else { "resets" },
+            "At 100%, further calls are rejected with HTTP 429 THRESHOLD_EXCEEDED until the allotment resets at local midnight, {reset}."
+        ));
+    } else if r.used <= r.allotted {
+        doc.para(&format!(
+            "The day ended at {}, within its allotment: no call was rejected for it.",
+            percent(r.used, r.allotted)
         ));
     }
     let marks = &v.details.marks;
@@ -227,7 +230,7 @@ pub fn alert(
     doc.heading("Usage");
     doc.pairs(&usage);
     if !over {
-        doc.para(&forecast_sentence(v, main.ts, at_main, true));
+        doc.para(&forecast_sentence(v, main.ts, at_main, now));
     }
     doc.heading("Allotment");
     doc.pairs(&breakdown(r));
@@ -242,22 +245,26 @@ pub fn alert(
     }
 }
 
-/// The forecast of DESIGN §5.5 at `t` with the figures `at`, as one sentence.
-fn forecast_sentence(v: &OrgDayView<'_>, t: i64, at: AtMark, at_crossing: bool) -> String {
+/// The forecast of DESIGN §5.5 at `t` with the figures `at`, as one sentence; in the past
+/// tense when the day is over by `now`.
+fn forecast_sentence(v: &OrgDayView<'_>, t: i64, at: AtMark, now: DateTime<Utc>) -> String {
     let r = v.row;
     let pace = format!("{} an hour", units(r, at.last_hour));
-    let since = if at_crossing {
-        "in the hour before the crossing"
-    } else {
-        "in the last hour"
-    };
-    match forecast(t, at.used, at.last_hour, r.allotted, v.reset_ms) {
-        Some(eta) => format!(
-            "Forecast: at the pace {since} ({pace}), the org reaches 100% at about {}.",
+    let past = now.timestamp_millis() >= v.reset_ms;
+    match (forecast(t, at.used, at.last_hour, r.allotted, v.reset_ms), past) {
+        (Some(eta), false) => format!(
+            "Forecast: at the pace of the hour before the crossing ({pace}), the org reaches 100% at about {}.",
             clock(v.tz, eta)
         ),
-        None => format!(
-            "Forecast: at the pace {since} ({pace}), the org does not reach 100% before the reset at midnight."
+        (Some(eta), true) => format!(
+            "Forecast at the crossing: at the pace of the hour before it ({pace}), 100% was due at about {}.",
+            clock(v.tz, eta)
+        ),
+        (None, false) => format!(
+            "Forecast: at the pace of the hour before the crossing ({pace}), the org does not reach 100% before the reset at midnight."
+        ),
+        (None, true) => format!(
+            "Forecast at the crossing: at the pace of the hour before it ({pace}), 100% was not due before the reset at midnight."
         ),
     }
 }
@@ -394,7 +401,7 @@ pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Ren
     calls.push((
         "Peak concurrency".to_string(),
         format!(
-            "{} calls at once (limit {})",
+            "{} at once (limit {})",
             thousands(v.details.peak_concurrency),
             thousands(concurrency_limit)
         ),

@@ -594,3 +594,46 @@ fn crossings_older_than_max_age_go_to_the_digest_once_instead_of_the_org() {
     let next = std::fs::read(dir.path().join("state/outbox/digest.2025-10-14.eml")).unwrap();
     assert!(!body_of(&next, "text/plain").contains("over:300:2025-10-08"));
 }
+
+#[test]
+fn the_near_limit_alert_and_an_open_days_usage_forecast_when_100_percent_is_reached() {
+    let dir = mail_dir(None);
+    // 85 calls × 50 credits from 10:00:00 UTC, one a second: 80 % at the 80th call (10:01:19).
+    dir.write("inbox/a.ndjson", calls("2025-10-08", "a", 85));
+    dir.expect(0, &["--now", "2025-10-08T10:30:00Z", "run", "ingest"]);
+    dir.expect(0, &["--now", "2025-10-08T10:30:00Z", "run", "deliver"]);
+    let raw = std::fs::read(dir.path().join("state/outbox/near.300.2025-10-08.80.eml")).unwrap();
+    let text = body_of(&raw, "text/plain");
+    // 4,000 credits in the hour before the crossing, 1,000 left: 15 minutes on, in Berlin.
+    assert!(
+        text.contains("Forecast: at the pace of the hour before the crossing (4,000 credits an hour), the org reaches 100% at about 12:16 CEST (UTC+02:00)."),
+        "{text}"
+    );
+    assert!(
+        text.contains("At the crossing  4,000 of 5,000 credits (80.00%), request a79"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("So far") && l.ends_with("4,250 credits (85.00%)")),
+        "usage so far: {text}"
+    );
+    // The open day at 10:30: 4,250 in the last hour, 750 left: 10 min 35 s on, rounded down.
+    let usage = dir.expect(
+        0,
+        &["--now", "2025-10-08T10:30:00Z", "usage", "--org", "300"],
+    );
+    assert!(
+        usage.contains("Forecast         100% at about 12:40 CEST (UTC+02:00), at the pace of the last hour (4,250 credits)"),
+        "{usage}"
+    );
+    // Two hours later nothing came in the last hour: not before the reset.
+    let usage = dir.expect(
+        0,
+        &["--now", "2025-10-08T12:30:00Z", "usage", "--org", "300"],
+    );
+    assert!(
+        usage.contains("Forecast         100% not before the reset at midnight, at the pace of the last hour (0 credits)"),
+        "{usage}"
+    );
+}

@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod days;
 mod explain;
+mod golden;
 mod hostile;
 mod ingest;
 mod isolation;

@@ -1,0 +1,272 @@
+//! The emails of the sample data as a reader gets them (DESIGN §5): the plain-text part of
+//! one message of each kind against a reviewed copy under `tests/golden/` (regenerated with
+//! `CREDITD_BLESS=1`, reviewed in the diff), and every message of the run parsed with a
+//! standard MIME parser: its headers, its size, and breakdowns that add up.
+
+use std::path::{Path, PathBuf};
+
+use crate::mail::{attachment, body_of, header};
+use crate::Dir;
+
+const NOW: &str = "2025-11-04T12:00:00Z";
+
+/// The sample run and a backfill that re-prices a week (the report's example), delivered as
+/// `.eml` files.
+fn sample_outbox() -> Dir {
+    let dir = Dir::sample();
+    dir.expect(0, &["--now", NOW, "run", "all"]);
+    let pricing = dir
+        .read("pricing.toml")
+        .replacen("credits = 50", "credits = 40", 1);
+    dir.write("pricing.toml", pricing);
+    dir.expect(
+        0,
+        &[
+            "--now",
+            "2025-11-04T13:00:00Z",
+            "backfill",
+            "--from",
+            "2025-10-24",
+            "--to",
+            "2025-10-31",
+        ],
+    );
+    dir.expect(0, &["--now", "2025-11-04T13:00:00Z", "run", "deliver"]);
+    dir
+}
+
+fn messages(dir: &Dir) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path().join("state/outbox"))
+        .unwrap()
+        .map(|e| {
+            let raw = std::fs::read(e.unwrap().path()).unwrap();
+            (header(&raw, "X-Creditd-Key"), raw)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The message as the golden file holds it: the headers a reader sees, then the text part.
+/// The backfill's id (random per run) reads `<id>`.
+fn as_read(raw: &[u8], backfill_id: Option<&str>) -> String {
+    let mut out = String::new();
+    for h in ["Subject", "To", "X-Creditd-Key", "X-Creditd-Covers"] {
+        let v = header(raw, h);
+        if !v.is_empty() {
+            out.push_str(&format!("{h}: {v}\n"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&body_of(raw, "text/plain").replace("\r\n", "\n"));
+    match backfill_id {
+        Some(id) => out.replace(id, "<id>"),
+        None => out,
+    }
+}
+
+#[test]
+fn the_text_of_each_kind_of_message_reads_as_reviewed() {
+    let dir = sample_outbox();
+    let all = messages(&dir);
+    let backfill = all
+        .iter()
+        .find(|(k, _)| k.starts_with("backfill:"))
+        .expect("a backfill report");
+    let backfill_id = backfill.0.trim_start_matches("backfill:").to_string();
+    let examples = [
+        ("near-limit", "near:60000021:2025-11-02:80"),
+        ("overage", "over:60000000:2025-10-08"),
+        ("daily-summary-credits", "summary:60000000:2025-10-08"),
+        ("daily-summary-grandfathered", "summary:60000021:2025-10-30"),
+        ("daily-summary-legacy", "summary:60000021:2025-10-04"),
+        ("ops-digest", "digest:2025-11-04"),
+        ("backfill-report", backfill.0.as_str()),
+    ];
+    let bless = std::env::var_os("CREDITD_BLESS").is_some();
+    let mut differ = Vec::new();
+    for (name, key) in examples {
+        let (_, raw) = all
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{key} in the outbox"));
+        let got = as_read(raw, Some(&backfill_id));
+        let path = golden_dir().join(format!("{name}.txt"));
+        if bless {
+            std::fs::create_dir_all(golden_dir()).unwrap();
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("{} (CREDITD_BLESS=1 writes it)", path.display()));
+        if got != want {
+            differ.push(format!(
+                "{name} ({key}) differs from {}:\n{got}",
+                path.display()
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{}\n(if the change is intended: CREDITD_BLESS=1 cargo test golden, and review the diff)",
+        differ.join("\n")
+    );
+}
+
+/// The figure on the text line whose label is `label`: `  Base credits   75,000` → 75000.
+fn figure(text: &str, label: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix(label)?;
+        if !rest.starts_with("  ") {
+            return None;
+        }
+        let n: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(|c| *c != ',')
+            .collect();
+        n.parse().ok()
+    })
+}
+
+/// The lines of a text section, from its heading to the next blank line.
+fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    text.lines()
+        .skip_while(|l| *l != heading)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn every_message_parses_carries_its_headers_fits_and_adds_up() {
+    let dir = sample_outbox();
+    let all = messages(&dir);
+    assert!(all.len() > 20);
+    let mut models = std::collections::BTreeSet::new();
+    for (key, raw) in &all {
+        let parsed = mailparse::parse_mail(raw).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let dotted = key.replace(':', ".");
+        assert_eq!(header(raw, "Message-ID"), format!("<{dotted}@example.com>"));
+        assert_eq!(header(raw, "Auto-Submitted"), "auto-generated", "{key}");
+        let kind = key.split(':').next().unwrap();
+        if matches!(kind, "near" | "over" | "summary") {
+            let f: Vec<&str> = key.split(':').collect();
+            let root = format!("<orgday.{}.{}@example.com>", f[1], f[2]);
+            assert_eq!(header(raw, "In-Reply-To"), root, "{key}");
+            assert_eq!(header(raw, "References"), root, "{key}");
+        }
+        let html = body_of(raw, "text/html");
+        assert!(html.len() <= 100_000, "{key}: {} bytes of HTML", html.len());
+        assert!(
+            html.contains("<meta name=\"viewport\" content=\"width=device-width"),
+            "{key}: a phone lays it out at its own width"
+        );
+        assert!(!html.contains("<svg"), "{key}: Outlook draws no SVG");
+        let text = body_of(raw, "text/plain");
+        // The news comes first: the text's first line says what the subject says.
+        let first = text.lines().next().unwrap_or_default();
+        assert!(!first.trim().is_empty(), "{key}: {text}");
+        if kind == "summary" {
+            // The related part names its root; the chart is a PNG.
+            let related = &parsed.subparts[1];
+            assert_eq!(related.ctype.mimetype, "multipart/related", "{key}");
+            assert_eq!(
+                related.ctype.params.get("type").map(String::as_str),
+                Some("text/html")
+            );
+            assert_eq!(related.subparts[1].ctype.mimetype, "image/png");
+            let calls = figure(&text, "Calls").unwrap();
+            let billable = figure(&text, "Billable").unwrap();
+            let not_billable = figure(&text, "Not billable").unwrap();
+            assert_eq!(
+                calls,
+                billable + not_billable,
+                "{key}: calls add up\n{text}"
+            );
+        }
+        if !matches!(kind, "near" | "over" | "summary") {
+            continue;
+        }
+        // The breakdown adds up under the day's model.
+        let allotment = section(&text, "Allotment").join("\n");
+        let allotted = figure(&allotment, "Allotted").or(figure(&allotment, "Daily limit"));
+        let model = allotment
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Model"))
+            .unwrap()
+            .trim()
+            .to_string();
+        models.insert(model.clone());
+        let get = |label: &str| {
+            figure(&allotment, label).unwrap_or_else(|| panic!("{key}: {label} in\n{allotment}"))
+        };
+        match model.as_str() {
+            "legacy per-call limit" => {
+                let figures: Vec<&str> = allotment
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("Why"))
+                    .collect();
+                assert!(
+                    figures.iter().all(|l| !l.contains("credits")),
+                    "{key}: calls only\n{allotment}"
+                );
+                assert!(allotment.contains("calls"), "{key}\n{allotment}");
+                assert!(!text.contains("buy additional credits"), "{key}");
+            }
+            "grandfathered" => {
+                let credits = get("Base credits") + get("Variable credits");
+                let higher = get("Legacy limit").max(credits);
+                assert_eq!(Some(higher + get("Additional credits")), allotted, "{key}");
+                assert!(
+                    allotment.contains("Applies"),
+                    "{key}: which capacity applies"
+                );
+            }
+            "credits" => {
+                let sum = get("Base credits") + get("Variable credits") + get("Additional credits");
+                assert_eq!(Some(sum), allotted, "{key}\n{allotment}");
+            }
+            other => panic!("{key}: model {other}"),
+        }
+        if kind == "near" {
+            // Usage at the crossing and so far.
+            let usage = section(&text, "Usage").join("\n");
+            assert!(usage.contains("At the crossing"), "{key}\n{usage}");
+            assert!(
+                usage.contains("So far") || usage.contains("Whole day"),
+                "{key}"
+            );
+            assert!(text.contains("Forecast"), "{key}");
+        }
+    }
+    assert_eq!(
+        models.len(),
+        3,
+        "the sample has days of every model: {models:?}"
+    );
+    // The digest and the backfill report attach their full lists.
+    let digest = &all
+        .iter()
+        .find(|(k, _)| k == "digest:2025-11-04")
+        .unwrap()
+        .1;
+    let files = attachment(digest, "files.csv").expect("files.csv");
+    assert!(files.starts_with("File,Status,Lines,"), "{files}");
+    let report = &all
+        .iter()
+        .find(|(k, _)| k.starts_with("backfill:"))
+        .unwrap();
+    let id = report.0.trim_start_matches("backfill:");
+    let diff = attachment(&report.1, &format!("backfill-{id}.csv")).expect("the diff");
+    assert!(
+        diff.starts_with("org_id,local_date,column,before,after"),
+        "{diff}"
+    );
+    assert!(diff.lines().count() > 100, "every changed value");
+}

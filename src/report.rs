@@ -107,21 +107,26 @@ pub fn config_rejected(problems: &[String]) -> Rendered {
         "[creditd] config rejected ({} problem(s)): running on the last valid version",
         problems.len()
     );
-    let mut text = String::from(
+    let mut doc = Doc::default();
+    doc.headline(
+        Tone::Alarm,
+        &format!(
+            "The changed config was rejected ({} problem(s)): creditd runs on the last valid version.",
+            problems.len()
+        ),
+    );
+    doc.para(
         "creditd re-read its config, registry, purchases and pricing before a job and found \
          problems. It keeps running on the last valid version until they are fixed \
-         (`creditd check` lists them).\n\n",
+         (`creditd check` lists them).",
     );
-    let mut h = format!("<p>{}</p>\n<ul>\n", html(text.trim()));
-    for p in problems {
-        let _ = writeln!(text, "  {}", one_line(p));
-        let _ = writeln!(h, "<li>{}</li>", html(p));
-    }
-    h.push_str("</ul>\n");
+    doc.heading("Problems");
+    let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![p.clone()]).collect();
+    doc.table(&[("Problem", Align::Left)], &rows);
     Rendered {
+        html: doc.page(&subject),
         subject,
-        text,
-        html: wrap(&h),
+        text: doc.text,
         ..Rendered::default()
     }
 }
@@ -130,26 +135,27 @@ pub fn config_rejected(problems: &[String]) -> Rendered {
 pub fn gateway_silence(gateway: &str, last_file: &str, since: &str, silence: &str) -> Rendered {
     let g = one_line(gateway);
     let subject = format!("[creditd] gateway {g} silent: no file since {since}");
-    let text = format!(
-        "Gateway {g} has sent no log file for more than {silence} ([alerts] gateway_silence).\n\n\
-         Its last file: {}\nFirst seen by ingest: {since}\n\n\
-         Calls of that gateway are not being billed until its files arrive. Check the gateway \
-         and its log shipping; when a file arrives, ops get one message that it is back.\n",
-        one_line(last_file)
+    let mut doc = Doc::default();
+    doc.headline(
+        Tone::Warn,
+        &format!("Gateway {g} has sent no log file for more than {silence}."),
     );
-    let h = format!(
-        "<p>Gateway <b>{}</b> has sent no log file for more than {} (<code>[alerts] gateway_silence</code>).</p>\n\
-         <table><tr><td>Last file</td><td>{}</td></tr><tr><td>First seen by ingest</td><td>{}</td></tr></table>\n\
-         <p>Calls of that gateway are not being billed until its files arrive. Check the gateway and its log shipping; when a file arrives, ops get one message that it is back.</p>\n",
-        html(gateway),
-        html(silence),
-        html(last_file),
-        html(since)
+    doc.pairs(&[
+        ("Last file".into(), last_file.to_string()),
+        ("First seen by ingest".into(), since.to_string()),
+        (
+            "Threshold".into(),
+            format!("{silence} ([alerts] gateway_silence)"),
+        ),
+    ]);
+    doc.para(
+        "Calls of that gateway are not being billed until its files arrive. Check the gateway \
+         and its log shipping; when a file arrives, ops get one message that it is back.",
     );
     Rendered {
+        html: doc.page(&subject),
         subject,
-        text,
-        html: wrap(&h),
+        text: doc.text,
         ..Rendered::default()
     }
 }
@@ -158,22 +164,22 @@ pub fn gateway_silence(gateway: &str, last_file: &str, since: &str, silence: &st
 pub fn gateway_back(gateway: &str, file: &str, since: &str, at: &str) -> Rendered {
     let g = one_line(gateway);
     let subject = format!("[creditd] gateway {g} back: files again since {at}");
-    let text = format!(
-        "Gateway {g} is sending log files again.\n\nSilent since: {since}\nFirst file back: {} (first seen {at})\n",
-        one_line(file)
+    let mut doc = Doc::default();
+    doc.headline(
+        Tone::Info,
+        &format!("Gateway {g} is sending log files again."),
     );
-    let h = format!(
-        "<p>Gateway <b>{}</b> is sending log files again.</p>\n\
-         <table><tr><td>Silent since</td><td>{}</td></tr><tr><td>First file back</td><td>{} (first seen {})</td></tr></table>\n",
-        html(gateway),
-        html(since),
-        html(file),
-        html(at)
-    );
+    doc.pairs(&[
+        ("Silent since".into(), since.to_string()),
+        (
+            "First file back".into(),
+            format!("{file} (first seen {at})"),
+        ),
+    ]);
     Rendered {
+        html: doc.page(&subject),
         subject,
-        text,
-        html: wrap(&h),
+        text: doc.text,
         ..Rendered::default()
     }
 }
@@ -328,10 +334,6 @@ pub fn usage(v: &UsageView<'_>) -> String {
         );
     }
     out
-}
-
-fn wrap(body: &str) -> String {
-    layout::wrap("creditd", body)
 }
 
 #[cfg(test)]

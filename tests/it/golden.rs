@@ -143,6 +143,124 @@ fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Checks one message as DESIGN §5 says every message must be: it parses, carries its
+/// headers, fits, and its breakdown adds up; records the day's model in `models`.
+fn check_message(key: &str, raw: &[u8], models: &mut std::collections::BTreeSet<String>) {
+    let parsed = mailparse::parse_mail(raw).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let dotted = key.replace(':', ".");
+    assert_eq!(header(raw, "Message-ID"), format!("<{dotted}@example.com>"));
+    assert_eq!(header(raw, "Auto-Submitted"), "auto-generated", "{key}");
+    let kind = key.split(':').next().unwrap();
+    if matches!(kind, "near" | "over" | "summary") {
+        let f: Vec<&str> = key.split(':').collect();
+        let root = format!("<orgday.{}.{}@example.com>", f[1], f[2]);
+        assert_eq!(header(raw, "In-Reply-To"), root, "{key}");
+        assert_eq!(header(raw, "References"), root, "{key}");
+    }
+    let html = body_of(raw, "text/html");
+    assert!(html.len() <= 100_000, "{key}: {} bytes of HTML", html.len());
+    assert!(
+        html.contains("<meta name=\"viewport\" content=\"width=device-width"),
+        "{key}: a phone lays it out at its own width"
+    );
+    assert!(!html.contains("<svg"), "{key}: Outlook draws no SVG");
+    let text = body_of(raw, "text/plain");
+    // The news comes first: the subject and the text's first line say the same thing.
+    let first = text.lines().next().unwrap_or_default();
+    let subject = header(raw, "Subject");
+    let f: Vec<&str> = key.split(':').collect();
+    let news = match kind {
+        "near" => format!("reached {}%", f[3]),
+        "over" => "went over".to_string(),
+        "summary" => "used ".to_string(),
+        "digest" => "digest".to_string(),
+        "backfill" => "ackfill".to_string(),
+        _ => String::new(),
+    };
+    assert!(
+        first.contains(&news) && subject.contains(&news),
+        "{key}: {subject} / {first}"
+    );
+    if matches!(kind, "near" | "over" | "summary") {
+        assert!(
+            first.contains(f[1]) && subject.contains(f[1]),
+            "{key}: the org"
+        );
+    }
+    if kind == "summary" {
+        // The related part names its root; the chart is a PNG.
+        let related = &parsed.subparts[1];
+        assert_eq!(related.ctype.mimetype, "multipart/related", "{key}");
+        assert_eq!(
+            related.ctype.params.get("type").map(String::as_str),
+            Some("text/html")
+        );
+        assert_eq!(related.subparts[1].ctype.mimetype, "image/png");
+        let calls = figure(&text, "Calls").unwrap();
+        let billable = figure(&text, "Billable").unwrap();
+        let not_billable = figure(&text, "Not billable").unwrap();
+        assert_eq!(
+            calls,
+            billable + not_billable,
+            "{key}: calls add up\n{text}"
+        );
+    }
+    if !matches!(kind, "near" | "over" | "summary") {
+        return;
+    }
+    // The breakdown adds up under the day's model.
+    let allotment = section(&text, "Allotment").join("\n");
+    let allotted = figure(&allotment, "Allotted").or(figure(&allotment, "Daily limit"));
+    let model = allotment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Model"))
+        .unwrap()
+        .trim()
+        .to_string();
+    models.insert(model.clone());
+    let get = |label: &str| {
+        figure(&allotment, label).unwrap_or_else(|| panic!("{key}: {label} in\n{allotment}"))
+    };
+    match model.as_str() {
+        "legacy per-call limit" => {
+            let figures: Vec<&str> = allotment
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("Why"))
+                .collect();
+            assert!(
+                figures.iter().all(|l| !l.contains("credits")),
+                "{key}: calls only\n{allotment}"
+            );
+            assert!(allotment.contains("calls"), "{key}\n{allotment}");
+            assert!(!text.contains("buy additional credits"), "{key}");
+        }
+        "grandfathered" => {
+            let credits = get("Base credits") + get("Variable credits");
+            let higher = get("Legacy limit").max(credits);
+            assert_eq!(Some(higher + get("Additional credits")), allotted, "{key}");
+            assert!(
+                allotment.contains("Applies"),
+                "{key}: which capacity applies"
+            );
+        }
+        "credits" => {
+            let sum = get("Base credits") + get("Variable credits") + get("Additional credits");
+            assert_eq!(Some(sum), allotted, "{key}\n{allotment}");
+        }
+        other => panic!("{key}: model {other}"),
+    }
+    if kind == "near" {
+        // Usage at the crossing and so far.
+        let usage = section(&text, "Usage").join("\n");
+        assert!(usage.contains("At the crossing"), "{key}\n{usage}");
+        assert!(
+            usage.contains("So far") || usage.contains("Whole day"),
+            "{key}"
+        );
+        assert!(text.contains("Forecast"), "{key}");
+    }
+}
+
 #[test]
 fn every_message_parses_carries_its_headers_fits_and_adds_up() {
     let dir = sample_outbox();
@@ -150,100 +268,7 @@ fn every_message_parses_carries_its_headers_fits_and_adds_up() {
     assert!(all.len() > 20);
     let mut models = std::collections::BTreeSet::new();
     for (key, raw) in &all {
-        let parsed = mailparse::parse_mail(raw).unwrap_or_else(|e| panic!("{key}: {e}"));
-        let dotted = key.replace(':', ".");
-        assert_eq!(header(raw, "Message-ID"), format!("<{dotted}@example.com>"));
-        assert_eq!(header(raw, "Auto-Submitted"), "auto-generated", "{key}");
-        let kind = key.split(':').next().unwrap();
-        if matches!(kind, "near" | "over" | "summary") {
-            let f: Vec<&str> = key.split(':').collect();
-            let root = format!("<orgday.{}.{}@example.com>", f[1], f[2]);
-            assert_eq!(header(raw, "In-Reply-To"), root, "{key}");
-            assert_eq!(header(raw, "References"), root, "{key}");
-        }
-        let html = body_of(raw, "text/html");
-        assert!(html.len() <= 100_000, "{key}: {} bytes of HTML", html.len());
-        assert!(
-            html.contains("<meta name=\"viewport\" content=\"width=device-width"),
-            "{key}: a phone lays it out at its own width"
-        );
-        assert!(!html.contains("<svg"), "{key}: Outlook draws no SVG");
-        let text = body_of(raw, "text/plain");
-        // The news comes first: the text's first line says what the subject says.
-        let first = text.lines().next().unwrap_or_default();
-        assert!(!first.trim().is_empty(), "{key}: {text}");
-        if kind == "summary" {
-            // The related part names its root; the chart is a PNG.
-            let related = &parsed.subparts[1];
-            assert_eq!(related.ctype.mimetype, "multipart/related", "{key}");
-            assert_eq!(
-                related.ctype.params.get("type").map(String::as_str),
-                Some("text/html")
-            );
-            assert_eq!(related.subparts[1].ctype.mimetype, "image/png");
-            let calls = figure(&text, "Calls").unwrap();
-            let billable = figure(&text, "Billable").unwrap();
-            let not_billable = figure(&text, "Not billable").unwrap();
-            assert_eq!(
-                calls,
-                billable + not_billable,
-                "{key}: calls add up\n{text}"
-            );
-        }
-        if !matches!(kind, "near" | "over" | "summary") {
-            continue;
-        }
-        // The breakdown adds up under the day's model.
-        let allotment = section(&text, "Allotment").join("\n");
-        let allotted = figure(&allotment, "Allotted").or(figure(&allotment, "Daily limit"));
-        let model = allotment
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Model"))
-            .unwrap()
-            .trim()
-            .to_string();
-        models.insert(model.clone());
-        let get = |label: &str| {
-            figure(&allotment, label).unwrap_or_else(|| panic!("{key}: {label} in\n{allotment}"))
-        };
-        match model.as_str() {
-            "legacy per-call limit" => {
-                let figures: Vec<&str> = allotment
-                    .lines()
-                    .filter(|l| !l.trim_start().starts_with("Why"))
-                    .collect();
-                assert!(
-                    figures.iter().all(|l| !l.contains("credits")),
-                    "{key}: calls only\n{allotment}"
-                );
-                assert!(allotment.contains("calls"), "{key}\n{allotment}");
-                assert!(!text.contains("buy additional credits"), "{key}");
-            }
-            "grandfathered" => {
-                let credits = get("Base credits") + get("Variable credits");
-                let higher = get("Legacy limit").max(credits);
-                assert_eq!(Some(higher + get("Additional credits")), allotted, "{key}");
-                assert!(
-                    allotment.contains("Applies"),
-                    "{key}: which capacity applies"
-                );
-            }
-            "credits" => {
-                let sum = get("Base credits") + get("Variable credits") + get("Additional credits");
-                assert_eq!(Some(sum), allotted, "{key}\n{allotment}");
-            }
-            other => panic!("{key}: model {other}"),
-        }
-        if kind == "near" {
-            // Usage at the crossing and so far.
-            let usage = section(&text, "Usage").join("\n");
-            assert!(usage.contains("At the crossing"), "{key}\n{usage}");
-            assert!(
-                usage.contains("So far") || usage.contains("Whole day"),
-                "{key}"
-            );
-            assert!(text.contains("Forecast"), "{key}");
-        }
+        check_message(key, raw, &mut models);
     }
     assert_eq!(
         models.len(),
@@ -269,4 +294,36 @@ fn every_message_parses_carries_its_headers_fits_and_adds_up() {
         "{diff}"
     );
     assert!(diff.lines().count() > 100, "every changed value");
+}
+
+#[test]
+fn the_messages_of_a_generated_data_set_meet_the_same_form() {
+    let dir = Dir::generated(&[
+        "--seed",
+        "31",
+        "--orgs",
+        "30",
+        "--dates",
+        "2025-10-24..2025-11-03,2026-03-06..2026-03-09,2026-03-28..2026-03-30",
+        "--calls-per-day",
+        "20",
+        "--hot-days",
+        "12",
+        "--hours-per-file",
+        "24",
+    ]);
+    let cfg = dir.read("creditd.toml") + "\n[alerts]\ndaily_summary = \"all\"\n";
+    dir.write("creditd.toml", cfg);
+    dir.expect(0, &["--now", "2026-04-02T12:00:00Z", "run", "all"]);
+    let all = messages(&dir);
+    let alerts = all
+        .iter()
+        .filter(|(k, _)| k.starts_with("near:") || k.starts_with("over:"))
+        .count();
+    assert!(alerts > 5, "hot days cross thresholds: {alerts}");
+    let mut models = std::collections::BTreeSet::new();
+    for (key, raw) in &all {
+        check_message(key, raw, &mut models);
+    }
+    assert!(models.len() >= 2, "{models:?}");
 }

@@ -228,12 +228,16 @@ fn backfill_with(v: &BackfillView<'_>, shown_flips: usize, shown_others: usize) 
     }
     let mut attachments = Vec::new();
     if !v.changes.is_empty() {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        let _ = w.write_record(["org_id", "local_date", "column", "before", "after"]);
-        for c in v.changes {
-            let _ = w.write_record([&c.org_id, &c.local_date, &c.column, &c.before, &c.after]);
-        }
-        let csv = String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default();
+        let rows: Vec<[&str; 5]> = v
+            .changes
+            .iter()
+            .map(|c| [&c.org_id[..], &c.local_date, &c.column, &c.before, &c.after])
+            .collect();
+        let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.to_vec()).collect();
+        let csv = super::digest::csv_of(
+            &["org_id", "local_date", "column", "before", "after"],
+            &rows,
+        );
         attachments.push((format!("backfill-{}.csv", v.id), csv));
         doc.note(&format!(
             "Every changed value ({}) is in the attached backfill-{}.csv.",

@@ -95,13 +95,38 @@ fn cell(s: &str) -> String {
     }
 }
 
-fn csv_of(head: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+/// A CSV cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (a file name a gateway chose, an endpoint) gets a leading `'`; numbers
+/// (`-5`, `+16`) stay as they are.
+pub fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    let mut chars = s.chars();
+    let first = chars.next();
+    let rest = chars.as_str();
+    let number = matches!(first, Some('+' | '-'))
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',' || c == '.');
+    let risky = matches!(first, Some('=' | '+' | '-' | '@' | '\t' | '\r'));
+    if risky && !number {
+        format!("'{s}").into()
+    } else {
+        s.into()
+    }
+}
+
+/// A CSV file: a header, then the rows, every cell through [`csv_cell`].
+pub fn csv_of<S: AsRef<str>>(head: &[&str], rows: &[Vec<S>]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(head.iter().map(|h| h.0));
+    let _ = w.write_record(head);
     for r in rows {
-        let _ = w.write_record(r);
+        let _ = w.write_record(r.iter().map(|c| csv_cell(c.as_ref()).into_owned()));
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+fn head_names<'a>(head: &[(&'a str, Align)]) -> Vec<&'a str> {
+    head.iter().map(|h| h.0).collect()
 }
 
 impl List<'_> {
@@ -425,17 +450,20 @@ pub fn digest(d: &DigestView) -> Rendered {
         let mut attachments = Vec::new();
         for l in lists.iter().chain(&rest[1..]) {
             if cut.contains(l.csv) {
-                attachments.push((l.csv.to_string(), csv_of(&l.head, &l.rows)));
+                attachments.push((l.csv.to_string(), csv_of(&head_names(&l.head), &l.rows)));
             }
         }
         if cut.contains("quarantine-by-file.csv") {
             attachments.push((
                 "quarantine-by-file.csv".to_string(),
-                csv_of(&by_file_head, &by_file_rows),
+                csv_of(&head_names(&by_file_head), &by_file_rows),
             ));
         }
         if cut.contains("files.csv") {
-            attachments.push(("files.csv".to_string(), csv_of(&files_head, &file_rows)));
+            attachments.push((
+                "files.csv".to_string(),
+                csv_of(&head_names(&files_head), &file_rows),
+            ));
         }
         rendered = Rendered {
             subject: subject.clone(),
@@ -580,6 +608,23 @@ mod tests {
             threshold,
             mailed: "mailed".into(),
         }
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"x\").ndjson"),
+            "'=HYPERLINK(\"x\").ndjson"
+        );
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("-cmd"), "'-cmd");
+        assert_eq!(csv_cell("+16"), "+16");
+        assert_eq!(csv_cell("-5"), "-5");
+        assert_eq!(csv_cell("gw1-2025.ndjson"), "gw1-2025.ndjson");
+        assert_eq!(csv_cell("é=x"), "é=x");
+        assert_eq!(csv_cell(""), "");
+        let csv = csv_of(&["file"], &[vec!["=1+1"]]);
+        assert_eq!(csv, "file\n'=1+1\n");
     }
 
     #[test]

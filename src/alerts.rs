@@ -140,13 +140,18 @@ fn queue(
     Ok(added)
 }
 
+/// The outbox key of the alert of `threshold` (100: over) on an org-day.
+pub fn alert_key(org_id: &str, local_date: &str, threshold: u64) -> String {
+    if threshold == 100 {
+        format!("over:{org_id}:{local_date}")
+    } else {
+        format!("near:{org_id}:{local_date}:{threshold}")
+    }
+}
+
 /// The outbox key of a crossing.
 fn crossing_key(row: &LedgerRow, c: &Crossing) -> String {
-    if c.threshold == 100 {
-        format!("over:{}:{}", row.org_id, row.local_date)
-    } else {
-        format!("near:{}:{}:{}", row.org_id, row.local_date, c.threshold)
-    }
+    alert_key(&row.org_id, &row.local_date, c.threshold)
 }
 
 /// Queues one alert for the crossings of the org-day not reported before (DESIGN §5): the

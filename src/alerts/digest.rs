@@ -85,11 +85,7 @@ pub fn queue_digest(
                 .map(|c| c.threshold)
                 .max()
                 .unwrap_or(min_threshold);
-            let key = if top == 100 {
-                format!("over:{org_id}:{local_date}")
-            } else {
-                format!("near:{org_id}:{local_date}:{top}")
-            };
+            let key = super::alert_key(org_id, local_date, top);
             let mailed = match store.outbox_status(&key)?.as_deref() {
                 Some("sent") => "mailed".to_string(),
                 Some("queued") => "queued".to_string(),

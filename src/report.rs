@@ -17,7 +17,12 @@ pub mod format;
 mod layout;
 mod orgday;
 pub use backfill::{backfill, backfill_summary, BackfillView, DayChange, DayFigures};
-pub use digest::{digest, DigestView, FileRow, LimitRow, StuckMessage, MAX_HTML};
+pub use digest::{digest, DigestView, FileRow, LimitRow, StuckMessage};
+
+/// The most HTML a message carries (DESIGN §5, "Size"): Gmail clips a message past ~102 KB.
+/// Every message kind keeps under it whatever the volume or the length of a log line's
+/// strings.
+pub const MAX_HTML: usize = 100_000;
 pub use explain::{explain_csv, explain_text, EXPLAIN_HEADER};
 pub use layout::{Align, Doc, Tone};
 pub use orgday::{alert, summary, OrgDayView};
@@ -103,6 +108,19 @@ pub fn one_line(s: &str) -> String {
 /// The ops message sent once when the daemon rejects a changed config or registry and goes on
 /// with the last valid version.
 pub fn config_rejected(problems: &[String]) -> Rendered {
+    let mut last = Rendered::default();
+    for shown in [30, 5] {
+        last = config_rejected_fit(problems, shown);
+        if last.html.len() <= MAX_HTML {
+            break;
+        }
+    }
+    last
+}
+
+/// The message with the first `shown` problems, each cut to 300 characters (a problem quotes
+/// the value it rejects, which can be long).
+fn config_rejected_fit(problems: &[String], shown: usize) -> Rendered {
     let subject = format!(
         "[creditd] config rejected ({} problem(s)): running on the last valid version",
         problems.len()
@@ -121,8 +139,18 @@ pub fn config_rejected(problems: &[String]) -> Rendered {
          (`creditd check` lists them).",
     );
     doc.heading("Problems");
-    let rows: Vec<Vec<String>> = problems.iter().map(|p| vec![p.clone()]).collect();
+    let rows: Vec<Vec<String>> = problems
+        .iter()
+        .take(shown)
+        .map(|p| vec![format::cut(p, 300)])
+        .collect();
     doc.table(&[("Problem", Align::Left)], &rows);
+    if problems.len() > shown {
+        doc.note(&format!(
+            "{} more not shown; `creditd check` lists them all.",
+            problems.len() - shown
+        ));
+    }
     Rendered {
         html: doc.page(&subject),
         subject,
@@ -350,5 +378,23 @@ mod tests {
             one_line("Evil\r\nBcc: victim@example.com\tCorp"),
             "Evil Bcc: victim@example.com Corp"
         );
+    }
+
+    #[test]
+    fn a_config_rejected_message_of_many_long_problems_stays_under_the_size_limit() {
+        let problems: Vec<String> = (0..5_000)
+            .map(|i| format!("orgs.csv line {i}: name {}", "<\"&'".repeat(10_000)))
+            .collect();
+        let r = config_rejected(&problems);
+        assert!(r.html.len() <= MAX_HTML, "{} bytes", r.html.len());
+        assert!(r.subject.contains("5000 problem(s)"), "{}", r.subject);
+        assert!(r.text.contains("orgs.csv line 0: name <\"&'"), "{}", r.text);
+        assert!(
+            r.text
+                .contains("4970 more not shown; `creditd check` lists them all."),
+            "{}",
+            r.text
+        );
+        assert!(!r.text.contains("orgs.csv line 30:"), "{}", r.text);
     }
 }

@@ -4,9 +4,9 @@
 
 use chrono::NaiveDate;
 
-use super::digest::MAX_HTML;
 use super::format::{percent, thousands};
 use super::layout::{Align, Doc, Tone};
+use super::MAX_HTML;
 use super::{one_line, Rendered};
 use crate::backfill::Change;
 

@@ -5,12 +5,11 @@
 
 use chrono::NaiveDate;
 
-use super::format::{percent, thousands};
+use super::format::{cut, percent, thousands};
 use super::layout::{Align, Doc, Tone};
-use super::Rendered;
+use super::{Rendered, MAX_HTML};
 
 /// The most bytes the HTML part of any message may have (DESIGN §5; Gmail clips at ~102 KB).
-pub const MAX_HTML: usize = 100_000;
 
 /// An org-day over or near its limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,12 +86,7 @@ struct List<'a> {
 
 /// A cell as the digest shows it: at most 160 characters (the CSV has it whole).
 fn cell(s: &str) -> String {
-    if s.chars().count() <= 160 {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(159).collect();
-        format!("{cut}…")
-    }
+    cut(s, 160)
 }
 
 /// A CSV cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, a tab or a

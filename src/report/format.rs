@@ -20,6 +20,17 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// `s` cut to at most `max` characters, the cut marked with `…` (a cell of a message: a path
+/// or a request id from a log line can be up to a MiB).
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{head}…")
+    }
+}
+
 /// `used` of `allotted` as a percentage with two decimals: `110.06%`.
 pub fn percent(used: u64, allotted: u64) -> String {
     format!("{}%", format_pct(pct_hundredths(used, allotted)))

@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use super::format::{clock, date_clock, forecast, percent, thousands};
+use super::format::{clock, cut, date_clock, forecast, percent, thousands};
 use super::layout::{Align, Doc, Tone};
-use super::{one_line, Chart, Rendered};
+use super::{one_line, Chart, Rendered, MAX_HTML};
 use crate::events::{AtMark, DayDetails, FINE_MS};
 use crate::store::{Crossing, LedgerRow};
 
@@ -109,16 +109,63 @@ fn breakdown(r: &LedgerRow) -> Vec<(String, String)> {
     rows
 }
 
-fn endpoints(v: &OrgDayView<'_>, doc: &mut Doc) {
+/// How much of the strings a log line brought (paths, request ids) a message shows: a path or
+/// a request id can be up to a MiB, so each is cut to `cell` characters; `None` leaves the
+/// endpoint lists out. A message is rendered with the first fit whose HTML is under
+/// [`MAX_HTML`]; by construction the first one always is, the others are the guard.
+#[derive(Clone, Copy)]
+struct Fit {
+    cell: Option<usize>,
+}
+
+const FITS: [Fit; 3] = [
+    Fit { cell: Some(160) },
+    Fit { cell: Some(40) },
+    Fit { cell: None },
+];
+
+impl Fit {
+    fn cell(self, s: &str) -> String {
+        cut(s, self.cell.unwrap_or(40))
+    }
+}
+
+/// Renders with the first of [`FITS`] whose HTML fits.
+fn fitted(render: impl Fn(Fit) -> Rendered) -> Rendered {
+    let mut last = Rendered::default();
+    for fit in FITS {
+        last = render(fit);
+        if last.html.len() <= MAX_HTML {
+            break;
+        }
+    }
+    last
+}
+
+/// The org's name as a message shows it: one line, at most 120 characters.
+fn org_name(v: &OrgDayView<'_>) -> String {
+    cut(&one_line(v.org_name), 120)
+}
+
+fn endpoints(v: &OrgDayView<'_>, doc: &mut Doc, fit: Fit) {
     if v.details.top_endpoints.is_empty() {
         return;
     }
     doc.heading("Top endpoints by credits");
+    if fit.cell.is_none() {
+        doc.note(&format!(
+            "{} endpoints left out to keep this message small; `creditd explain --org {} --date {}` lists every call.",
+            v.details.top_endpoints.len(),
+            v.row.org_id,
+            v.row.local_date
+        ));
+        return;
+    }
     let rows: Vec<Vec<String>> = v
         .details
         .top_endpoints
         .iter()
-        .map(|(e, calls, credits)| vec![e.clone(), thousands(*calls), thousands(*credits)])
+        .map(|(e, calls, credits)| vec![fit.cell(e), thousands(*calls), thousands(*credits)])
         .collect();
     doc.table(
         &[
@@ -150,8 +197,18 @@ pub fn alert(
     covered: &[&Crossing],
     now: DateTime<Utc>,
 ) -> Rendered {
+    fitted(|fit| alert_fit(v, main, covered, now, fit))
+}
+
+fn alert_fit(
+    v: &OrgDayView<'_>,
+    main: &Crossing,
+    covered: &[&Crossing],
+    now: DateTime<Utc>,
+    fit: Fit,
+) -> Rendered {
     let r = v.row;
-    let name = one_line(v.org_name);
+    let name = org_name(v);
     let over = main.threshold == 100;
     let when = clock(v.tz, main.ts);
     let news = if over {
@@ -207,7 +264,7 @@ pub fn alert(
                 thousands(at_main.used),
                 units(r, r.allotted),
                 percent(at_main.used, r.allotted),
-                main.request_id
+                fit.cell(&main.request_id)
             ),
         ),
         (
@@ -234,7 +291,7 @@ pub fn alert(
     }
     doc.heading("Allotment");
     doc.pairs(&breakdown(r));
-    endpoints(v, &mut doc);
+    endpoints(v, &mut doc, fit);
     doc.heading("What you can do");
     doc.para(remedy(r));
     Rendered {
@@ -322,8 +379,12 @@ fn chart(v: &OrgDayView<'_>) -> Chart {
 
 /// The daily summary at close; `revision` marks an amended summary.
 pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Rendered {
+    fitted(|fit| summary_fit(v, revision, concurrency_limit, fit))
+}
+
+fn summary_fit(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64, fit: Fit) -> Rendered {
     let r = v.row;
-    let name = one_line(v.org_name);
+    let name = org_name(v);
     let over_at = v.crossings.iter().find(|c| c.threshold == 100);
     let amended = if revision > 0 {
         format!("Amended (revision {revision}): ")
@@ -459,16 +520,25 @@ pub fn summary(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64) -> Ren
             &rows,
         );
     }
-    endpoints(v, &mut doc);
+    endpoints(v, &mut doc, fit);
     if !v.details.unpriced.is_empty() {
         doc.heading("Unpriced calls (no pricing rule matched)");
-        let rows: Vec<Vec<String>> = v
-            .details
-            .unpriced
-            .iter()
-            .map(|(e, n)| vec![e.clone(), thousands(*n)])
-            .collect();
-        doc.table(&[("Endpoint", Align::Left), ("Calls", Align::Right)], &rows);
+        if fit.cell.is_none() {
+            doc.note(&format!(
+                "{} endpoints left out to keep this message small; `creditd explain --org {} --date {}` lists every call.",
+                v.details.unpriced.len(),
+                r.org_id,
+                r.local_date
+            ));
+        } else {
+            let rows: Vec<Vec<String>> = v
+                .details
+                .unpriced
+                .iter()
+                .map(|(e, n)| vec![fit.cell(e), thousands(*n)])
+                .collect();
+            doc.table(&[("Endpoint", Align::Left), ("Calls", Align::Right)], &rows);
+        }
     }
     if over_at.is_some() {
         doc.heading("What you can do");

@@ -637,3 +637,61 @@ fn the_near_limit_alert_and_an_open_days_usage_forecast_when_100_percent_is_reac
         "{usage}"
     );
 }
+
+/// A log line may bring a path or a request id of most of a MiB, full of characters HTML
+/// escapes: every message of the org-day still keeps its HTML under 100 KB, cutting them.
+#[test]
+fn hostile_long_paths_and_request_ids_keep_every_message_under_100_kb() {
+    let dir = mail_dir(None);
+    let long = |i: usize| format!("{i}-{}", "<&\\\"'".repeat(60_000));
+    let mut log = String::new();
+    for i in 0..110 {
+        log += &format!(
+            "{{\"ts\":\"2025-10-08T10:{:02}:{:02}.000Z\",\"request_id\":\"{}\",\"org_id\":\"300\",\"method\":\"GET\",\"path\":\"/api/v1/tasks/count\",\"status\":200}}\n",
+            i / 60,
+            i % 60,
+            long(i)
+        );
+    }
+    for i in 0..12 {
+        log += &format!(
+            "{{\"ts\":\"2025-10-08T11:00:{i:02}.000Z\",\"request_id\":\"u{i}\",\"org_id\":\"300\",\"method\":\"GET\",\"path\":\"/api/v1/{}\",\"status\":200}}\n",
+            long(i)
+        );
+    }
+    dir.write("inbox/a.ndjson", log);
+    dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "all"]);
+    let out = dir.path().join("state/outbox");
+    let mut kinds = BTreeSet::new();
+    for e in std::fs::read_dir(&out).unwrap() {
+        let path = e.unwrap().path();
+        let raw = std::fs::read(&path).unwrap();
+        let html = body_of(&raw, "text/html");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            html.len() <= 100_000,
+            "{name}: {} bytes of HTML",
+            html.len()
+        );
+        kinds.insert(name.split('.').next().unwrap().to_string());
+        if name.starts_with("over.") || name.starts_with("summary.") {
+            let text = body_of(&raw, "text/plain");
+            // The request id of the crossing / the unpriced paths are there, cut and marked.
+            let shown = if name.starts_with("over.") {
+                "request 100-<&"
+            } else {
+                "/api/v1/0-<&"
+            };
+            let at = text.find(shown).unwrap_or_else(|| panic!("{name}: {text}"));
+            assert!(
+                text[at..].lines().next().unwrap().contains('…'),
+                "{name}: {text}"
+            );
+            assert!(html.contains("&lt;&amp;"), "{name}");
+        }
+    }
+    assert!(
+        kinds.contains("over") && kinds.contains("summary"),
+        "{kinds:?}"
+    );
+}

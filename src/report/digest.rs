@@ -9,8 +9,6 @@ use super::format::{cut, percent, thousands};
 use super::layout::{Align, Doc, Tone};
 use super::{Rendered, MAX_HTML};
 
-/// The most bytes the HTML part of any message may have (DESIGN §5; Gmail clips at ~102 KB).
-
 /// An org-day over or near its limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LimitRow {

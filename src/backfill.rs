@@ -741,6 +741,7 @@ pub fn diff(
             local_date: date.clone(),
             before: old.map(figures),
             after: new.map(figures),
+            mail: None,
         });
         if let (Some(old), Some(new)) = (old, new) {
             let tz = setup.org(org).map_or(chrono_tz::UTC, |o| o.timezone);
@@ -817,6 +818,13 @@ fn swap(
     }
     for (sha, c) in &reread.counts {
         tx.set_file_counts(sha, c)?;
+    }
+    // What each flip means for the org's mail is read from the outbox, after `--resend`
+    // queued what it does.
+    for d in &mut out.days {
+        if let Some(t) = d.alert_threshold() {
+            d.mail = tx.outbox_status(&alerts::alert_key(&d.org_id, &d.local_date, t))?;
+        }
     }
     if !out.changes.is_empty() || out.recovered > 0 || out.quarantined > 0 {
         alerts::queue_backfill_report(

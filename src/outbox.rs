@@ -23,10 +23,7 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
                 return Ok(ExitCode::SUCCESS);
             };
             let mut out = String::from(HEADER);
-            for m in store.outbox()? {
-                if m.status != "queued" && m.status != "failed" {
-                    continue;
-                }
+            for m in store.unsent()? {
                 out.push_str(&csv_line(&[
                     &m.key,
                     &m.status,

@@ -292,6 +292,19 @@ pub struct OutboxMessage {
     pub failing_since: i64,
 }
 
+/// A message not sent yet (`queued` or `failed`), without its body: what `outbox list` and the
+/// digest show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsentMessage {
+    pub key: String,
+    pub recipients: Vec<String>,
+    pub status: String,
+    pub attempts: u64,
+    pub last_error: Option<String>,
+    /// As [`OutboxMessage::failing_since`].
+    pub failing_since: i64,
+}
+
 /// A threshold crossing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crossing {
@@ -621,6 +634,27 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The messages not sent yet (`queued` or `failed`), by key, without reading their bodies
+    /// (the outbox keeps every message of its retention window).
+    pub fn unsent(&self) -> anyhow::Result<Vec<UnsentMessage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, recipients, status, attempts, last_error, COALESCE(retry_from, created_at)
+             FROM outbox WHERE status IN ('queued', 'failed') ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let recipients: String = r.get(1)?;
+            Ok(UnsentMessage {
+                key: r.get(0)?,
+                recipients: split_recipients(&recipients),
+                status: r.get(2)?,
+                attempts: r.get::<_, i64>(3)?.max(0) as u64,
+                last_error: r.get(4)?,
+                failing_since: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Crossings found too late to mail (`held`) since `since_ms`: (key, subject, the keys it
     /// covers joined by `, `).
     pub fn held_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String, String)>> {
@@ -684,16 +718,19 @@ impl Store {
     }
 }
 
+fn split_recipients(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     let recipients: String = r.get(2)?;
     Ok(OutboxMessage {
         key: r.get(0)?,
         kind: r.get(1)?,
-        recipients: recipients
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        recipients: split_recipients(&recipients),
         subject: r.get(3)?,
         message: r.get(4)?,
         status: r.get(5)?,

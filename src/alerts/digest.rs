@@ -146,9 +146,9 @@ pub fn queue_digest(
         })
         .collect();
     view.stuck = store
-        .outbox()?
+        .unsent()?
         .into_iter()
-        .filter(|m| m.status == "failed" || (m.status == "queued" && m.attempts > 0))
+        .filter(|m| m.status == "failed" || m.attempts > 0)
         .map(|m| report::StuckMessage {
             key: m.key,
             status: if m.status == "failed" {

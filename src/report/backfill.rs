@@ -28,6 +28,10 @@ pub struct DayChange {
     pub local_date: String,
     pub before: Option<DayFigures>,
     pub after: Option<DayFigures>,
+    /// The outbox status of the alert a flip concerns (the new status's when it rose, the
+    /// old one's when it fell), read after the backfill queued its messages; `None` when
+    /// there is no such message.
+    pub mail: Option<String>,
 }
 
 impl DayChange {
@@ -38,6 +42,37 @@ impl DayChange {
     /// Whether the over/near status changed.
     pub fn flipped(&self) -> bool {
         Self::status(&self.before) != Self::status(&self.after)
+    }
+
+    /// The alert threshold of a status: `over` 100, `near 80%` 80, `-` none.
+    fn threshold(status: &str) -> Option<u64> {
+        match status {
+            "over" => Some(100),
+            "-" => None,
+            near => near
+                .trim_start_matches("near ")
+                .trim_end_matches('%')
+                .parse()
+                .ok(),
+        }
+    }
+
+    /// Whether the status rose (a new alert is due) rather than fell.
+    pub fn rose(&self) -> bool {
+        let rank = |f: &Option<DayFigures>| Self::threshold(Self::status(f)).unwrap_or(0);
+        rank(&self.after) > rank(&self.before)
+    }
+
+    /// The threshold of the alert a flip concerns: the new status's when it rose, the old
+    /// one's when it fell.
+    pub fn alert_threshold(&self) -> Option<u64> {
+        if !self.flipped() {
+            None
+        } else if self.rose() {
+            Self::threshold(Self::status(&self.after))
+        } else {
+            Self::threshold(Self::status(&self.before))
+        }
     }
 }
 
@@ -102,27 +137,30 @@ fn allotted(d: &DayChange) -> String {
     }
 }
 
-/// What a flip means for the org's mail.
+/// What a flip means for the org's mail, by the real status of the alert it concerns.
 fn meaning(d: &DayChange, resend: bool) -> String {
     let before = DayChange::status(&d.before);
-    let after = DayChange::status(&d.after);
-    let rank = |s: &str| match s {
-        "over" => 1000,
-        "-" => 0,
-        near => near
-            .trim_start_matches("near ")
-            .trim_end_matches('%')
-            .parse()
-            .unwrap_or(1),
-    };
-    if rank(after) > rank(before) {
-        if resend {
-            "now due: its alert was queued".into()
-        } else {
-            "now due: not mailed (run with --resend)".into()
+    let mail = d.mail.as_deref();
+    if d.rose() {
+        match mail {
+            Some("queued") => "now due: its alert is queued".into(),
+            Some("sent") => "now due: its alert was sent before".into(),
+            Some("held") => "now due: held, found later than max_age".into(),
+            Some("failed") => "now due: its alert failed to send (see the outbox)".into(),
+            Some("dropped") => "now due: its alert was dropped by hand".into(),
+            Some(other) => format!("now due: its alert is {other}"),
+            None if resend => "now due: no alert queued (alerts are off for it)".into(),
+            None => "now due: not mailed (run with --resend)".into(),
         }
     } else {
-        format!("an alert already sent for {before} is now wrong")
+        match mail {
+            Some("sent") => format!("the alert sent for {before} is now wrong"),
+            Some("queued") => format!(
+                "the alert queued for {before} is now wrong and not sent yet (creditd outbox drop)"
+            ),
+            Some(other) => format!("no longer {before}; its alert was not sent ({other})"),
+            None => format!("no longer {before}; no alert was sent for it"),
+        }
     }
 }
 
@@ -272,6 +310,7 @@ mod tests {
             local_date: "2025-10-24".into(),
             before: f(before),
             after: f(after),
+            mail: None,
         }
     }
 
@@ -280,8 +319,13 @@ mod tests {
         let mut days: Vec<DayChange> = (0..20_000)
             .map(|i| day(i, (500, "-"), (400, "-")))
             .collect();
-        days.push(day(77_777, (1_200, "over"), (850, "near 80%")));
+        let sent = |mut d: DayChange| {
+            d.mail = Some("sent".into());
+            d
+        };
+        days.push(sent(day(77_777, (1_200, "over"), (850, "near 80%"))));
         days.push(day(88_888, (700, "-"), (950, "near 90%")));
+        days.push(day(99_999, (1_100, "over"), (700, "-")));
         let changes: Vec<Change> = days
             .iter()
             .map(|d| Change {
@@ -308,7 +352,7 @@ mod tests {
         };
         let r = backfill(&view);
         assert!(r.html.len() <= MAX_HTML, "{} bytes", r.html.len());
-        assert!(r.subject.contains("2 status flip(s)"), "{}", r.subject);
+        assert!(r.subject.contains("3 status flip(s)"), "{}", r.subject);
         let at = |s: &str| {
             r.text
                 .find(s)
@@ -317,12 +361,15 @@ mod tests {
         assert!(at("Status flips") < at("77777") && at("77777") < at("Other changed"));
         assert!(r
             .text
-            .contains("over → near 80%: an alert already sent for over is now wrong"));
+            .contains("over → near 80%: the alert sent for over is now wrong"));
         assert!(r
             .text
             .contains("- → near 90%: now due: not mailed (run with --resend)"));
+        assert!(r
+            .text
+            .contains("over → -: no longer over; no alert was sent for it"));
         let (name, csv) = &r.attachments[0];
         assert_eq!(name, "backfill-b1.csv");
-        assert_eq!(csv.lines().count(), 20_003, "header + every change");
+        assert_eq!(csv.lines().count(), 20_004, "header + every change");
     }
 }

@@ -186,6 +186,24 @@ fn a_pricing_fix_reprices_and_mails_alerts_only_with_resend() {
             new.len(),
             "every message sent is a new key: {delivered}"
         );
+        // The report says what the outbox holds for each alert now due.
+        let report = new
+            .iter()
+            .find(|k| k.starts_with("backfill:"))
+            .expect("a backfill report");
+        let raw = std::fs::read(
+            dir.path()
+                .join(format!("state/outbox/{}.eml", report.replace(':', "."))),
+        )
+        .unwrap();
+        let text = crate::mail::body_of(&raw, "text/plain");
+        let due = if resend {
+            ": now due: its alert is queued"
+        } else {
+            ": now due: not mailed (run with --resend)"
+        };
+        assert!(text.contains(due), "{text}");
+        assert!(!text.contains("is now wrong"), "{text}");
         if resend {
             // Every crossing is reported, once: in its own message or covered by another.
             assert_eq!(alert_keys(&reported_keys(&dir)), expected);

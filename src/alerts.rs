@@ -156,10 +156,10 @@ fn crossing_key(row: &LedgerRow, c: &Crossing) -> String {
 
 /// Queues one alert for the crossings of the org-day not reported before (DESIGN §5): the
 /// highest news (over, else the highest threshold) gives the key and the subject, the lower
-/// ones are reported inside it (`X-Creditd-Covers`). When that crossing is older than
-/// `max_age` the message is `held` (listed in the ops digest, never mailed). `prefetched`,
-/// when given, holds the org's events of that date. Returns how many messages were queued to
-/// be sent (0 or 1).
+/// ones are reported inside it (`X-Creditd-Covers`). Crossings older than `max_age` are not
+/// mailed, not even inside a fresh message: they share one message of their own, `held`
+/// (listed in the ops digest, never mailed). `prefetched`, when given, holds the org's events
+/// of that date. Returns how many messages were queued to be sent (0 or 1).
 pub fn queue_crossing_alerts(
     setup: &Setup,
     tx: &Tx<'_>,
@@ -168,16 +168,48 @@ pub fn queue_crossing_alerts(
     now: DateTime<Utc>,
     prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<usize> {
-    let mut fresh: Vec<&Crossing> = Vec::new();
+    let too_old = |c: &Crossing| {
+        setup
+            .config
+            .alerts
+            .max_age
+            .is_some_and(|age| now.timestamp_millis() - c.ts > age.as_millis() as i64)
+    };
+    let (mut held, mut fresh): (Vec<&Crossing>, Vec<&Crossing>) = (Vec::new(), Vec::new());
     for c in crossings {
         if tx.outbox_status(&crossing_key(row, c))?.is_none() {
-            fresh.push(c);
+            if too_old(c) {
+                held.push(c);
+            } else {
+                fresh.push(c);
+            }
         }
     }
+    let group = |group: Vec<&Crossing>, status: &str| {
+        queue_alert(setup, tx, row, crossings, group, status, now, prefetched)
+    };
+    group(held, "held")?;
+    Ok(usize::from(group(fresh, "queued")?))
+}
+
+/// Queues one message for `group` (crossings of one org-day not reported before) with
+/// `status`: the highest keys it, the lower ones are covered. Returns whether a message was
+/// queued to be sent.
+#[allow(clippy::too_many_arguments)]
+fn queue_alert(
+    setup: &Setup,
+    tx: &Tx<'_>,
+    row: &LedgerRow,
+    crossings: &[Crossing],
+    mut group: Vec<&Crossing>,
+    status: &str,
+    now: DateTime<Utc>,
+    prefetched: Option<&DateEvents>,
+) -> anyhow::Result<bool> {
     // Highest news first: over (100), then the highest threshold.
-    fresh.sort_by_key(|c| std::cmp::Reverse(c.threshold));
-    let Some((main, lower)) = fresh.split_first() else {
-        return Ok(0);
+    group.sort_by_key(|c| std::cmp::Reverse(c.threshold));
+    let Some((main, lower)) = group.split_first() else {
+        return Ok(false);
     };
     let mut covered: Vec<&Crossing> = lower.to_vec();
     covered.sort_by_key(|c| c.threshold);
@@ -192,21 +224,13 @@ pub fn queue_crossing_alerts(
         report::alert(view, main, &covered, now)
     })?;
     rendered.covers = covered.iter().map(|c| crossing_key(row, c)).collect();
-    let too_old = setup
-        .config
-        .alerts
-        .max_age
-        .is_some_and(|age| now.timestamp_millis() - main.ts > age.as_millis() as i64);
-    let status = if too_old { "held" } else { "queued" };
     let kind = if main.threshold == 100 {
         "over"
     } else {
         "near"
     };
     let key = crossing_key(row, main);
-    Ok(usize::from(
-        queue(setup, tx, &key, kind, row, &rendered, status, now)? && !too_old,
-    ))
+    Ok(queue(setup, tx, &key, kind, row, &rendered, status, now)? && status == "queued")
 }
 
 /// Queues the daily summary of a day that just closed, as the policy says.

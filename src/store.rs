@@ -656,16 +656,37 @@ impl Store {
     }
 
     /// Crossings found too late to mail (`held`) since `since_ms`: (key, subject, the keys it
-    /// covers joined by `, `).
+    /// covers joined by `, `, ascending by threshold as in `X-Creditd-Covers`).
     pub fn held_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String, String)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT o.key, o.subject, COALESCE(group_concat(c.key, ', '), '')
-             FROM outbox o LEFT JOIN (SELECT key, covered_by FROM covers ORDER BY key) c
-               ON c.covered_by = o.key
-             WHERE o.status = 'held' AND o.created_at > ?1 GROUP BY o.key ORDER BY o.key",
+            "SELECT o.key, o.subject, c.key
+             FROM outbox o LEFT JOIN covers c ON c.covered_by = o.key
+             WHERE o.status = 'held' AND o.created_at > ?1 ORDER BY o.key",
         )?;
-        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let mut held: Vec<(String, String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let (key, subject, covered) = row?;
+            if held.last().is_none_or(|(k, _, _)| *k != key) {
+                held.push((key, subject, Vec::new()));
+            }
+            if let (Some(c), Some(last)) = (covered, held.last_mut()) {
+                last.2.push(c);
+            }
+        }
+        Ok(held
+            .into_iter()
+            .map(|(key, subject, mut covered)| {
+                covered.sort_by_key(|k| key_threshold(k));
+                (key, subject, covered.join(", "))
+            })
+            .collect())
     }
 
     /// When the newest ops digest was queued (epoch ms), if any.
@@ -715,6 +736,19 @@ impl Store {
             .prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The threshold an alert key names (`near:<org>:<date>:80` 80, `over:…` 100), to order the
+/// keys a message covers as its header does; other keys sort last.
+fn key_threshold(key: &str) -> u64 {
+    if key.starts_with("over:") {
+        100
+    } else {
+        key.rsplit(':')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -1197,5 +1231,47 @@ impl Tx<'_> {
             ])?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys a held message covers read as its header does: by threshold, 5 before 10.
+    #[test]
+    fn held_messages_list_their_covered_keys_by_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let tx = store.transaction().unwrap();
+        let k = |t: &str| format!("near:7:2025-10-08:{t}");
+        tx.enqueue(
+            "over:7:2025-10-08",
+            "over",
+            None,
+            &[],
+            "s",
+            b"m",
+            "held",
+            10,
+        )
+        .unwrap();
+        tx.cover(&[k("90"), k("10"), k("5"), k("80")], "over:7:2025-10-08")
+            .unwrap();
+        tx.enqueue(&k("50"), "near", None, &[], "t", b"m", "held", 10)
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            store.held_since(0).unwrap(),
+            vec![
+                (k("50"), "t".to_string(), String::new()),
+                (
+                    "over:7:2025-10-08".to_string(),
+                    "s".to_string(),
+                    [k("5"), k("10"), k("80"), k("90")].join(", ")
+                ),
+            ]
+        );
+        assert!(store.held_since(10).unwrap().is_empty());
     }
 }

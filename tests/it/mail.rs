@@ -556,6 +556,37 @@ fn late_data_amends_a_sent_summary_and_never_repeats_alerts() {
     );
 }
 
+/// `max_age` is judged on each crossing: an old 80% found with a fresh over is held, not
+/// mailed inside the over alert.
+#[test]
+fn a_crossing_older_than_max_age_is_not_mailed_inside_a_fresh_alert() {
+    let dir = mail_dir(None);
+    let cfg = dir.read("creditd.toml") + "\n[alerts]\nmax_age = \"20h\"\n";
+    dir.write("creditd.toml", cfg);
+    // 80 calls from 10:00 UTC reach 80% at 10:01:19; 30 more at 21:00 UTC (23:00 in
+    // Berlin, the same local day) reach 90% and go over.
+    let late: String = calls("2025-10-08", "b", 30).replace("T10:", "T21:");
+    dir.write("inbox/a.ndjson", calls("2025-10-08", "a", 80) + &late);
+    // Found at 12:00 the next day: the 80% is 26 h old, the others 15 h.
+    dir.expect(0, &["--now", "2025-10-09T12:00:00Z", "run", "all"]);
+    let over = std::fs::read(dir.path().join("state/outbox/over.300.2025-10-08.eml")).unwrap();
+    assert_eq!(header(&over, "X-Creditd-Covers"), "near:300:2025-10-08:90");
+    assert!(
+        !body_of(&over, "text/plain").contains("Reached 80%"),
+        "{}",
+        body_of(&over, "text/plain")
+    );
+    assert!(!dir
+        .path()
+        .join("state/outbox/near.300.2025-10-08.80.eml")
+        .exists());
+    let digest = std::fs::read(dir.path().join("state/outbox/digest.2025-10-09.eml")).unwrap();
+    let text = body_of(&digest, "text/plain");
+    assert!(text.contains("near:300:2025-10-08:80"), "held:\n{text}");
+    let list = dir.expect(0, &["outbox", "list"]);
+    assert!(!list.contains("near:300:2025-10-08:80"), "{list}");
+}
+
 #[test]
 fn crossings_older_than_max_age_go_to_the_digest_once_instead_of_the_org() {
     let dir = mail_dir(None);

@@ -871,18 +871,6 @@ impl Drop for ScratchDir {
 
 /// An org-day's figures and over/near status, as the backfill report compares them.
 fn day_figures(setup: &Setup, r: &LedgerRow) -> crate::report::DayFigures {
-    let status = if r.used > r.allotted {
-        "over".to_string()
-    } else {
-        setup
-            .config
-            .alerts
-            .near_limit_percent
-            .iter()
-            .rev()
-            .find(|t| crate::allotment::reached(r.used, r.allotted, **t))
-            .map_or("-".to_string(), |t| format!("near {t}%"))
-    };
     crate::report::DayFigures {
         used: r.used,
         allotted: r.allotted,
@@ -891,7 +879,23 @@ fn day_figures(setup: &Setup, r: &LedgerRow) -> crate::report::DayFigures {
         } else {
             "credits"
         },
-        status,
+        status: day_status(r.used, r.allotted, &setup.config.alerts.near_limit_percent),
+    }
+}
+
+/// `over`, `near <t>%` (the highest of the ascending `thresholds` reached) or `-`; a day
+/// without use is near nothing, even on an allotment of 0.
+fn day_status(used: u64, allotted: u64, thresholds: &[u64]) -> String {
+    if used > allotted {
+        "over".to_string()
+    } else if used == 0 {
+        "-".to_string()
+    } else {
+        thresholds
+            .iter()
+            .rev()
+            .find(|t| crate::allotment::reached(used, allotted, **t))
+            .map_or("-".to_string(), |t| format!("near {t}%"))
     }
 }
 
@@ -945,4 +949,21 @@ fn fields(r: &ExportRow) -> Vec<(&'static str, String)> {
         ("overage", r.overage.to_string()),
         ("exceeded_at", r.exceeded_at.clone()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_status;
+
+    #[test]
+    fn the_status_a_backfill_compares() {
+        let t = [80, 90];
+        assert_eq!(day_status(5_001, 5_000, &t), "over");
+        assert_eq!(day_status(5_000, 5_000, &t), "near 90%");
+        assert_eq!(day_status(4_000, 5_000, &t), "near 80%");
+        assert_eq!(day_status(3_999, 5_000, &t), "-");
+        // An allotment of 0: unused is nothing, any use is over.
+        assert_eq!(day_status(0, 0, &t), "-");
+        assert_eq!(day_status(1, 0, &t), "over");
+    }
 }

@@ -115,6 +115,8 @@ pub struct DaySpan {
     pub start_ms: i64,
     /// The day's length in hours, rounded up.
     pub hours: usize,
+    /// The day's length in [`FINE_MS`] slots, rounded up (a 23.5-hour day has 282).
+    pub slots: usize,
     /// Legacy days count billable calls; the others credits.
     pub legacy: bool,
 }
@@ -123,9 +125,11 @@ impl DaySpan {
     /// The span of local day `day` in `tz`; `legacy` days count billable calls.
     pub fn new(tz: chrono_tz::Tz, day: chrono::NaiveDate, legacy: bool) -> DaySpan {
         let (start, end) = crate::localday::day_span(tz, day);
+        let minutes = (end - start).num_minutes().max(0) as usize;
         DaySpan {
             start_ms: start.timestamp_millis(),
-            hours: ((end - start).num_minutes() as usize).div_ceil(60),
+            hours: minutes.div_ceil(60),
+            slots: minutes.div_ceil(5),
             legacy,
         }
     }
@@ -136,7 +140,7 @@ impl DayDetails {
     pub fn empty(day: DaySpan, marks: usize) -> DayDetails {
         DayDetails {
             hourly: vec![0; day.hours.max(1)],
-            per_5min: vec![0; day.hours.max(1) * 12],
+            per_5min: vec![0; day.slots.max(1)],
             marks: vec![AtMark::default(); marks],
             ..Default::default()
         }

@@ -73,7 +73,12 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
         let top = sum.max(c.allotted).max(1);
         let ymax = top.saturating_add(top / 8).max(1);
         let hours = c.hour_labels.len().max(1);
-        let ticks: Vec<i64> = (0..=hours).step_by(3).map(|hr| (hr * 12) as i64).collect();
+        // Every third hour, within the day (a 23.5-hour day ends between two ticks).
+        let ticks: Vec<i64> = (0..=hours)
+            .step_by(3)
+            .map(|hr| (hr * 12) as i64)
+            .filter(|t| *t <= slots as i64)
+            .collect();
         let hour_of = |slot: i64| -> String {
             let hr = (slot / 12) as usize;
             c.hour_labels

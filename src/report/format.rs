@@ -32,7 +32,12 @@ pub fn cut(s: &str, max: usize) -> String {
 }
 
 /// `used` of `allotted` as a percentage with two decimals: `110.06%`.
+/// An allotment of 0 (a legacy limit of 0) has no percentage: any use reads `n/a (allotment
+/// 0)`, none `0.00%`.
 pub fn percent(used: u64, allotted: u64) -> String {
+    if allotted == 0 && used > 0 {
+        return "n/a (allotment 0)".to_string();
+    }
     format!("{}%", format_pct(pct_hundredths(used, allotted)))
 }
 
@@ -102,6 +107,8 @@ mod tests {
         assert_eq!(thousands(1_234_567_890), "1,234,567,890");
         assert_eq!(percent(5_503, 5_000), "110.06%");
         assert_eq!(percent(0, 5_000), "0.00%");
+        assert_eq!(percent(0, 0), "0.00%");
+        assert_eq!(percent(7, 0), "n/a (allotment 0)");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! crossings one run found (near-limit or overage, the lower ones it covers), and the daily
 //! summary at close. Every breakdown adds up under the day's model; times are the org's.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Offset, Utc};
 use chrono_tz::Tz;
 
 use super::format::{clock, cut, date_clock, forecast, percent, thousands};
@@ -326,30 +326,83 @@ fn forecast_sentence(v: &OrgDayView<'_>, t: i64, at: AtMark, now: DateTime<Utc>)
     }
 }
 
-/// The local clock at the start of each hour of the day, `HH:MM`, with the zone where the
-/// day changes its offset (a DST day shows `01:00 CDT` and `01:00 CST`).
-fn hour_labels(v: &OrgDayView<'_>) -> Vec<String> {
-    let hours = v.details.hourly.len();
-    let starts: Vec<DateTime<Tz>> = (0..hours)
+/// The local time at the start of each hour of the day.
+fn hour_starts(v: &OrgDayView<'_>) -> Vec<DateTime<Tz>> {
+    (0..v.details.hourly.len())
         .map(|h| {
             DateTime::<Utc>::from_timestamp_millis(v.start_ms + h as i64 * 3_600_000)
                 .unwrap_or_default()
                 .with_timezone(&v.tz)
         })
-        .collect();
-    let changes = starts
+        .collect()
+}
+
+/// Whether the day changes its UTC offset (a DST day).
+fn offset_changes(starts: &[DateTime<Tz>]) -> bool {
+    starts
         .windows(2)
-        .any(|w| w[0].format("%z").to_string() != w[1].format("%z").to_string());
+        .any(|w| w[0].offset().fix() != w[1].offset().fix())
+}
+
+/// The local clock at the start of each hour of the day, `HH:MM`; on a day that changes its
+/// offset each with its zone and offset, as every other time (`01:00 CDT (UTC-05:00)`, then
+/// `01:00 CST (UTC-06:00)`).
+fn hour_labels(v: &OrgDayView<'_>) -> Vec<String> {
+    let starts = hour_starts(v);
+    let changes = offset_changes(&starts);
     starts
         .iter()
         .map(|t| {
             if changes {
-                t.format("%H:%M %Z").to_string()
+                clock(v.tz, t.timestamp_millis())
             } else {
                 t.format("%H:%M").to_string()
             }
         })
         .collect()
+}
+
+/// The chart's hour ticks: `HH` (`HH:MM` off the hour, as after a 30-minute shift), with the
+/// zone's abbreviation where an hour repeats (the 01 of CDT and of CST on a fall-back day).
+fn chart_hour_labels(v: &OrgDayView<'_>) -> Vec<String> {
+    let starts = hour_starts(v);
+    let short = |t: &DateTime<Tz>| {
+        if t.format("%M").to_string() == "00" {
+            t.format("%H").to_string()
+        } else {
+            t.format("%H:%M").to_string()
+        }
+    };
+    let shorts: Vec<String> = starts.iter().map(short).collect();
+    starts
+        .iter()
+        .zip(&shorts)
+        .map(|(t, s)| {
+            if shorts.iter().filter(|o| *o == s).count() > 1 {
+                format!("{s} {}", t.format("%Z"))
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
+}
+
+/// The zone of the chart's time axis: `CDT (UTC-05:00)`, or both on a day that changes its
+/// offset (`CDT (UTC-05:00), then CST (UTC-06:00)`).
+fn chart_zone(v: &OrgDayView<'_>) -> String {
+    let zone_of = |ts: i64| {
+        clock(v.tz, ts)
+            .split_once(' ')
+            .map(|(_, z)| z.to_string())
+            .unwrap_or_default()
+    };
+    let first = zone_of(v.start_ms);
+    let last = zone_of(v.reset_ms - 1);
+    if first == last {
+        first
+    } else {
+        format!("{first}, then {last}")
+    }
 }
 
 /// The chart of the day: the running total against the allotment, crossings marked.
@@ -361,19 +414,13 @@ fn chart(v: &OrgDayView<'_>) -> Chart {
         hourly: v.details.hourly.clone(),
         allotted: r.allotted,
         unit: unit(r),
-        hour_labels: hour_labels(v)
-            .into_iter()
-            .map(|l| l.chars().take(2).collect())
-            .collect(),
+        hour_labels: chart_hour_labels(v),
         crossings: v
             .crossings
             .iter()
             .map(|c| (threshold_name(c.threshold), slot(c.ts)))
             .collect(),
-        zone: clock(v.tz, v.start_ms)
-            .split_once(' ')
-            .map(|(_, z)| z.to_string())
-            .unwrap_or_default(),
+        zone: chart_zone(v),
     }
 }
 
@@ -550,5 +597,88 @@ fn summary_fit(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64, fit: F
         text: doc.text,
         chart: Some(chart),
         ..Rendered::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::DaySpan;
+    use chrono::NaiveDate;
+
+    fn row(date: &str) -> LedgerRow {
+        LedgerRow {
+            org_id: "7".into(),
+            local_date: date.into(),
+            model: "credits".into(),
+            reason: "signed up after the migration".into(),
+            edition: "free".into(),
+            agents: 0,
+            light_agents: 0,
+            calls: 0,
+            billable_calls: 0,
+            credits: 0,
+            base: 5_000,
+            variable: 0,
+            additional: 0,
+            additional_excess: 0,
+            legacy_limit: 0,
+            allotted: 5_000,
+            used: 0,
+            exceeded_at: None,
+            concurrency: 25,
+            unpriced_calls: 0,
+            revision: 0,
+        }
+    }
+
+    /// Renders the summary of `date` in `tz` with `calls` credits in every hour bucket.
+    fn summary_of(tz: Tz, date: &str, per_hour: u64) -> (Rendered, DaySpan, i64) {
+        let day: NaiveDate = date.parse().unwrap();
+        let span = DaySpan::new(tz, day, false);
+        let (_, reset) = crate::localday::day_span(tz, day);
+        let mut details = DayDetails::empty(span, 0);
+        details.hourly.iter_mut().for_each(|h| *h = per_hour);
+        let mut r = row(date);
+        r.used = per_hour * details.hourly.len() as u64;
+        let v = OrgDayView {
+            org_name: "Acme",
+            tz,
+            row: &r,
+            crossings: &[],
+            details: &details,
+            start_ms: span.start_ms,
+            reset_ms: reset.timestamp_millis(),
+        };
+        (summary(&v, 0, 25), span, reset.timestamp_millis())
+    }
+
+    /// On a fall-back day the hour that repeats reads apart, in the text and on the chart.
+    #[test]
+    fn a_25_hour_day_labels_its_repeated_hour_with_zone_and_offset() {
+        let (r, _, _) = summary_of(chrono_tz::America::Chicago, "2025-11-02", 10);
+        assert!(r.text.contains("01:00 CDT (UTC-05:00)"), "{}", r.text);
+        assert!(r.text.contains("01:00 CST (UTC-06:00)"), "{}", r.text);
+        let chart = r.chart.unwrap();
+        assert_eq!(chart.hour_labels.len(), 25);
+        assert_eq!(&chart.hour_labels[..4], ["00", "01 CDT", "01 CST", "02"]);
+        assert_eq!(chart.zone, "CDT (UTC-05:00), then CST (UTC-06:00)");
+        // A steady day keeps the short forms.
+        let (r, _, _) = summary_of(chrono_tz::America::Chicago, "2025-11-03", 10);
+        assert!(r.text.contains("  01:00  "), "{}", r.text);
+        assert!(!r.text.contains("01:00 CST"), "{}", r.text);
+        assert_eq!(r.chart.unwrap().zone, "CST (UTC-06:00)");
+    }
+
+    /// Lord Howe moves its clocks by 30 minutes: the 23.5-hour day is charted to its reset,
+    /// not past it, and its hours after the change start at half past.
+    #[test]
+    fn a_23_and_a_half_hour_day_is_charted_to_its_reset() {
+        let (r, span, reset) = summary_of(chrono_tz::Australia::Lord_Howe, "2025-10-05", 10);
+        let chart = r.chart.unwrap();
+        assert_eq!(reset - span.start_ms, 47 * 1_800_000);
+        assert_eq!(chart.per_5min.len() as i64 * FINE_MS, reset - span.start_ms);
+        assert_eq!(chart.hour_labels.len(), 24);
+        assert_eq!(&chart.hour_labels[1..4], ["01", "02:30", "03:30"]);
     }
 }

@@ -476,15 +476,65 @@ mod tests {
             crossings: vec![("80%".into(), 100), ("over 100%".into(), 150)],
             zone: "CDT (UTC-05:00)".into(),
         };
-        let png = chart_png(&chart).unwrap();
-        let decoder = png::Decoder::new(std::io::Cursor::new(png));
-        let mut reader = decoder.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (CHART_W, CHART_H));
-        let count = |rgb: [u8; 3]| buf.chunks(3).filter(|p| *p == rgb).count();
-        // The allotment line (red, dashed) and the running total (blue) are drawn.
-        assert!(count([207, 34, 46]) > 200, "allotment line");
-        assert!(count([9, 105, 218]) > 200, "running total");
+        let decode = |png: Vec<u8>| {
+            let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+                .read_info()
+                .unwrap();
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!((info.width, info.height), (CHART_W, CHART_H));
+            buf
+        };
+        let buf = decode(chart_png(&chart).unwrap());
+        let (w, h) = (CHART_W as usize, CHART_H as usize);
+        let is = |buf: &[u8], x: usize, y: usize, rgb: [u8; 3]| buf[(y * w + x) * 3..][..3] == rgb;
+        const RED: [u8; 3] = [207, 34, 46];
+        const BLUE: [u8; 3] = [9, 105, 218];
+        // The allotment line: one row, dashed red from the left of the plot to its right.
+        let red_in_row = |buf: &[u8], y: usize| (0..w).filter(|x| is(buf, *x, y, RED)).count();
+        let line_y = (0..h).max_by_key(|y| red_in_row(&buf, *y)).unwrap();
+        assert!(
+            red_in_row(&buf, line_y) > 250,
+            "{} red",
+            red_in_row(&buf, line_y)
+        );
+        assert!(
+            (60..150).any(|x| is(&buf, x, line_y, RED)),
+            "starts at the left"
+        );
+        assert!(
+            (w - 150..w - 14).any(|x| is(&buf, x, line_y, RED)),
+            "ends at the right"
+        );
+        // The running total ends at 6,000, above the 5,000 line; it starts at 0, below it.
+        let blue_ys = |xs: std::ops::Range<usize>| -> Vec<usize> {
+            (0..h)
+                .filter(|y| xs.clone().any(|x| is(&buf, x, *y, BLUE)))
+                .collect()
+        };
+        let right = blue_ys(w - 40..w - 16);
+        assert!(
+            !right.is_empty() && right.iter().all(|y| *y < line_y),
+            "{right:?} vs {line_y}"
+        );
+        let left = blue_ys(64..90);
+        assert!(
+            !left.is_empty() && left.iter().all(|y| *y > line_y),
+            "{left:?} vs {line_y}"
+        );
+
+        // Without an allotment there is no line.
+        let buf = decode(
+            chart_png(&Chart {
+                allotted: 0,
+                crossings: vec![],
+                ..chart
+            })
+            .unwrap(),
+        );
+        assert!(
+            (0..h).all(|y| red_in_row(&buf, y) < 20),
+            "no allotment line"
+        );
     }
 }

@@ -181,6 +181,46 @@ fn check_message(key: &str, raw: &[u8], models: &mut std::collections::BTreeSet<
         first.contains(&news) && subject.contains(&news),
         "{key}: {subject} / {first}"
     );
+    // The counts the subject gives are the lists' own.
+    let count = |s: &str, after: &str| -> Option<u64> {
+        let at = s.find(after)?;
+        let n: String = s[..at]
+            .chars()
+            .rev()
+            .skip_while(|c| *c == ' ')
+            .take_while(|c| c.is_ascii_digit() || *c == ',')
+            .filter(|c| *c != ',')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        n.parse().ok()
+    };
+    let heading = |title: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(title)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    match kind {
+        "digest" => {
+            for (said, title) in [
+                (" org-day(s) over", "Over the limit:"),
+                (" near the limit", "Near the limit:"),
+            ] {
+                let n = count(&subject, said).unwrap_or_else(|| panic!("{key}: {subject}"));
+                assert_eq!(n, heading(title), "{key}: {subject} / {title}\n{text}");
+                assert_eq!(count(first, said), Some(n), "{key}: {first}");
+            }
+        }
+        "backfill" => {
+            let n = count(&subject, " status flip(s)").unwrap_or_else(|| panic!("{subject}"));
+            assert_eq!(n, heading("Status flips:"), "{key}\n{text}");
+            assert_eq!(count(first, " of them flipped"), Some(n), "{key}: {first}");
+            let changed = count(&subject, " org-day(s) changed");
+            assert_eq!(changed, count(first, " org-day(s) changed"), "{key}");
+        }
+        _ => {}
+    }
     if matches!(kind, "near" | "over" | "summary") {
         assert!(
             first.contains(f[1]) && subject.contains(f[1]),

@@ -397,4 +397,25 @@ mod tests {
         );
         assert!(!r.text.contains("orgs.csv line 30:"), "{}", r.text);
     }
+
+    /// The config-rejected message's text against its reviewed copy (the daemon sends it; the
+    /// sample run does not): `CREDITD_BLESS=1` rewrites it.
+    #[test]
+    fn the_config_rejected_message_reads_as_reviewed() {
+        let r = config_rejected(&[
+            "orgs.csv:4: timezone: unknown time zone \"Europe/Berlinn\"".to_string(),
+            "creditd.toml:12: [alerts] ops_to: not a mail address: \"ops@\"".to_string(),
+        ]);
+        let got = format!("Subject: {}\n\n{}", r.subject, r.text);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/config-rejected.txt");
+        if std::env::var_os("CREDITD_BLESS").is_some() {
+            std::fs::write(&path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            got, want,
+            "(if intended: CREDITD_BLESS=1 cargo test, review the diff)"
+        );
+    }
 }

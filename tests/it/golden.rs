@@ -15,6 +15,25 @@ const NOW: &str = "2025-11-04T12:00:00Z";
 fn sample_outbox() -> Dir {
     let dir = Dir::sample();
     dir.expect(0, &["--now", NOW, "run", "all"]);
+    // The gateways go quiet for more than half an hour (ops told), then a late file of gw1
+    // comes back with a call of a day already closed and summarized (an amended summary).
+    let config = dir.read("creditd.toml");
+    dir.write(
+        "creditd.toml",
+        format!("{config}\n[alerts]\ngateway_silence = \"30m\"\n"),
+    );
+    dir.expect(0, &["--now", "2025-11-04T12:45:00Z", "run", "all"]);
+    dir.write(
+        "inbox/gw1-20251104T1250.ndjson",
+        crate::ingest::call(
+            "2025-10-08T12:00:00Z",
+            "late-1",
+            "60000000",
+            "/api/v1/tickets",
+            200,
+        ),
+    );
+    dir.expect(0, &["--now", "2025-11-04T12:50:00Z", "run", "all"]);
     let pricing = dir
         .read("pricing.toml")
         .replacen("credits = 50", "credits = 40", 1);
@@ -86,6 +105,9 @@ fn the_text_of_each_kind_of_message_reads_as_reviewed() {
         ("daily-summary-legacy", "summary:60000021:2025-10-04"),
         ("ops-digest", "digest:2025-11-04"),
         ("backfill-report", backfill.0.as_str()),
+        ("amended-summary", "summary:60000000:2025-10-08:r1"),
+        ("gateway-silence", "silence:gw2:2025-11-04T12:00:00.000Z"),
+        ("gateway-back", "back:gw1:2025-11-04T12:50:00.000Z"),
     ];
     let bless = std::env::var_os("CREDITD_BLESS").is_some();
     let mut differ = Vec::new();
@@ -147,7 +169,15 @@ fn section<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
 /// headers, fits, and its breakdown adds up; records the day's model in `models`.
 fn check_message(key: &str, raw: &[u8], models: &mut std::collections::BTreeSet<String>) {
     let parsed = mailparse::parse_mail(raw).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let dotted = key.replace(':', ".");
+    // ':' becomes '.', letters, digits and '-' stay, any other byte is `=XX`.
+    let dotted: String = key
+        .bytes()
+        .map(|b| match b {
+            b':' => ".".to_string(),
+            b if b.is_ascii_alphanumeric() || b == b'-' => (b as char).to_string(),
+            b => format!("={b:02X}"),
+        })
+        .collect();
     assert_eq!(header(raw, "Message-ID"), format!("<{dotted}@example.com>"));
     assert_eq!(header(raw, "Auto-Submitted"), "auto-generated", "{key}");
     let kind = key.split(':').next().unwrap();

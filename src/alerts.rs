@@ -9,7 +9,7 @@ use crate::localday::day_span;
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
 use crate::setup::Setup;
-use crate::store::{Crossing, LedgerRow, Store, Tx, Unit};
+use crate::store::{Crossing, LedgerRow, Status, Store, Tx, Unit};
 use chrono::{DateTime, NaiveDate, Utc};
 
 mod digest;
@@ -87,7 +87,7 @@ fn span_of(setup: &Setup, row: &LedgerRow) -> anyhow::Result<DaySpan> {
     Ok(DaySpan::new(
         tz,
         row.local_date.parse()?,
-        row.model == "legacy",
+        row.model == crate::allotment::Model::Legacy,
     ))
 }
 
@@ -118,7 +118,7 @@ fn queue(
     kind: &str,
     row: &LedgerRow,
     rendered: &Rendered,
-    status: &str,
+    status: Status,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     crate::faults::check(&format!("build:{key}"))?;
@@ -185,11 +185,11 @@ pub fn queue_crossing_alerts(
             }
         }
     }
-    let group = |group: Vec<&Crossing>, status: &str| {
+    let group = |group: Vec<&Crossing>, status: Status| {
         queue_alert(setup, tx, row, crossings, group, status, now, prefetched)
     };
-    group(held, "held")?;
-    Ok(usize::from(group(fresh, "queued")?))
+    group(held, Status::Held)?;
+    Ok(usize::from(group(fresh, Status::Queued)?))
 }
 
 /// Queues one message for `group` (crossings of one org-day not reported before) with
@@ -202,7 +202,7 @@ fn queue_alert(
     row: &LedgerRow,
     crossings: &[Crossing],
     mut group: Vec<&Crossing>,
-    status: &str,
+    status: Status,
     now: DateTime<Utc>,
     prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<bool> {
@@ -230,7 +230,7 @@ fn queue_alert(
         "near"
     };
     let key = crossing_key(row, main);
-    Ok(queue(setup, tx, &key, kind, row, &rendered, status, now)? && status == "queued")
+    Ok(queue(setup, tx, &key, kind, row, &rendered, status, now)? && status == Status::Queued)
 }
 
 /// Queues the daily summary of a day that just closed, as the policy says.
@@ -251,7 +251,16 @@ pub fn queue_summary(
     }
     let key = format!("summary:{}:{}", row.org_id, row.local_date);
     let rendered = render_summary(setup, tx, row, &crossings, row.revision)?;
-    queue(setup, tx, &key, "summary", row, &rendered, "queued", now)
+    queue(
+        setup,
+        tx,
+        &key,
+        "summary",
+        row,
+        &rendered,
+        Status::Queued,
+        now,
+    )
 }
 
 /// After late data changed a closed day: refreshes its summary if not sent yet, or queues the
@@ -263,13 +272,12 @@ pub fn queue_amended_summary(
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let key = format!("summary:{}:{}", row.org_id, row.local_date);
-    let status = tx.outbox_status(&key)?;
-    let Some(status) = status.as_deref() else {
+    let Some(status) = tx.outbox_status(&key)? else {
         return Ok(false);
     };
     let crossings = tx.crossings(&row.org_id, &row.local_date)?;
     match status {
-        "queued" => {
+        Status::Queued => {
             let rendered = render_summary(setup, tx, row, &crossings, 0)?;
             let to = recipients(setup, row);
             let raw = mail::build(&setup.config, &key, &to, &rendered, now)?;
@@ -279,7 +287,14 @@ pub fn queue_amended_summary(
             let amended = format!("{key}:r{}", row.revision);
             let rendered = render_summary(setup, tx, row, &crossings, row.revision)?;
             queue(
-                setup, tx, &amended, "summary", row, &rendered, "queued", now,
+                setup,
+                tx,
+                &amended,
+                "summary",
+                row,
+                &rendered,
+                Status::Queued,
+                now,
             )
         }
     }
@@ -346,7 +361,7 @@ fn queue_to_ops(
         to,
         &rendered.subject,
         &raw,
-        "queued",
+        Status::Queued,
         now.timestamp_millis(),
     )
 }

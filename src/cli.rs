@@ -18,6 +18,8 @@ use crate::store::Store;
 use crate::tasks;
 use crate::usage;
 
+mod outbox;
+
 /// creditd reconciles API access logs into a daily credit ledger per organization.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -304,7 +306,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => check(&cli.config),
         Command::Outbox { action } => {
             let setup = load_setup(&cli.config)?;
-            crate::outbox::run(&setup, action.unwrap_or(OutboxAction::List), now)
+            outbox::run(&setup, action.unwrap_or(OutboxAction::List), now)
         }
         Command::Daemon => {
             crate::daemon::run(cli.config.clone(), cli.now)

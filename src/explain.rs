@@ -82,7 +82,7 @@ pub fn explain(
         };
         by_rid.entry(c.request_id.as_str()).or_default().push(label);
     }
-    let legacy = row.model == "legacy";
+    let legacy = row.model == crate::allotment::Model::Legacy;
     let mut pricing = Pricing::new(setup.catalogs.clone());
     let mut running = 0u64;
     let mut unknown_paths = 0;

@@ -133,7 +133,7 @@ pub fn compute_rows(
         let row = LedgerRow {
             org_id: f.org_id.clone(),
             local_date: date.to_string(),
-            model: t.model.as_str().to_string(),
+            model: t.model,
             reason: t.reason.clone(),
             edition: t.edition.clone(),
             agents: t.agents,
@@ -328,13 +328,7 @@ pub struct ExportRow {
 
 pub const EXPORT_HEADER: &str = "org_id,local_date,model,edition,agents,calls,billable_calls,credits,base,variable,additional,legacy_limit,allotted,used,pct_used,overage,exceeded_at,status";
 
-/// Formats an instant as RFC 3339 UTC with milliseconds: `2025-10-07T23:59:59.123Z`.
-pub fn format_ts(ts_ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ts_ms)
-        .expect("timestamp in range")
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
+pub use crate::report::format::format_ts;
 
 /// Turns stored rows into export rows; `status` comes from the clock.
 pub fn export_rows(setup: &Setup, rows: &[LedgerRow], now: DateTime<Utc>) -> Vec<ExportRow> {
@@ -347,7 +341,7 @@ pub fn export_rows(setup: &Setup, rows: &[LedgerRow], now: DateTime<Utc>) -> Vec
             ExportRow {
                 org_id: r.org_id.clone(),
                 local_date: r.local_date.clone(),
-                model: r.model.clone(),
+                model: r.model.as_str().to_string(),
                 edition: r.edition.clone(),
                 agents: r.agents,
                 calls: r.calls,

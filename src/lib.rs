@@ -4,6 +4,7 @@
 //! `creditd-rules`: plain functions over plain data, no IO, re-exported here under the same
 //! names. IO lives at the edges (`ingest`, `store`, `events`, `state`, the CLI).
 
+pub mod address;
 pub mod alerts;
 pub mod backfill;
 pub mod catalog;
@@ -20,7 +21,6 @@ pub mod jobs;
 pub mod ledger;
 pub mod mail;
 pub mod metrics;
-pub mod outbox;
 pub mod quarantine;
 pub mod registry;
 pub mod report;

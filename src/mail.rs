@@ -1,17 +1,17 @@
 //! Messages as MIME (lettre), the hourly chart as PNG (plotters), and delivery of the outbox:
 //! `.eml` files without `[smtp]`, SMTP with retries and backoff otherwise.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::address::{smtp_url, Tls};
 use crate::config::Smtp;
 use crate::report::{one_line, Rendered};
 
@@ -142,19 +142,6 @@ pub fn eml_name(key: &str) -> String {
     format!("{}.eml", key_part(key))
 }
 
-/// Checks one recipient (`report_to`, `ops_to`) as sending will take it: a bare address
-/// `local@domain` that lettre reads both as an [`lettre::Address`] and as the [`Mailbox`]
-/// [`build`] and [`Sender::send`] parse, with no comma (the outbox keeps recipients
-/// comma-separated). `Err` is lettre's reason, e.g. "Invalid email user".
-pub fn check_recipient(addr: &str) -> Result<(), String> {
-    if addr.contains(',') {
-        return Err("a comma separates addresses".into());
-    }
-    addr.parse::<lettre::Address>().map_err(|e| e.to_string())?;
-    addr.parse::<Mailbox>().map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 /// Builds the raw message (RFC 5322 bytes) for `rendered`, from `config`'s `[alerts] from`.
 pub fn build(
     config: &crate::config::Config,
@@ -267,47 +254,15 @@ pub struct Sender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Checks `[smtp]` without connecting or reading the password: the URL's form, no password
-/// in it, and `tls = "none"` only to a loopback host.
-pub fn check_smtp(smtp: &Smtp) -> anyhow::Result<()> {
-    let url = url_parts(&smtp.url)?;
-    match (url.scheme.as_str(), smtp.tls_required) {
-        ("smtps", _) | ("smtp", true) => Ok(()),
-        ("smtp", false) if is_loopback(&url.host) => Ok(()),
-        ("smtp", false) => bail!(
-            "[smtp] tls = \"none\" is only allowed to a loopback host, not {:?}",
-            url.host
-        ),
-        (other, _) => bail!("[smtp] url: expected smtp:// or smtps://, found {other}://"),
-    }
-}
-
 impl Sender {
     /// Builds the transport: `smtps://` is implicit TLS, `smtp://` uses STARTTLS (required)
     /// unless `tls = "none"`, which only a loopback host may use.
     pub fn new(smtp: &Smtp) -> anyhow::Result<Sender> {
-        let url = url_parts(&smtp.url)?;
-        let mut builder = match (url.scheme.as_str(), smtp.tls_required) {
-            ("smtps", _) => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)?,
-            ("smtp", true) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)?,
-            ("smtp", false) => {
-                if !is_loopback(&url.host) {
-                    bail!(
-                        "[smtp] tls = \"none\" is only allowed to a loopback host, not {:?}",
-                        url.host
-                    );
-                }
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host)
-            }
-            (other, _) => bail!("[smtp] url: expected smtp:// or smtps://, found {other}://"),
+        let url = smtp_url(&smtp.url, smtp.tls_required)?;
+        let mut builder = match url.tls {
+            Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&url.host)?,
+            Tls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&url.host)?,
+            Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&url.host),
         };
         if let Some(port) = url.port {
             builder = builder.port(port);
@@ -363,45 +318,6 @@ fn envelope(from: &str, to: &[String]) -> anyhow::Result<lettre::address::Envelo
     Ok(lettre::address::Envelope::new(Some(from.email), to)?)
 }
 
-struct UrlParts {
-    scheme: String,
-    user: Option<String>,
-    host: String,
-    port: Option<u16>,
-}
-
-/// Splits `scheme://[user@]host[:port]`; a password in the URL is refused.
-fn url_parts(url: &str) -> anyhow::Result<UrlParts> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .with_context(|| "[smtp] url: expected scheme://[user@]host[:port]".to_string())?;
-    let rest = rest.trim_end_matches('/');
-    let (user, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => {
-            if u.contains(':') {
-                bail!("[smtp] url: no password in the url; use CREDITD_SMTP_PASSWORD or the systemd credential smtp-password");
-            }
-            (Some(u.to_string()), h)
-        }
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-            let port = p
-                .parse()
-                .with_context(|| format!("[smtp] url: bad port {p:?}"))?;
-            (h.trim_matches(['[', ']']).to_string(), Some(port))
-        }
-        _ => (hostport.to_string(), None),
-    };
-    Ok(UrlParts {
-        scheme: scheme.to_string(),
-        user,
-        host,
-        port,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,10 +371,6 @@ mod tests {
             err.to_string(),
             "[smtp] tls = \"none\" is only allowed to a loopback host, not \"mail.example.com\""
         );
-        let err = url_parts("smtps://bob:hunter2@mail.example.com:465")
-            .err()
-            .unwrap();
-        assert!(!err.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -320,7 +320,7 @@ fn parse_orgs(
         };
         let mut report_to = Vec::new();
         for addr in f(10).split(';').map(str::trim).filter(|a| !a.is_empty()) {
-            match crate::mail::check_recipient(addr) {
+            match crate::address::check_recipient(addr) {
                 Ok(()) => report_to.push(addr.to_string()),
                 Err(why) => rows.problem(
                     line,

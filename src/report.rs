@@ -16,7 +16,7 @@ mod explain;
 pub mod format;
 mod layout;
 mod orgday;
-pub use backfill::{backfill, backfill_summary, BackfillView, DayChange, DayFigures};
+pub use backfill::{backfill, backfill_summary, BackfillView, Change, DayChange, DayFigures};
 pub use digest::{digest, DigestView, FileRow, LimitRow, StuckMessage};
 
 /// The most HTML a message carries (DESIGN §5, "Size"): Gmail clips a message past ~102 KB.
@@ -215,7 +215,7 @@ pub fn gateway_back(gateway: &str, file: &str, since: &str, at: &str) -> Rendere
 /// The terms an org-day's usage is measured against: those its ledger row was computed with,
 /// or today's rules for a day without a row.
 pub struct UsageFigures {
-    pub model: String,
+    pub model: crate::allotment::Model,
     pub reason: String,
     pub base: u64,
     pub variable: u64,
@@ -302,11 +302,7 @@ pub fn usage(v: &UsageView<'_>) -> String {
         );
     }
     let used = v.row.map_or(0, |r| r.used);
-    let unit = if f.model == "legacy" {
-        "calls"
-    } else {
-        "credits"
-    };
+    let unit = f.model.unit();
     let _ = writeln!(w, "  Used             {used:>12} {unit}");
     let _ = writeln!(
         w,

@@ -47,7 +47,7 @@ pub fn render(
     // A stored row shows the terms it was computed with; otherwise today's rules.
     let figures = match &row {
         Some(r) => UsageFigures {
-            model: r.model.clone(),
+            model: r.model,
             reason: r.reason.clone(),
             base: r.base,
             variable: r.variable,
@@ -56,7 +56,7 @@ pub fn render(
             legacy_limit: r.legacy_limit,
         },
         None => UsageFigures {
-            model: terms.model.as_str().to_string(),
+            model: terms.model,
             reason: terms.reason.clone(),
             base: terms.base,
             variable: terms.variable,
@@ -68,7 +68,11 @@ pub fn render(
     // An open day that has not reached 100 % says when it will (DESIGN §5.5).
     let forecast = match (store, &row) {
         (Some(s), Some(r)) if !closed && r.used <= r.allotted => {
-            let span = DaySpan::new(org.timezone, day, r.model == "legacy");
+            let span = DaySpan::new(
+                org.timezone,
+                day,
+                r.model == crate::allotment::Model::Legacy,
+            );
             let parts = s.parts_on(&day.to_string())?;
             let now_ms = now.timestamp_millis();
             let mark = Mark {

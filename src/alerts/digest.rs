@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::{queue_isolated, queue_to_ops};
 use crate::events::digest_figures;
-use crate::ledger;
+use crate::report::format::format_ts;
 use crate::report::{self, DigestView};
 use crate::setup::Setup;
+use crate::store::Status;
 use crate::store::Store;
 
 /// What [`queue_digest`] did.
@@ -47,7 +48,7 @@ pub fn queue_digest(
     let since = if since_ms == i64::MIN {
         String::new()
     } else {
-        ledger::format_ts(since_ms)
+        format_ts(since_ms)
     };
     let closed = store.closed_since(since_ms)?;
     let mut view = DigestView {
@@ -78,7 +79,8 @@ pub fn queue_digest(
             .and_then(|o| o.plan_on(local_date.parse().expect("ISO date")))
             .map(|p| p.name.clone())
             .unwrap_or_default();
-        if crate::allotment::reached(r.used, r.allotted, min_threshold) {
+        // An unused day is near nothing, even on an allotment of 0.
+        if r.used > 0 && crate::allotment::reached(r.used, r.allotted, min_threshold) {
             let crossings = store.crossings(org_id, local_date)?;
             let top = crossings
                 .iter()
@@ -86,10 +88,9 @@ pub fn queue_digest(
                 .max()
                 .unwrap_or(min_threshold);
             let key = super::alert_key(org_id, local_date, top);
-            let mailed = match store.outbox_status(&key)?.as_deref() {
-                Some("sent") => "mailed".to_string(),
-                Some("queued") => "queued".to_string(),
-                Some("held") => "held (max_age)".to_string(),
+            let mailed = match store.outbox_status(&key)? {
+                Some(Status::Sent) => "mailed".to_string(),
+                Some(Status::Held) => "held (max_age)".to_string(),
                 Some(other) => other.to_string(),
                 None => "not queued".to_string(),
             };
@@ -97,7 +98,7 @@ pub fn queue_digest(
                 org_id: org_id.clone(),
                 name: name.clone(),
                 local_date: local_date.clone(),
-                model: r.model.clone(),
+                model: r.model,
                 used: r.used,
                 allotted: r.allotted,
                 over: r.used > r.allotted,
@@ -105,7 +106,7 @@ pub fn queue_digest(
                 mailed,
             });
         }
-        if r.model == "grandfathered" {
+        if r.model == crate::allotment::Model::Grandfathered {
             let credit = r.base + r.variable + r.additional;
             view.grandfathered.push((
                 org_id.clone(),
@@ -148,16 +149,16 @@ pub fn queue_digest(
     view.stuck = store
         .unsent()?
         .into_iter()
-        .filter(|m| m.status == "failed" || m.attempts > 0)
+        .filter(|m| m.status == Status::Failed || m.attempts > 0)
         .map(|m| report::StuckMessage {
             key: m.key,
-            status: if m.status == "failed" {
+            status: if m.status == Status::Failed {
                 "failed (parked)".to_string()
             } else {
                 "retrying".to_string()
             },
             attempts: m.attempts,
-            since: ledger::format_ts(m.failing_since),
+            since: format_ts(m.failing_since),
             error: m.last_error.unwrap_or_default(),
         })
         .collect();
@@ -170,7 +171,7 @@ pub fn queue_digest(
     view.purges = store
         .purges_since(since_ms)?
         .into_iter()
-        .map(|p| (ledger::format_ts(p.at), p.area, p.what, p.bytes))
+        .map(|p| (format_ts(p.at), p.area, p.what, p.bytes))
         .collect();
     let rendered = report::digest(&view);
     let tx = store.transaction()?;

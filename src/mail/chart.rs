@@ -153,7 +153,8 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
 
         // The hourly bars.
         let hmax = c.hourly.iter().copied().max().unwrap_or(0).max(1);
-        let htick: Vec<i64> = (0..=c.hourly.len()).step_by(3).map(|x| x as i64).collect();
+        // On the same axis as the running total (five-minute slots), so the panels line up
+        // and the last hour of a 23.5-hour day is drawn as long as it is.
         let mut bars = ChartBuilder::on(&lower)
             .margin_right(14)
             .margin_left(4)
@@ -162,7 +163,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .y_label_area_size(58)
             .caption(format!("{} per hour", c.unit), label(12))
             .build_cartesian_2d(
-                (0i64..c.hourly.len().max(1) as i64).with_key_points(htick),
+                (0i64..(slots as i64)).with_key_points(ticks),
                 0u64..hmax.saturating_add(hmax / 10).max(1),
             )
             .map_err(err)?;
@@ -172,14 +173,15 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .bold_line_style(LIGHT)
             .axis_style(GREY)
             .label_style(label(11))
-            .x_label_formatter(&|x| c.hour_labels.get(*x as usize).cloned().unwrap_or_default())
+            .x_label_formatter(&|x| hour_of(*x))
             .y_label_formatter(&|y| short(*y))
             .y_labels(4)
             .x_desc(format!("local time, {}", c.zone))
             .draw()
             .map_err(err)?;
         bars.draw_series(c.hourly.iter().enumerate().map(|(i, u)| {
-            Rectangle::new([(i as i64, 0), (i as i64 + 1, *u)], BLUE.mix(0.55).filled())
+            let (from, to) = (i as i64 * 12, ((i as i64 + 1) * 12).min(slots as i64));
+            Rectangle::new([(from, 0), (to, *u)], BLUE.mix(0.55).filled())
         }))
         .map_err(err)?;
         root.present().map_err(err)?;

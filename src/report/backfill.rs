@@ -8,7 +8,17 @@ use super::format::{percent, thousands};
 use super::layout::{Align, Doc, Tone};
 use super::MAX_HTML;
 use super::{one_line, Rendered};
-use crate::backfill::Change;
+use crate::store::Status;
+
+/// One changed value of one org-day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub org_id: String,
+    pub local_date: String,
+    pub column: String,
+    pub before: String,
+    pub after: String,
+}
 
 /// An org-day's figures before or after a backfill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +41,7 @@ pub struct DayChange {
     /// The outbox status of the alert a flip concerns (the new status's when it rose, the
     /// old one's when it fell), read after the backfill queued its messages; `None` when
     /// there is no such message.
-    pub mail: Option<String>,
+    pub mail: Option<crate::store::Status>,
 }
 
 impl DayChange {
@@ -140,23 +150,23 @@ fn allotted(d: &DayChange) -> String {
 /// What a flip means for the org's mail, by the real status of the alert it concerns.
 fn meaning(d: &DayChange, resend: bool) -> String {
     let before = DayChange::status(&d.before);
-    let mail = d.mail.as_deref();
     if d.rose() {
-        match mail {
-            Some("queued") => "now due: its alert is queued".into(),
-            Some("sent") => "now due: its alert was sent before".into(),
-            Some("held") => "now due: held, found later than max_age".into(),
-            Some("failed") => "now due: its alert failed to send (see the outbox)".into(),
-            Some("dropped") => "now due: its alert was dropped by hand".into(),
-            Some(other) => format!("now due: its alert is {other}"),
-            None if resend => "now due: no alert queued (alerts are off for it)".into(),
+        match d.mail {
+            Some(Status::Queued) => "now due: its alert is queued".into(),
+            Some(Status::Sent) => "now due: its alert was sent before".into(),
+            Some(Status::Held) => "now due: held, found later than max_age".into(),
+            Some(Status::Failed) => "now due: its alert failed to send (see the outbox)".into(),
+            Some(Status::Dropped) => "now due: its alert was dropped by hand".into(),
+            None if resend => {
+                "now due: not queued yet (its message failed to build: an open problem, retried by the next run)".into()
+            }
             None => "now due: not mailed (run with --resend)".into(),
         }
     } else {
-        match mail {
-            Some("sent") => format!("the alert sent for {before} is now wrong"),
-            Some("queued") => format!(
-                "the alert queued for {before} is now wrong and not sent yet (creditd outbox drop)"
+        match d.mail {
+            Some(Status::Sent) => format!("the alert sent for {before} is now wrong"),
+            Some(Status::Queued | Status::Failed) => format!(
+                "the alert for {before} is now wrong and not sent yet (creditd outbox drop it)"
             ),
             Some(other) => format!("no longer {before}; its alert was not sent ({other})"),
             None => format!("no longer {before}; no alert was sent for it"),
@@ -320,7 +330,7 @@ mod tests {
             .map(|i| day(i, (500, "-"), (400, "-")))
             .collect();
         let sent = |mut d: DayChange| {
-            d.mail = Some("sent".into());
+            d.mail = Some(Status::Sent);
             d
         };
         days.push(sent(day(77_777, (1_200, "over"), (850, "near 80%"))));

@@ -15,7 +15,7 @@ pub struct LimitRow {
     pub org_id: String,
     pub name: String,
     pub local_date: String,
-    pub model: String,
+    pub model: crate::allotment::Model,
     pub used: u64,
     pub allotted: u64,
     pub over: bool,
@@ -209,7 +209,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 format!("{}%", l.threshold)
             },
             percent(l.used, l.allotted),
-            l.model.clone(),
+            l.model.to_string(),
             l.mailed.clone(),
         ]
     };
@@ -593,7 +593,7 @@ mod tests {
             org_id: org.to_string(),
             name: format!("Org {org}"),
             local_date: "2025-11-03".into(),
-            model: "credits".into(),
+            model: crate::allotment::Model::Credits,
             used,
             allotted: 1_000,
             over,

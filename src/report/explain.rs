@@ -37,11 +37,7 @@ pub fn explain_csv(x: &Explanation) -> anyhow::Result<String> {
 /// The text form: the org-day's totals, then one line per call.
 pub fn explain_text(x: &Explanation) -> String {
     let r = &x.row;
-    let unit = if r.model == "legacy" {
-        "calls"
-    } else {
-        "credits"
-    };
+    let unit = r.model.unit();
     let mut o = String::new();
     let _ = writeln!(
         o,

@@ -20,6 +20,15 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// An instant as RFC 3339 UTC with milliseconds, as the ledger export and the ops messages
+/// write it: `2025-10-07T23:59:59.123Z`.
+pub fn format_ts(ts_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ts_ms)
+        .expect("timestamp in range")
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
 /// `s` cut to at most `max` characters, the cut marked with `…` (a cell of a message: a path
 /// or a request id from a log line can be up to a MiB).
 pub fn cut(s: &str, max: usize) -> String {

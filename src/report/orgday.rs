@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use super::format::{clock, cut, date_clock, forecast, percent, thousands};
 use super::layout::{Align, Doc, Tone};
 use super::{one_line, Chart, Rendered, MAX_HTML};
+use crate::allotment::Model;
 use crate::events::{AtMark, DayDetails, FINE_MS};
 use crate::store::{Crossing, LedgerRow};
 
@@ -26,15 +27,11 @@ pub struct OrgDayView<'a> {
 }
 
 fn legacy(r: &LedgerRow) -> bool {
-    r.model == "legacy"
+    r.model == Model::Legacy
 }
 
 fn unit(r: &LedgerRow) -> &'static str {
-    if legacy(r) {
-        "calls"
-    } else {
-        "credits"
-    }
+    r.model.unit()
 }
 
 /// `n` with its unit: `5,503 credits`.
@@ -69,13 +66,13 @@ fn breakdown(r: &LedgerRow) -> Vec<(String, String)> {
         ),
     ];
     let variable = format!("{} ({} agents)", thousands(r.variable), thousands(r.agents));
-    match r.model.as_str() {
-        "legacy" => {
+    match r.model {
+        Model::Legacy => {
             rows.push(("Model".into(), "legacy per-call limit".into()));
             rows.push(("Why".into(), r.reason.clone()));
             rows.push(("=Daily limit".into(), units(r, r.allotted)));
         }
-        "grandfathered" => {
+        Model::Grandfathered => {
             let credits = r.base.saturating_add(r.variable);
             let applies = if r.legacy_limit >= credits {
                 "legacy limit"
@@ -97,7 +94,7 @@ fn breakdown(r: &LedgerRow) -> Vec<(String, String)> {
             rows.push(("Additional credits".into(), thousands(r.additional)));
             rows.push(("=Allotted".into(), units(r, r.allotted)));
         }
-        _ => {
+        Model::Credits => {
             rows.push(("Model".into(), "credits".into()));
             rows.push(("Why".into(), r.reason.clone()));
             rows.push(("Base credits".into(), thousands(r.base)));
@@ -379,7 +376,13 @@ fn chart_hour_labels(v: &OrgDayView<'_>) -> Vec<String> {
         .zip(&shorts)
         .map(|(t, s)| {
             if shorts.iter().filter(|o| *o == s).count() > 1 {
-                format!("{s} {}", t.format("%Z"))
+                // A zone without an abbreviation has its offset as its name: `UTC-03`.
+                let abbr = t.format("%Z").to_string();
+                if abbr.starts_with(['+', '-']) {
+                    format!("{s} UTC{abbr}")
+                } else {
+                    format!("{s} {abbr}")
+                }
             } else {
                 s.clone()
             }
@@ -601,84 +604,4 @@ fn summary_fit(v: &OrgDayView<'_>, revision: u64, concurrency_limit: u64, fit: F
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::DaySpan;
-    use chrono::NaiveDate;
-
-    fn row(date: &str) -> LedgerRow {
-        LedgerRow {
-            org_id: "7".into(),
-            local_date: date.into(),
-            model: "credits".into(),
-            reason: "signed up after the migration".into(),
-            edition: "free".into(),
-            agents: 0,
-            light_agents: 0,
-            calls: 0,
-            billable_calls: 0,
-            credits: 0,
-            base: 5_000,
-            variable: 0,
-            additional: 0,
-            additional_excess: 0,
-            legacy_limit: 0,
-            allotted: 5_000,
-            used: 0,
-            exceeded_at: None,
-            concurrency: 25,
-            unpriced_calls: 0,
-            revision: 0,
-        }
-    }
-
-    /// Renders the summary of `date` in `tz` with `calls` credits in every hour bucket.
-    fn summary_of(tz: Tz, date: &str, per_hour: u64) -> (Rendered, DaySpan, i64) {
-        let day: NaiveDate = date.parse().unwrap();
-        let span = DaySpan::new(tz, day, false);
-        let (_, reset) = crate::localday::day_span(tz, day);
-        let mut details = DayDetails::empty(span, 0);
-        details.hourly.iter_mut().for_each(|h| *h = per_hour);
-        let mut r = row(date);
-        r.used = per_hour * details.hourly.len() as u64;
-        let v = OrgDayView {
-            org_name: "Acme",
-            tz,
-            row: &r,
-            crossings: &[],
-            details: &details,
-            start_ms: span.start_ms,
-            reset_ms: reset.timestamp_millis(),
-        };
-        (summary(&v, 0, 25), span, reset.timestamp_millis())
-    }
-
-    /// On a fall-back day the hour that repeats reads apart, in the text and on the chart.
-    #[test]
-    fn a_25_hour_day_labels_its_repeated_hour_with_zone_and_offset() {
-        let (r, _, _) = summary_of(chrono_tz::America::Chicago, "2025-11-02", 10);
-        assert!(r.text.contains("01:00 CDT (UTC-05:00)"), "{}", r.text);
-        assert!(r.text.contains("01:00 CST (UTC-06:00)"), "{}", r.text);
-        let chart = r.chart.unwrap();
-        assert_eq!(chart.hour_labels.len(), 25);
-        assert_eq!(&chart.hour_labels[..4], ["00", "01 CDT", "01 CST", "02"]);
-        assert_eq!(chart.zone, "CDT (UTC-05:00), then CST (UTC-06:00)");
-        // A steady day keeps the short forms.
-        let (r, _, _) = summary_of(chrono_tz::America::Chicago, "2025-11-03", 10);
-        assert!(r.text.contains("  01:00  "), "{}", r.text);
-        assert!(!r.text.contains("01:00 CST"), "{}", r.text);
-        assert_eq!(r.chart.unwrap().zone, "CST (UTC-06:00)");
-    }
-
-    /// Lord Howe moves its clocks by 30 minutes: the 23.5-hour day is charted to its reset,
-    /// not past it, and its hours after the change start at half past.
-    #[test]
-    fn a_23_and_a_half_hour_day_is_charted_to_its_reset() {
-        let (r, span, reset) = summary_of(chrono_tz::Australia::Lord_Howe, "2025-10-05", 10);
-        let chart = r.chart.unwrap();
-        assert_eq!(reset - span.start_ms, 47 * 1_800_000);
-        assert_eq!(chart.per_5min.len() as i64 * FINE_MS, reset - span.start_ms);
-        assert_eq!(chart.hour_labels.len(), 24);
-        assert_eq!(&chart.hour_labels[1..4], ["01", "02:30", "03:30"]);
-    }
-}
+mod tests;

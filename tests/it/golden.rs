@@ -226,26 +226,39 @@ fn check_message(key: &str, raw: &[u8], models: &mut std::collections::BTreeSet<
             .collect();
         n.parse().ok()
     };
+    // The heading "Title: N" of a list, if the text has one.
     let heading = |title: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(title)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
     };
     match kind {
         "digest" => {
-            for (said, title) in [
-                (" org-day(s) over", "Over the limit:"),
-                (" near the limit", "Near the limit:"),
+            for (said, title, csv) in [
+                (" org-day(s) over", "Over the limit:", "over.csv"),
+                (" near the limit", "Near the limit:", "near.csv"),
             ] {
                 let n = count(&subject, said).unwrap_or_else(|| panic!("{key}: {subject}"));
-                assert_eq!(n, heading(title), "{key}: {subject} / {title}\n{text}");
                 assert_eq!(count(first, said), Some(n), "{key}: {first}");
+                // One row per org-day the subject counts: in the attached list when the
+                // text cuts it, else in the text's table (its first line is the header).
+                let rows = match attachment(raw, csv) {
+                    Some(c) => c.lines().count() as u64 - 1,
+                    None if n == 0 => 0,
+                    None => section(&text, &format!("{title} {n}")).len() as u64 - 1,
+                };
+                assert_eq!(rows, n, "{key}: {title} against {subject}\n{text}");
+                if n > 0 {
+                    assert_eq!(heading(title), Some(n), "{key}: {title}\n{text}");
+                }
             }
         }
         "backfill" => {
             let n = count(&subject, " status flip(s)").unwrap_or_else(|| panic!("{subject}"));
-            assert_eq!(n, heading("Status flips:"), "{key}\n{text}");
             assert_eq!(count(first, " of them flipped"), Some(n), "{key}: {first}");
+            // Every flip is a row of its table (at most 200 are shown).
+            let rows = section(&text, &format!("Status flips: {n}"));
+            let shown = rows.iter().filter(|l| l.contains(" → ")).count() as u64;
+            assert_eq!(shown, n.min(200), "{key}\n{text}");
             let changed = count(&subject, " org-day(s) changed");
             assert_eq!(changed, count(first, " org-day(s) changed"), "{key}");
         }

@@ -335,7 +335,7 @@ fn a_recipient_refused_for_good_parks_its_messages_as_failed_and_the_rest_go_out
     let failed: Vec<_> = outbox.iter().filter(to_org).collect();
     assert!(!failed.is_empty());
     for m in &failed {
-        assert_eq!(m.status, "failed", "{}", m.key);
+        assert_eq!(m.status.as_str(), "failed", "{}", m.key);
         assert!(
             m.last_error.as_deref().unwrap_or("").contains("550"),
             "{m:?}"
@@ -343,7 +343,10 @@ fn a_recipient_refused_for_good_parks_its_messages_as_failed_and_the_rest_go_out
     }
     // Everything else went out, once.
     let others: Vec<_> = outbox.iter().filter(|m| !to_org(m)).collect();
-    assert!(others.iter().all(|m| m.status == "sent"), "{others:?}");
+    assert!(
+        others.iter().all(|m| m.status.as_str() == "sent"),
+        "{others:?}"
+    );
     assert_eq!(server.received().len(), others.len());
     let open: Vec<String> = problems(&dir).into_iter().map(|p| p.target).collect();
     let mut parked: Vec<String> = failed.iter().map(|m| m.key.clone()).collect();

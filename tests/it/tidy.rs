@@ -146,3 +146,115 @@ fn no_unimplemented_code() {
     let found = uses(&stub);
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// The top-level modules of the main crate, as `src/lib.rs` declares them.
+fn modules() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The modules each top-level module names (`crate::x`, `crate::{x, y}`), outside comments.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mods = modules();
+    let mut graph = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for f in files {
+        let rel = f
+            .strip_prefix(root.join("src"))
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let Some(from) = rel
+            .split(['/', '.'])
+            .next()
+            .filter(|m| mods.iter().any(|x| x == m))
+        else {
+            continue; // lib.rs, main.rs, bin/
+        };
+        let text = std::fs::read_to_string(&f).unwrap();
+        let edges: &mut std::collections::BTreeSet<String> =
+            graph.entry(from.to_string()).or_default();
+        // Whole text without line comments, so a `use crate::{a,\n b}` reads as one.
+        let code: String = text
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                let inner = &group[..group.find('}').unwrap_or(group.len())];
+                inner
+                    .split(',')
+                    .map(|n| n.trim().split("::").next().unwrap_or("").trim())
+                    .collect()
+            } else {
+                vec![rest
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")]
+            };
+            for n in names {
+                if n != from && mods.iter().any(|m| m == n) {
+                    edges.insert(n.to_string());
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// The modules form layers: no module reaches itself through the modules it names.
+#[test]
+fn no_import_cycles_between_modules() {
+    let graph = module_graph();
+    assert!(graph.get("cli").is_some_and(|e| e.contains("tasks")));
+    let mut cycles = Vec::new();
+    for start in graph.keys() {
+        // Depth-first from `start`, looking for a path back to it.
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((node, path)) = stack.pop() {
+            for next in graph.get(&node).into_iter().flatten() {
+                if next == start {
+                    let mut c = path.clone();
+                    c.push(start.clone());
+                    cycles.push(c.join(" → "));
+                } else if seen.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next.clone(), p));
+                }
+            }
+        }
+    }
+    cycles.sort();
+    cycles.dedup();
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+/// Files a newcomer can read: no source file over 700 lines, except those named here with
+/// the reason they stay whole.
+#[test]
+fn no_source_file_over_700_lines() {
+    let allowed: &[(&str, &str)] = &[];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("crates"), &mut files);
+    let mut over = Vec::new();
+    for f in files {
+        let shown = f.strip_prefix(root).unwrap().display().to_string();
+        let lines = std::fs::read_to_string(&f).unwrap().lines().count();
+        if lines > 700 && !allowed.iter().any(|(p, _)| *p == shown) {
+            over.push(format!("{shown}: {lines} lines"));
+        }
+    }
+    assert!(over.is_empty(), "{}", over.join("\n"));
+}

@@ -121,10 +121,12 @@ pub struct Migration {
 }
 
 /// Under which model a day is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Model {
     Legacy,
     Grandfathered,
+    /// The model of every org after the migration, and so the default.
+    #[default]
     Credits,
 }
 
@@ -134,6 +136,22 @@ impl Model {
             Model::Legacy => "legacy",
             Model::Grandfathered => "grandfathered",
             Model::Credits => "credits",
+        }
+    }
+
+    /// The model a stored name (`as_str`) stands for.
+    pub fn parse(s: &str) -> Option<Model> {
+        [Model::Legacy, Model::Grandfathered, Model::Credits]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// What a day under the model counts: each billable call on the legacy limit, else
+    /// credits.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Model::Legacy => "calls",
+            Model::Grandfathered | Model::Credits => "credits",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::{OutboxAction, Stdout, UsageError};
+use super::{OutboxAction, Stdout, UsageError};
 use crate::ledger::format_ts;
 use crate::report::one_line;
 use crate::setup::Setup;
@@ -26,7 +26,7 @@ pub fn run(setup: &Setup, action: OutboxAction, now: DateTime<Utc>) -> anyhow::R
             for m in store.unsent()? {
                 out.push_str(&csv_line(&[
                     &m.key,
-                    &m.status,
+                    m.status.as_str(),
                     &m.attempts.to_string(),
                     &format_ts(m.failing_since),
                     &m.recipients.join(";"),

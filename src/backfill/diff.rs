@@ -1,0 +1,144 @@
+//! Phase 4 of a backfill: what changed, value by value and org-day by org-day, and which
+//! closed days it amends.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::*;
+
+/// Phase 4: the changes, into `out`; returns the closed org-days the backfill amends.
+pub fn diff(
+    setup: &Setup,
+    plan: &Plan<'_>,
+    new_rows: &NewRows,
+    now: DateTime<Utc>,
+    out: &mut Outcome,
+) -> Vec<(String, String)> {
+    let keys: BTreeSet<&(String, String)> = plan.old_rows.keys().chain(new_rows.keys()).collect();
+    let mut amended = Vec::new();
+    for key in keys {
+        let (org, date) = key;
+        let old = plan.old_rows.get(key);
+        let new = new_rows.get(key).map(|(r, _)| r);
+        let changes = diff_rows(setup, org, date, old, new, now);
+        if changes.is_empty() {
+            continue;
+        }
+        out.changed_org_days += 1;
+        out.changes.extend(changes);
+        let figures = |r: &LedgerRow| day_figures(setup, r);
+        out.days.push(crate::report::DayChange {
+            org_id: org.clone(),
+            local_date: date.clone(),
+            before: old.map(figures),
+            after: new.map(figures),
+            mail: None,
+        });
+        if let (Some(old), Some(new)) = (old, new) {
+            let tz = setup.org(org).map_or(chrono_tz::UTC, |o| o.timezone);
+            let Ok(day) = date.parse::<NaiveDate>() else {
+                continue;
+            };
+            if differs(new, old) && now >= close_time(tz, day, setup.config.close_grace) {
+                amended.push(key.clone());
+            }
+        }
+    }
+    amended
+}
+
+/// An org-day's figures and over/near status, as the backfill report compares them.
+fn day_figures(setup: &Setup, r: &LedgerRow) -> crate::report::DayFigures {
+    crate::report::DayFigures {
+        used: r.used,
+        allotted: r.allotted,
+        unit: r.model.unit(),
+        status: day_status(r.used, r.allotted, &setup.config.alerts.near_limit_percent),
+    }
+}
+
+/// `over`, `near <t>%` (the highest of the ascending `thresholds` reached) or `-`; a day
+/// without use is near nothing, even on an allotment of 0.
+fn day_status(used: u64, allotted: u64, thresholds: &[u64]) -> String {
+    if used > allotted {
+        "over".to_string()
+    } else if used == 0 {
+        "-".to_string()
+    } else {
+        thresholds
+            .iter()
+            .rev()
+            .find(|t| crate::allotment::reached(used, allotted, **t))
+            .map_or("-".to_string(), |t| format!("near {t}%"))
+    }
+}
+
+/// The export columns of an org-day that differ (`status` aside); a row that appears or
+/// disappears is one change of the column `row`.
+fn diff_rows(
+    setup: &Setup,
+    org: &str,
+    date: &str,
+    old: Option<&LedgerRow>,
+    new: Option<&LedgerRow>,
+    now: DateTime<Utc>,
+) -> Vec<Change> {
+    let export = |r: &LedgerRow| export_rows(setup, std::slice::from_ref(r), now).remove(0);
+    let change = |column: &str, before: String, after: String| Change {
+        org_id: org.to_string(),
+        local_date: date.to_string(),
+        column: column.to_string(),
+        before,
+        after,
+    };
+    let brief = |e: &ExportRow| format!("{} calls, used {} of {}", e.calls, e.used, e.allotted);
+    match (old.map(export), new.map(export)) {
+        (None, None) => Vec::new(),
+        (None, Some(n)) => vec![change("row", "(none)".into(), brief(&n))],
+        (Some(o), None) => vec![change("row", brief(&o), "(none)".into())],
+        (Some(o), Some(n)) => fields(&o)
+            .into_iter()
+            .zip(fields(&n))
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, b)| change(a.0, a.1, b.1))
+            .collect(),
+    }
+}
+
+fn fields(r: &ExportRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("model", r.model.clone()),
+        ("edition", r.edition.clone()),
+        ("agents", r.agents.to_string()),
+        ("calls", r.calls.to_string()),
+        ("billable_calls", r.billable_calls.to_string()),
+        ("credits", r.credits.to_string()),
+        ("base", r.base.to_string()),
+        ("variable", r.variable.to_string()),
+        ("additional", r.additional.to_string()),
+        ("legacy_limit", r.legacy_limit.to_string()),
+        ("allotted", r.allotted.to_string()),
+        ("used", r.used.to_string()),
+        ("pct_used", r.pct_used.clone()),
+        ("overage", r.overage.to_string()),
+        ("exceeded_at", r.exceeded_at.clone()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::day_status;
+
+    #[test]
+    fn the_status_a_backfill_compares() {
+        let t = [80, 90];
+        assert_eq!(day_status(5_001, 5_000, &t), "over");
+        assert_eq!(day_status(5_000, 5_000, &t), "near 90%");
+        assert_eq!(day_status(4_000, 5_000, &t), "near 80%");
+        assert_eq!(day_status(3_999, 5_000, &t), "-");
+        // An allotment of 0: unused is nothing, any use is over.
+        assert_eq!(day_status(0, 0, &t), "-");
+        assert_eq!(day_status(1, 0, &t), "over");
+    }
+}

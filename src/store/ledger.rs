@@ -1,0 +1,284 @@
+//! The ledger's rows, their crossings, the org-days waiting to be reconciled (`dirty`) and
+//! the days closed, as the ledger and the alerts read and write them.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Store, Tx};
+use crate::allotment::Model;
+
+/// A ledger row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub org_id: String,
+    pub local_date: String,
+    pub model: Model,
+    pub reason: String,
+    pub edition: String,
+    pub agents: u64,
+    pub light_agents: u64,
+    pub calls: u64,
+    pub billable_calls: u64,
+    pub credits: u64,
+    pub base: u64,
+    pub variable: u64,
+    pub additional: u64,
+    pub additional_excess: u64,
+    pub legacy_limit: u64,
+    pub allotted: u64,
+    pub used: u64,
+    pub exceeded_at: Option<i64>,
+    pub concurrency: u64,
+    pub unpriced_calls: u64,
+    /// 0 for the first computation; +1 each time late data changes it afterwards.
+    pub revision: u64,
+}
+
+/// A threshold crossing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub threshold: u64,
+    pub ts: i64,
+    pub request_id: String,
+}
+
+fn crossings(conn: &Connection, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT threshold, ts, request_id FROM crossings
+         WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
+    )?;
+    let rows = stmt.query_map([org_id, local_date], |r| {
+        Ok(Crossing {
+            threshold: r.get::<_, i64>(0)? as u64,
+            ts: r.get(1)?,
+            request_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const LEDGER_COLUMNS: &str = "org_id, local_date, model, reason, edition, agents, light_agents, \
+     calls, billable_calls, credits, base, variable, additional, additional_excess, legacy_limit, \
+     allotted, used, exceeded_at, concurrency, unpriced_calls, revision";
+
+fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+    Ok(LedgerRow {
+        org_id: r.get(0)?,
+        local_date: r.get(1)?,
+        model: {
+            let name: String = r.get(2)?;
+            Model::parse(&name).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("unknown model {name:?}").into(),
+                )
+            })?
+        },
+        reason: r.get(3)?,
+        edition: r.get(4)?,
+        agents: n(5)?,
+        light_agents: n(6)?,
+        calls: n(7)?,
+        billable_calls: n(8)?,
+        credits: n(9)?,
+        base: n(10)?,
+        variable: n(11)?,
+        additional: n(12)?,
+        additional_excess: n(13)?,
+        legacy_limit: n(14)?,
+        allotted: n(15)?,
+        used: n(16)?,
+        exceeded_at: r.get(17)?,
+        concurrency: n(18)?,
+        unpriced_calls: n(19)?,
+        revision: n(20)?,
+    })
+}
+
+impl Store {
+    /// Org-days waiting for recomputation, by date then org.
+    pub fn dirty(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT org_id, local_date FROM dirty ORDER BY local_date, org_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ledger rows, filtered, sorted by org id as text then date.
+    pub fn ledger(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        orgs: &[String],
+    ) -> anyhow::Result<Vec<LedgerRow>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger
+             WHERE (?1 IS NULL OR local_date >= ?1) AND (?2 IS NULL OR local_date <= ?2)
+             ORDER BY org_id, local_date"
+        ))?;
+        let rows = stmt.query_map(params![from, to], ledger_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r?;
+            if orgs.is_empty() || orgs.contains(&r.org_id) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Crossings of one org-day, by threshold.
+    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+        crossings(&self.conn, org_id, local_date)
+    }
+
+    /// Ledger org-days not closed yet, by org then date.
+    pub fn unclosed_days(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT l.org_id, l.local_date FROM ledger l
+             LEFT JOIN closes c ON c.org_id = l.org_id AND c.local_date = l.local_date
+             WHERE c.org_id IS NULL ORDER BY l.org_id, l.local_date",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every close: (org_id, local_date, due_at, closed_at).
+    pub fn closes(&self) -> anyhow::Result<Vec<(String, String, i64, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT org_id, local_date, due_at, closed_at FROM closes ORDER BY org_id, local_date",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether an org-day has closed.
+    pub fn is_closed(&self, org_id: &str, local_date: &str) -> anyhow::Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM closes WHERE org_id = ?1 AND local_date = ?2")?;
+        Ok(stmt.exists([org_id, local_date])?)
+    }
+
+    /// Org-days closed after `since_ms`: (org_id, local_date).
+    pub fn closed_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT org_id, local_date FROM closes WHERE closed_at > ?1 ORDER BY org_id, local_date",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Tx<'_> {
+    pub fn mark_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO dirty (org_id, local_date) VALUES (?1, ?2)")?;
+        stmt.execute([org_id, local_date])?;
+        Ok(())
+    }
+
+    pub fn clear_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("DELETE FROM dirty WHERE org_id = ?1 AND local_date = ?2")?;
+        stmt.execute([org_id, local_date])?;
+        Ok(())
+    }
+
+    /// Records that an org-day closed; `false` if it had closed before.
+    pub fn close_day(
+        &self,
+        org_id: &str,
+        local_date: &str,
+        due_at: i64,
+        closed_at: i64,
+    ) -> anyhow::Result<bool> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO closes (org_id, local_date, due_at, closed_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        Ok(stmt.execute(params![org_id, local_date, due_at, closed_at])? == 1)
+    }
+
+    /// Crossings of one org-day, by threshold.
+    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+        crossings(&self.tx, org_id, local_date)
+    }
+
+    /// The stored ledger row of an org-day, if any.
+    pub fn ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<Option<LedgerRow>> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE org_id = ?1 AND local_date = ?2"
+        ))?;
+        Ok(stmt
+            .query_row([org_id, local_date], ledger_row)
+            .optional()?)
+    }
+
+    pub fn put_ledger_row(&self, row: &LedgerRow) -> anyhow::Result<()> {
+        let mut stmt = self.tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO ledger ({LEDGER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+        ))?;
+        let n = |v: u64| v as i64;
+        stmt.execute(params![
+            row.org_id,
+            row.local_date,
+            row.model.as_str(),
+            row.reason,
+            row.edition,
+            n(row.agents),
+            n(row.light_agents),
+            n(row.calls),
+            n(row.billable_calls),
+            n(row.credits),
+            n(row.base),
+            n(row.variable),
+            n(row.additional),
+            n(row.additional_excess),
+            n(row.legacy_limit),
+            n(row.allotted),
+            n(row.used),
+            row.exceeded_at,
+            n(row.concurrency),
+            n(row.unpriced_calls),
+            n(row.revision),
+        ])?;
+        Ok(())
+    }
+
+    pub fn delete_ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+        self.tx.execute(
+            "DELETE FROM ledger WHERE org_id = ?1 AND local_date = ?2",
+            [org_id, local_date],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces the crossings of an org-day.
+    pub fn put_crossings(
+        &self,
+        org_id: &str,
+        local_date: &str,
+        crossings: &[Crossing],
+    ) -> anyhow::Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM crossings WHERE org_id = ?1 AND local_date = ?2")?
+            .execute([org_id, local_date])?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO crossings (org_id, local_date, threshold, ts, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for c in crossings {
+            stmt.execute(params![
+                org_id,
+                local_date,
+                c.threshold as i64,
+                c.ts,
+                c.request_id
+            ])?;
+        }
+        Ok(())
+    }
+}

@@ -10,7 +10,7 @@ use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Status, Store, Tx, Unit};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 mod digest;
 mod silence;
@@ -20,7 +20,7 @@ pub use silence::{queue_silence_messages, silent, timeline, Timeline};
 /// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
 /// with `copy_ops`; ops alone when the org names nobody.
 fn recipients(setup: &Setup, row: &LedgerRow) -> Vec<String> {
-    let day: NaiveDate = row.local_date.parse().expect("ISO date");
+    let day = row.day();
     let mut to: Vec<String> = setup
         .org(&row.org_id)
         .and_then(|o| o.plan_on(day))
@@ -34,7 +34,7 @@ fn recipients(setup: &Setup, row: &LedgerRow) -> Vec<String> {
 }
 
 fn org_name(setup: &Setup, row: &LedgerRow) -> String {
-    let day: NaiveDate = row.local_date.parse().expect("ISO date");
+    let day = row.day();
     setup
         .org(&row.org_id)
         .and_then(|o| o.plan_on(day))

@@ -299,7 +299,7 @@ pub fn plan<'o>(
     let mut sources = Vec::new();
     let state_dir = &setup.config.state_dir;
     for row in store.files()? {
-        if row.status != "ingested" || !wanted.contains(&row.sha256) {
+        if row.status != crate::store::FileStatus::Ingested || !wanted.contains(&row.sha256) {
             continue;
         }
         if row.purged.archive {

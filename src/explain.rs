@@ -157,7 +157,7 @@ fn logged_lines(
         return Ok(out);
     }
     for f in store.files()? {
-        if f.status != "ingested" || f.purged.archive {
+        if f.status != crate::store::FileStatus::Ingested || f.purged.archive {
             continue;
         }
         let Some(lines) = wanted.get(f.sha256.as_str()) else {

@@ -38,7 +38,7 @@ pub fn render(rows: &[FileRow], json: bool) -> anyhow::Result<String> {
                 JsonRow {
                     file: &r.file,
                     sha256: &r.sha256,
-                    status: &r.status,
+                    status: r.status.as_str(),
                     lines: r.counts.lines,
                     accepted: r.counts.accepted,
                     unique: r.counts.unique,
@@ -60,7 +60,7 @@ pub fn render(rows: &[FileRow], json: bool) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(FILES_HEADER.split(','))?;
     for r in rows {
-        let mut rec = vec![r.file.clone(), r.sha256.clone(), r.status.clone()];
+        let mut rec = vec![r.file.clone(), r.sha256.clone(), r.status.to_string()];
         let c = &r.counts;
         for n in [c.lines, c.accepted, c.unique, c.duplicates] {
             rec.push(n.to_string());

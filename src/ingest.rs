@@ -25,7 +25,7 @@ use crate::localday::DayCursor;
 use crate::logline::{Call, Reason};
 use crate::pricing::Pricing;
 use crate::setup::Setup;
-use crate::store::{FileCounts, FileRow, Placed, Purged, Store, Unit};
+use crate::store::{FileCounts, FileRow, FileStatus, Placed, Purged, Store, Unit};
 
 mod pipeline;
 mod reader;
@@ -290,7 +290,7 @@ impl<'s> Ingester<'s> {
                 let row = FileRow {
                     file: name.to_string(),
                     sha256: String::new(),
-                    status: "failed".to_string(),
+                    status: FileStatus::Failed,
                     counts: FileCounts::default(),
                     archive_path: None,
                     error: Some(error.clone()),
@@ -340,7 +340,7 @@ impl<'s> Ingester<'s> {
                 let row = FileRow {
                     file: name.to_string(),
                     sha256: sha,
-                    status: "duplicate_file".to_string(),
+                    status: FileStatus::DuplicateFile,
                     counts,
                     archive_path: Some(rel.clone()),
                     error: None,
@@ -431,7 +431,7 @@ impl<'s> Ingester<'s> {
         let row = FileRow {
             file: name.to_string(),
             sha256: sha,
-            status: "ingested".to_string(),
+            status: FileStatus::Ingested,
             counts,
             archive_path: Some(archive_rel.clone()),
             error: None,

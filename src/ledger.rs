@@ -334,7 +334,7 @@ pub use crate::report::format::format_ts;
 pub fn export_rows(setup: &Setup, rows: &[LedgerRow], now: DateTime<Utc>) -> Vec<ExportRow> {
     rows.iter()
         .map(|r| {
-            let day: NaiveDate = r.local_date.parse().expect("ISO date");
+            let day = r.day();
             // An org that has left the registry keeps its rows; UTC decides their status.
             let tz = setup.org(&r.org_id).map_or(chrono_tz::UTC, |o| o.timezone);
             let closed = now >= close_time(tz, day, setup.config.close_grace);

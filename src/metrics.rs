@@ -60,15 +60,15 @@ impl Out {
 pub fn render(store: &Store, status: &Status) -> anyhow::Result<String> {
     let mut o = Out(String::new());
     let files = store.files()?;
-    let mut by_status: std::collections::BTreeMap<&str, u64> =
-        [("ingested", 0), ("duplicate_file", 0), ("failed", 0)]
-            .into_iter()
-            .collect();
+    let mut by_status: std::collections::BTreeMap<&str, u64> = crate::store::FileStatus::ALL
+        .into_iter()
+        .map(|s| (s.as_str(), 0))
+        .collect();
     let (mut unique, mut duplicates) = (0u64, 0u64);
     let mut quarantined = [0u64; Reason::ALL.len()];
     for f in &files {
         *by_status.entry(f.status.as_str()).or_default() += 1;
-        if f.status != "ingested" {
+        if f.status != crate::store::FileStatus::Ingested {
             continue;
         }
         unique += f.counts.unique;

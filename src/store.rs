@@ -75,12 +75,58 @@ impl FileCounts {
 pub struct FileRow {
     pub file: String,
     pub sha256: String,
-    pub status: String,
+    pub status: FileStatus,
     pub counts: FileCounts,
     pub archive_path: Option<String>,
     pub error: Option<String>,
     /// What retention removed of the file (DESIGN §6); the row itself is kept forever.
     pub purged: Purged,
+}
+
+/// What became of an input file (the `status` column of `files`, DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileStatus {
+    Ingested,
+    /// The same bytes as a file ingested before: nothing of it counted again.
+    DuplicateFile,
+    /// It could not be read whole (a truncated gzip, an IO error): nothing of it applied; the
+    /// next run retries it.
+    Failed,
+}
+
+impl FileStatus {
+    pub const ALL: [FileStatus; 3] = [
+        FileStatus::Ingested,
+        FileStatus::DuplicateFile,
+        FileStatus::Failed,
+    ];
+
+    /// The name the store, `files` and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Ingested => "ingested",
+            FileStatus::DuplicateFile => "duplicate_file",
+            FileStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::FromSql for FileStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        FileStatus::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                rusqlite::types::FromSqlError::Other(format!("unknown file status {s:?}").into())
+            })
+    }
 }
 
 /// What retention removed of an input file: its archived copy, its quarantined lines.
@@ -454,7 +500,7 @@ impl Tx<'_> {
             params![
                 row.file,
                 row.sha256,
-                row.status,
+                row.status.as_str(),
                 c.lines as i64,
                 c.accepted as i64,
                 c.unique as i64,

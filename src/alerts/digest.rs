@@ -76,7 +76,7 @@ pub fn queue_digest(
         let Some(r) = rows.first() else { continue };
         let name = setup
             .org(org_id)
-            .and_then(|o| o.plan_on(local_date.parse().expect("ISO date")))
+            .and_then(|o| o.plan_on(r.day()))
             .map(|p| p.name.clone())
             .unwrap_or_default();
         // An unused day is near nothing, even on an allotment of 0.
@@ -117,7 +117,7 @@ pub fn queue_digest(
                 r.allotted.saturating_sub(credit),
             ));
         }
-        org_days.push((org_id.clone(), local_date.parse().expect("ISO date")));
+        org_days.push((org_id.clone(), r.day()));
         dates.insert(local_date.clone());
     }
     let mut parts = Vec::new();

@@ -36,10 +36,10 @@ pub struct StuckMessage {
 }
 
 /// An input file processed since the previous digest.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRow {
     pub file: String,
-    pub status: String,
+    pub status: crate::store::FileStatus,
     pub lines: u64,
     pub accepted: u64,
     pub unique: u64,
@@ -177,7 +177,11 @@ pub fn digest(d: &DigestView) -> Rendered {
     let over = limits.iter().filter(|l| l.over).count();
     let near = limits.len() - over;
     let quarantined: u64 = d.quarantine.iter().map(|q| q.1).sum();
-    let failed_files = d.files.iter().filter(|f| f.status == "failed").count();
+    let failed_files = d
+        .files
+        .iter()
+        .filter(|f| f.status == crate::store::FileStatus::Failed)
+        .count();
     let mut news = vec![
         format!("{over} org-day(s) over"),
         format!("{near} near the limit"),
@@ -303,7 +307,7 @@ pub fn digest(d: &DigestView) -> Rendered {
         .map(|f| {
             vec![
                 f.file.clone(),
-                f.status.clone(),
+                f.status.to_string(),
                 f.lines.to_string(),
                 f.accepted.to_string(),
                 f.unique.to_string(),
@@ -519,8 +523,8 @@ fn files_summary(d: &DigestView, doc: &mut Doc, limit: usize) {
     let failed: Vec<Vec<String>> = d
         .files
         .iter()
-        .filter(|f| f.status != "ingested" && f.status != "duplicate")
-        .map(|f| vec![f.file.clone(), f.status.clone()])
+        .filter(|f| f.status == crate::store::FileStatus::Failed)
+        .map(|f| vec![f.file.clone(), f.status.to_string()])
         .collect();
     if !failed.is_empty() {
         let l = List {
@@ -535,162 +539,4 @@ fn files_summary(d: &DigestView, doc: &mut Doc, limit: usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_folds_days_with_the_same_migration_figures_into_one_row() {
-        let g = |day: &str, legacy: u64| {
-            let org = ("7".to_string(), "Seven <b>".to_string());
-            (org.0, org.1, day.to_string(), legacy, 50_000, 10_000)
-        };
-        let view = DigestView {
-            date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
-            grandfathered: vec![
-                g("2025-10-30", 60_000),
-                g("2025-10-31", 60_000),
-                g("2025-11-01", 60_000),
-                g("2025-11-02", 70_000),
-            ],
-            ..Default::default()
-        };
-        let r = digest(&view);
-        // A text table's cells are two spaces or more apart.
-        let rows: Vec<Vec<&str>> = r
-            .text
-            .lines()
-            .map(|l| {
-                l.trim()
-                    .split("  ")
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .collect()
-            })
-            .collect();
-        let has = |cells: &[&str]| rows.iter().any(|r| r == cells);
-        assert!(
-            has(&[
-                "Seven <b> (7)",
-                "2025-10-30 to 2025-11-01 (3 days)",
-                "60,000",
-                "50,000",
-                "10,000"
-            ]),
-            "{}",
-            r.text
-        );
-        assert!(
-            has(&["Seven <b> (7)", "2025-11-02", "70,000", "50,000", "10,000"]),
-            "{}",
-            r.text
-        );
-        assert!(r.html.contains("Seven &lt;b&gt;") && !r.html.contains("Seven <b>"));
-        assert!(r.subject.contains("0 org-day(s) over"), "{}", r.subject);
-    }
-
-    fn limit(org: u64, over: bool, threshold: u64, used: u64) -> LimitRow {
-        LimitRow {
-            org_id: org.to_string(),
-            name: format!("Org {org}"),
-            local_date: "2025-11-03".into(),
-            model: crate::allotment::Model::Credits,
-            used,
-            allotted: 1_000,
-            over,
-            threshold,
-            mailed: "mailed".into(),
-        }
-    }
-
-    #[test]
-    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
-        assert_eq!(
-            csv_cell("=HYPERLINK(\"x\").ndjson"),
-            "'=HYPERLINK(\"x\").ndjson"
-        );
-        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_cell("-cmd"), "'-cmd");
-        assert_eq!(csv_cell("+16"), "+16");
-        assert_eq!(csv_cell("-5"), "-5");
-        assert_eq!(csv_cell("gw1-2025.ndjson"), "gw1-2025.ndjson");
-        assert_eq!(csv_cell("é=x"), "é=x");
-        assert_eq!(csv_cell(""), "");
-        let csv = csv_of(&["file"], &[vec!["=1+1"]]);
-        assert_eq!(csv, "file\n'=1+1\n");
-    }
-
-    #[test]
-    fn over_comes_before_near_and_the_highest_first() {
-        let view = DigestView {
-            date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
-            limits: vec![
-                limit(1, false, 80, 850),
-                limit(2, true, 100, 1_200),
-                limit(3, false, 90, 950),
-                limit(4, true, 100, 1_500),
-            ],
-            ..Default::default()
-        };
-        let r = digest(&view);
-        let at = |s: &str| {
-            r.text
-                .find(s)
-                .unwrap_or_else(|| panic!("{s} in {}", r.text))
-        };
-        assert!(at("Over the limit") < at("Org 4"));
-        assert!(at("Org 4") < at("Org 2"), "150% before 120%");
-        assert!(at("Org 2") < at("Near the limit"));
-        assert!(at("Near the limit") < at("Org 3") && at("Org 3") < at("Org 1"));
-        assert!(r.subject.contains("2 org-day(s) over, 2 near the limit"));
-    }
-
-    #[test]
-    fn a_digest_of_thousands_of_files_stays_under_the_limit_with_every_row_attached() {
-        let files: Vec<FileRow> = (0..5_000)
-            .map(|i| FileRow {
-                file: format!(
-                    "gw{}-2025-11-03T{:05}-{}.ndjson.gz",
-                    i % 40,
-                    i,
-                    "x".repeat(40)
-                ),
-                status: if i % 500 == 0 { "failed" } else { "ingested" }.into(),
-                lines: 240_000,
-                accepted: 239_000,
-                unique: 238_000,
-                duplicates: 1_000,
-                quarantined: 1_000,
-            })
-            .collect();
-        let quarantine_by_file = files
-            .iter()
-            .map(|f| (f.file.clone(), "malformed".to_string(), 1_000))
-            .collect();
-        let view = DigestView {
-            date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
-            limits: (0..3_000).map(|i| limit(i, i % 3 == 0, 90, 950)).collect(),
-            problems: (0..2_000)
-                .map(|i| ("file".into(), format!("f{i}"), 3, "e".repeat(5_000)))
-                .collect(),
-            quarantine: vec![("malformed".into(), 5_000_000)],
-            quarantine_by_file,
-            files,
-            ..Default::default()
-        };
-        let r = digest(&view);
-        assert!(r.html.len() <= MAX_HTML, "{} bytes", r.html.len());
-        let csv = |name: &str| {
-            &r.attachments
-                .iter()
-                .find(|a| a.0 == name)
-                .unwrap_or_else(|| panic!("{name} attached"))
-                .1
-        };
-        // Header + every row.
-        assert_eq!(csv("files.csv").lines().count(), 5_001);
-        assert_eq!(csv("quarantine-by-file.csv").lines().count(), 5_001);
-        assert_eq!(csv("over.csv").lines().count(), 1_001);
-        assert_eq!(csv("problems.csv").lines().count(), 2_001);
-        assert!(r.text.contains("in the attached files.csv"));
-    }
-}
+mod tests;

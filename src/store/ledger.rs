@@ -33,6 +33,16 @@ pub struct LedgerRow {
     pub revision: u64,
 }
 
+impl LedgerRow {
+    /// The local date of the row. `local_date` is always an ISO date: rows are built from a
+    /// `NaiveDate` and the store refuses to read one that is not.
+    pub fn day(&self) -> chrono::NaiveDate {
+        self.local_date
+            .parse()
+            .expect("a ledger row's local_date is an ISO date")
+    }
+}
+
 /// A threshold crossing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crossing {
@@ -64,7 +74,17 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
     Ok(LedgerRow {
         org_id: r.get(0)?,
-        local_date: r.get(1)?,
+        local_date: {
+            let date: String = r.get(1)?;
+            if date.parse::<chrono::NaiveDate>().is_err() {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("local_date {date:?} is not an ISO date").into(),
+                ));
+            }
+            date
+        },
         model: {
             let name: String = r.get(2)?;
             Model::parse(&name).ok_or_else(|| {

@@ -2,7 +2,6 @@
 //! an ingest touches it, and its exports.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -362,6 +361,34 @@ pub fn export_rows(setup: &Setup, rows: &[LedgerRow], now: DateTime<Utc>) -> Vec
         .collect()
 }
 
+impl ExportRow {
+    /// The row's columns in the order of DESIGN §4, each with its name: the one list the CSV
+    /// header, its lines and a backfill's diff are made from (JSON follows the struct, in the
+    /// same order).
+    pub fn columns(&self) -> [(&'static str, String); 18] {
+        [
+            ("org_id", self.org_id.clone()),
+            ("local_date", self.local_date.clone()),
+            ("model", self.model.clone()),
+            ("edition", self.edition.clone()),
+            ("agents", self.agents.to_string()),
+            ("calls", self.calls.to_string()),
+            ("billable_calls", self.billable_calls.to_string()),
+            ("credits", self.credits.to_string()),
+            ("base", self.base.to_string()),
+            ("variable", self.variable.to_string()),
+            ("additional", self.additional.to_string()),
+            ("legacy_limit", self.legacy_limit.to_string()),
+            ("allotted", self.allotted.to_string()),
+            ("used", self.used.to_string()),
+            ("pct_used", self.pct_used.clone()),
+            ("overage", self.overage.to_string()),
+            ("exceeded_at", self.exceeded_at.clone()),
+            ("status", self.status.clone()),
+        ]
+    }
+}
+
 /// Renders export rows as CSV with the header of DESIGN §4.
 pub fn to_csv(rows: &[ExportRow]) -> String {
     let mut out = String::with_capacity(64 + rows.len() * 160);
@@ -369,28 +396,9 @@ pub fn to_csv(rows: &[ExportRow]) -> String {
     out.push('\n');
     for r in rows {
         // Every field is digits, a date, a fixed word or an org id of digits: no quoting needed.
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            r.org_id,
-            r.local_date,
-            r.model,
-            r.edition,
-            r.agents,
-            r.calls,
-            r.billable_calls,
-            r.credits,
-            r.base,
-            r.variable,
-            r.additional,
-            r.legacy_limit,
-            r.allotted,
-            r.used,
-            r.pct_used,
-            r.overage,
-            r.exceeded_at,
-            r.status
-        );
+        let cells: Vec<String> = r.columns().into_iter().map(|(_, v)| v).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
     }
     out
 }
@@ -405,4 +413,48 @@ pub fn query(
     let from = from.map(|d| d.to_string());
     let to = to.map(|d| d.to_string());
     store.ledger(from.as_deref(), to.as_deref(), orgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header DESIGN §4 pins is the names of the columns each line is written from.
+    #[test]
+    fn the_export_header_names_the_columns_of_each_line() {
+        let row = ExportRow {
+            org_id: "7".into(),
+            local_date: "2025-10-08".into(),
+            model: "credits".into(),
+            edition: "free".into(),
+            agents: 0,
+            calls: 3,
+            billable_calls: 3,
+            credits: 150,
+            base: 100,
+            variable: 0,
+            additional: 0,
+            legacy_limit: 0,
+            allotted: 100,
+            used: 150,
+            pct_used: "150.00".into(),
+            overage: 50,
+            exceeded_at: "2025-10-08T10:00:00.000Z".into(),
+            status: "closed".into(),
+        };
+        let names: Vec<&str> = row.columns().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.join(","), EXPORT_HEADER);
+        assert_eq!(
+            to_csv(std::slice::from_ref(&row)),
+            format!("{EXPORT_HEADER}\n7,2025-10-08,credits,free,0,3,3,150,100,0,0,0,100,150,150.00,50,2025-10-08T10:00:00.000Z,closed\n")
+        );
+        // JSON keeps the same names in the same order.
+        let json = serde_json::to_string(&row).unwrap();
+        let keys: Vec<&str> = json
+            .trim_matches(['{', '}'])
+            .split(',')
+            .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+            .collect();
+        assert_eq!(keys, names);
+    }
 }

@@ -106,24 +106,13 @@ fn diff_rows(
     }
 }
 
+/// The export columns a backfill compares: all but the org-day itself and `status` (which
+/// comes from the clock).
 fn fields(r: &ExportRow) -> Vec<(&'static str, String)> {
-    vec![
-        ("model", r.model.clone()),
-        ("edition", r.edition.clone()),
-        ("agents", r.agents.to_string()),
-        ("calls", r.calls.to_string()),
-        ("billable_calls", r.billable_calls.to_string()),
-        ("credits", r.credits.to_string()),
-        ("base", r.base.to_string()),
-        ("variable", r.variable.to_string()),
-        ("additional", r.additional.to_string()),
-        ("legacy_limit", r.legacy_limit.to_string()),
-        ("allotted", r.allotted.to_string()),
-        ("used", r.used.to_string()),
-        ("pct_used", r.pct_used.clone()),
-        ("overage", r.overage.to_string()),
-        ("exceeded_at", r.exceeded_at.clone()),
-    ]
+    r.columns()
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "org_id" | "local_date" | "status"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 
 use crate::config::SummaryPolicy;
 use crate::events::{day_details, DayDetails, DaySpan, Mark, OrgEvents};
-use crate::localday::day_span;
+use crate::localday::{day_span, OrgDay};
 use crate::mail;
 use crate::report::{self, OrgDayView, Rendered};
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Status, Store, Tx, Unit};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 mod digest;
 mod silence;
@@ -20,7 +20,7 @@ pub use silence::{queue_silence_messages, silent, timeline, Timeline};
 /// Who gets the org-facing messages of an org-day: its admins (the plan of that day), ops too
 /// with `copy_ops`; ops alone when the org names nobody.
 fn recipients(setup: &Setup, row: &LedgerRow) -> Vec<String> {
-    let day = row.day();
+    let day = row.local_date;
     let mut to: Vec<String> = setup
         .org(&row.org_id)
         .and_then(|o| o.plan_on(day))
@@ -34,7 +34,7 @@ fn recipients(setup: &Setup, row: &LedgerRow) -> Vec<String> {
 }
 
 fn org_name(setup: &Setup, row: &LedgerRow) -> String {
-    let day = row.day();
+    let day = row.local_date;
     setup
         .org(&row.org_id)
         .and_then(|o| o.plan_on(day))
@@ -86,7 +86,7 @@ fn span_of(setup: &Setup, row: &LedgerRow) -> anyhow::Result<DaySpan> {
         .map_or(chrono_tz::UTC, |o| o.timezone);
     Ok(DaySpan::new(
         tz,
-        row.local_date.parse()?,
+        row.local_date,
         row.model == crate::allotment::Model::Legacy,
     ))
 }
@@ -106,7 +106,7 @@ pub fn details(
             .details(setup, &row.org_id, span, marks)?
             .unwrap_or_else(|| DayDetails::empty(span, marks.len())));
     }
-    let parts = tx.parts_on(&row.local_date)?;
+    let parts = tx.parts_on(row.local_date)?;
     day_details(&setup.config.state_dir, &parts, &row.org_id, span, marks)
 }
 
@@ -127,7 +127,7 @@ fn queue(
     let added = tx.enqueue(
         key,
         kind,
-        Some((&row.org_id, &row.local_date)),
+        Some(&row.org_day()),
         &to,
         &rendered.subject,
         &raw,
@@ -141,7 +141,7 @@ fn queue(
 }
 
 /// The outbox key of the alert of `threshold` (100: over) on an org-day.
-pub fn alert_key(org_id: &str, local_date: &str, threshold: u64) -> String {
+pub fn alert_key(org_id: &str, local_date: NaiveDate, threshold: u64) -> String {
     if threshold == 100 {
         format!("over:{org_id}:{local_date}")
     } else {
@@ -151,7 +151,7 @@ pub fn alert_key(org_id: &str, local_date: &str, threshold: u64) -> String {
 
 /// The outbox key of a crossing.
 fn crossing_key(row: &LedgerRow, c: &Crossing) -> String {
-    alert_key(&row.org_id, &row.local_date, c.threshold)
+    alert_key(&row.org_id, row.local_date, c.threshold)
 }
 
 /// Queues one alert for the crossings of the org-day not reported before (DESIGN §5): the
@@ -240,7 +240,7 @@ pub fn queue_summary(
     row: &LedgerRow,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let crossings = tx.crossings(&row.org_id, &row.local_date)?;
+    let crossings = tx.crossings(&row.org_day())?;
     let wanted = match setup.config.alerts.daily_summary {
         SummaryPolicy::All => true,
         SummaryPolicy::Alerted => !crossings.is_empty(),
@@ -275,7 +275,7 @@ pub fn queue_amended_summary(
     let Some(status) = tx.outbox_status(&key)? else {
         return Ok(false);
     };
-    let crossings = tx.crossings(&row.org_id, &row.local_date)?;
+    let crossings = tx.crossings(&row.org_day())?;
     match status {
         Status::Queued => {
             let rendered = render_summary(setup, tx, row, &crossings, 0)?;
@@ -328,7 +328,7 @@ fn with_view<T>(
         .org(&row.org_id)
         .map_or(chrono_tz::UTC, |o| o.timezone);
     let name = org_name(setup, row);
-    let (start, reset) = day_span(tz, row.local_date.parse()?);
+    let (start, reset) = day_span(tz, row.local_date);
     let view = OrgDayView {
         org_name: &name,
         tz,
@@ -473,7 +473,10 @@ pub fn retry_messages(
         let Some((kind, rest)) = what.split_once(':') else {
             continue;
         };
-        let Some((org_id, date)) = rest.rsplit_once(':') else {
+        let Some(day) = rest
+            .rsplit_once(':')
+            .and_then(|(org_id, date)| Some(OrgDay::new(org_id, date.parse().ok()?)))
+        else {
             continue;
         };
         if kind != "alerts" && kind != "summary" {
@@ -481,7 +484,7 @@ pub fn retry_messages(
             continue;
         }
         let tx = store.transaction()?;
-        let Some(row) = tx.ledger_row(org_id, date)? else {
+        let Some(row) = tx.ledger_row(&day)? else {
             // The org-day has no row any more (a backfill removed it): nothing to report.
             tx.resolve_problem(Unit::Message, &p.target)?;
             tx.commit()?;
@@ -490,7 +493,7 @@ pub fn retry_messages(
         let outcome = if kind == "summary" {
             queue_org_day_summary(setup, &tx, &row, now)?
         } else {
-            let crossings = tx.crossings(org_id, date)?;
+            let crossings = tx.crossings(&day)?;
             queue_org_day_alerts(setup, &tx, &row, &crossings, row.revision > 0, None, now)?
         };
         tx.commit()?;

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::alerts;
 use crate::ingest::events_horizon;
 use crate::ledger::{close_time, compute_rows, differs, export_rows, ExportRow};
+use crate::localday::OrgDay;
 use crate::logline::Reason;
 use crate::report::{self, Change};
 use crate::setup::Setup;
@@ -166,7 +167,7 @@ pub struct Plan<'o> {
     dates: Vec<NaiveDate>,
     /// The parts listed for each date of the range.
     old_parts: BTreeMap<NaiveDate, Vec<ListedPart>>,
-    old_rows: BTreeMap<(String, String), LedgerRow>,
+    old_rows: BTreeMap<OrgDay, LedgerRow>,
     /// The archived files to read, in the order they were first ingested.
     sources: Vec<Source>,
 }
@@ -287,14 +288,10 @@ pub fn plan<'o>(
         .timestamp_millis()
         + 3 * day_ms;
     wanted.extend(store.files_with_recoverable_lines(from_ms, to_ms)?);
-    let old_rows: BTreeMap<(String, String), LedgerRow> = store
-        .ledger(
-            Some(&opts.from.to_string()),
-            Some(&opts.to.to_string()),
-            &opts.orgs,
-        )?
+    let old_rows: BTreeMap<OrgDay, LedgerRow> = store
+        .ledger(Some(opts.from), Some(opts.to), &opts.orgs)?
         .into_iter()
-        .map(|r| ((r.org_id.clone(), r.local_date.clone()), r))
+        .map(|r| (r.org_day(), r))
         .collect();
     let mut sources = Vec::new();
     let state_dir = &setup.config.state_dir;
@@ -348,7 +345,7 @@ pub fn plan<'o>(
 }
 
 /// New ledger rows of the range, with their crossings.
-type NewRows = BTreeMap<(String, String), (LedgerRow, Vec<Crossing>)>;
+type NewRows = BTreeMap<OrgDay, (LedgerRow, Vec<Crossing>)>;
 
 /// Phase 3: the new ledger rows of the range, from the new parts.
 pub fn recompute(
@@ -359,13 +356,12 @@ pub fn recompute(
 ) -> anyhow::Result<NewRows> {
     let mut new_rows = NewRows::new();
     for d in &plan.dates {
-        let date = d.to_string();
         let mut orgs: BTreeSet<String> = reread.new_org_days.remove(d).unwrap_or_default();
         orgs.extend(
             plan.old_rows
                 .keys()
-                .filter(|(_, day)| *day == date)
-                .map(|(o, _)| o.clone()),
+                .filter(|day| day.date == *d)
+                .map(|day| day.org_id.clone()),
         );
         let parts: Vec<String> = reread
             .listing
@@ -373,8 +369,8 @@ pub fn recompute(
             .map(|l| l.iter().map(|p| p.path.clone()).collect())
             .unwrap_or_default();
         let orgs: Vec<String> = orgs.into_iter().collect();
-        for (org, c) in compute_rows(setup, base, &parts, &date, &orgs)? {
-            new_rows.insert((org, date.clone()), (c.row, c.crossings));
+        for (org, c) in compute_rows(setup, base, &parts, *d, &orgs)? {
+            new_rows.insert(OrgDay::new(org, *d), (c.row, c.crossings));
         }
     }
     Ok(new_rows)
@@ -389,7 +385,7 @@ fn swap(
     plan: &Plan<'_>,
     mut reread: Reread,
     new_rows: &NewRows,
-    amended: &[(String, String)],
+    amended: &[OrgDay],
     now: DateTime<Utc>,
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
@@ -400,15 +396,15 @@ fn swap(
     let mut garbage = Vec::new();
     for d in &plan.dates {
         let parts = reread.listing.remove(d).unwrap_or_default();
-        garbage.extend(tx.replace_parts(&d.to_string(), &parts)?);
+        garbage.extend(tx.replace_parts(*d, &parts)?);
         // The day's request ids moved: its claims are rebuilt from the new parts.
         garbage.extend(tx.forget_claims(*d)?);
     }
-    for (key, old) in &plan.old_rows {
+    for key in plan.old_rows.keys() {
         if !new_rows.contains_key(key) {
-            tx.delete_ledger_row(&old.org_id, &old.local_date)?;
-            tx.put_crossings(&old.org_id, &old.local_date, &[])?;
-            tx.clear_dirty(&old.org_id, &old.local_date)?;
+            tx.delete_ledger_row(key)?;
+            tx.put_crossings(key, &[])?;
+            tx.clear_dirty(key)?;
         }
     }
     for (key, (row, crossings)) in new_rows {
@@ -417,12 +413,12 @@ fn swap(
         let is_amended = amended.contains(key);
         row.revision = old.map_or(0, |o| o.revision) + u64::from(is_amended);
         if old.is_some_and(|o| !differs(&row, o) && o.revision == row.revision) {
-            tx.clear_dirty(&row.org_id, &row.local_date)?;
+            tx.clear_dirty(key)?;
             continue;
         }
         tx.put_ledger_row(&row)?;
-        tx.put_crossings(&row.org_id, &row.local_date, crossings)?;
-        tx.clear_dirty(&row.org_id, &row.local_date)?;
+        tx.put_crossings(key, crossings)?;
+        tx.clear_dirty(key)?;
         if opts.resend {
             // A message that cannot be built is an open problem, retried by the next run;
             // it never holds back the swap.
@@ -447,7 +443,7 @@ fn swap(
     // queued what it does.
     for d in &mut out.days {
         if let Some(t) = d.alert_threshold() {
-            d.mail = tx.outbox_status(&alerts::alert_key(&d.org_id, &d.local_date, t))?;
+            d.mail = tx.outbox_status(&alerts::alert_key(&d.org_id, d.local_date, t))?;
         }
     }
     if !out.changes.is_empty() || out.recovered > 0 || out.quarantined > 0 {

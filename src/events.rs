@@ -17,6 +17,8 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
+use crate::localday::OrgDay;
+
 /// The columns of a priced event.
 pub const EVENT_COLUMNS: [&str; 15] = [
     "request_id",
@@ -118,10 +120,22 @@ fn org_in(orgs: &[String]) -> Expr {
 
 /// The `limit` endpoints with the most unpriced calls: (endpoint, calls), most first.
 fn unpriced_endpoints(events: LazyFrame, limit: IdxSize) -> PolarsResult<Vec<(String, u64)>> {
-    let df = events
+    Ok(unpriced_endpoints_counted(events, limit)?.0)
+}
+
+/// [`unpriced_endpoints`] and how many distinct unpriced endpoints there are in all.
+fn unpriced_endpoints_counted(
+    events: LazyFrame,
+    limit: IdxSize,
+) -> PolarsResult<(Vec<(String, u64)>, u64)> {
+    let grouped = events
         .filter(col("unpriced"))
         .group_by([col("endpoint")])
         .agg([len().cast(DataType::Int64).alias("calls")])
+        .collect()?;
+    let total = grouped.height() as u64;
+    let df = grouped
+        .lazy()
         .sort_by_exprs(
             [col("calls"), col("endpoint")],
             SortMultipleOptions::default().with_order_descending_multi([true, false]),
@@ -130,14 +144,15 @@ fn unpriced_endpoints(events: LazyFrame, limit: IdxSize) -> PolarsResult<Vec<(St
         .collect()?;
     let names = df.column("endpoint")?.str()?;
     let calls = df.column("calls")?.i64()?;
-    Ok((0..df.height())
+    let rows = (0..df.height())
         .map(|i| {
             (
                 names.get(i).unwrap_or_default().to_string(),
                 calls.get(i).unwrap_or(0) as u64,
             )
         })
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 /// Gateway drift over the calls that carry `charged_credits`: how many (`n`), what the gateway

@@ -57,9 +57,8 @@ pub fn explain(
     org_id: &str,
     date: NaiveDate,
 ) -> anyhow::Result<Option<Explanation>> {
-    let day = date.to_string();
     let Some(row) = store
-        .ledger(Some(&day), Some(&day), &[org_id.to_string()])?
+        .ledger(Some(date), Some(date), &[org_id.to_string()])?
         .into_iter()
         .next()
     else {
@@ -70,10 +69,10 @@ pub fn explain(
         .map(|o| o.timezone)
         .unwrap_or(chrono_tz::UTC);
     let state_dir = &setup.config.state_dir;
-    let events = org_day_calls(state_dir, &store.parts_on(&day)?, org_id)?;
+    let events = org_day_calls(state_dir, &store.parts_on(date)?, org_id)?;
     let lines = logged_lines(setup, store, &events)?;
     let mut by_rid: HashMap<&str, Vec<String>> = HashMap::new();
-    let crossings = store.crossings(org_id, &day)?;
+    let crossings = store.crossings(&row.org_day())?;
     for c in &crossings {
         let label = if c.threshold >= 100 {
             "over".to_string()

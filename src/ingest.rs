@@ -420,13 +420,13 @@ impl<'s> Ingester<'s> {
         })?;
         let parts = writer.finish()?;
         for part in &parts {
-            tx.add_part(&part.path, &sha, &part.local_date.to_string(), part.rows)?;
+            tx.add_part(&part.path, &sha, part.local_date, part.rows)?;
         }
         for (org, date) in days
             .iter()
             .flat_map(|(o, ds)| ds.iter().map(move |d| (o, d)))
         {
-            tx.mark_dirty(org, &date.to_string())?;
+            tx.mark_dirty(org, *date)?;
         }
         let row = FileRow {
             file: name.to_string(),

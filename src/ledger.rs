@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::alerts;
 use crate::allotment::{format_pct, pct_hundredths, Model};
 use crate::events::{reconcile_day, Measure};
+use crate::localday::OrgDay;
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Unit};
 
@@ -31,9 +32,9 @@ pub fn recompute_dirty(
     now: DateTime<Utc>,
     stop: &AtomicBool,
 ) -> anyhow::Result<Recomputed> {
-    let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (org, date) in store.dirty()? {
-        by_date.entry(date).or_default().push(org);
+    let mut by_date: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+    for d in store.dirty()? {
+        by_date.entry(d.date).or_default().push(d.org_id);
     }
     let mut out = Recomputed::default();
     for (date, orgs) in by_date {
@@ -41,17 +42,27 @@ pub fn recompute_dirty(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        match recompute_date(setup, store, &date, &orgs, now, &mut out.failed) {
+        match recompute_date(setup, store, date, &orgs, now, &mut out.failed) {
             Ok(n) => out.org_days += n,
-            Err(e) if orgs.len() == 1 => {
-                org_day_failed(store, &orgs[0], &date, &e, now, &mut out.failed)
-            }
+            Err(e) if orgs.len() == 1 => org_day_failed(
+                store,
+                &OrgDay::new(orgs[0].clone(), date),
+                &e,
+                now,
+                &mut out.failed,
+            ),
             Err(_) => {
                 for org in &orgs {
                     let one = std::slice::from_ref(org);
-                    match recompute_date(setup, store, &date, one, now, &mut out.failed) {
+                    match recompute_date(setup, store, date, one, now, &mut out.failed) {
                         Ok(n) => out.org_days += n,
-                        Err(e) => org_day_failed(store, org, &date, &e, now, &mut out.failed),
+                        Err(e) => org_day_failed(
+                            store,
+                            &OrgDay::new(org.clone(), date),
+                            &e,
+                            now,
+                            &mut out.failed,
+                        ),
                     }
                 }
             }
@@ -62,15 +73,14 @@ pub fn recompute_dirty(
 
 fn org_day_failed(
     store: &Store,
-    org: &str,
-    date: &str,
+    day: &OrgDay,
     error: &anyhow::Error,
     now: DateTime<Utc>,
     failed: &mut Vec<String>,
 ) {
-    let target = format!("{org}:{date}");
+    let target = day.to_string();
     let error = format!("{error:#}");
-    tracing::error!(org, date, "cannot recompute the org-day: {error}");
+    tracing::error!(org = day.org_id, date = %day.date, "cannot recompute the org-day: {error}");
     if let Err(e) = store.record_problem(Unit::OrgDay, &target, &error, now.timestamp_millis()) {
         tracing::error!("cannot record the problem of {target}: {e:#}");
     }
@@ -93,21 +103,20 @@ pub fn compute_rows(
     setup: &Setup,
     base: &std::path::Path,
     parts: &[String],
-    date: &str,
+    day: NaiveDate,
     orgs: &[String],
 ) -> anyhow::Result<BTreeMap<String, Computed>> {
-    let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
     let mut measures = Vec::new();
     let mut terms = BTreeMap::new();
     for org_id in orgs {
         let Some(org) = setup.org(org_id) else {
             // The org left the registry after its events were ingested; its row stays as it
             // was until a backfill says otherwise.
-            tracing::warn!(org = %org_id, date, "org no longer in the registry; ledger row kept");
+            tracing::warn!(org = %org_id, date = %day, "org no longer in the registry; ledger row kept");
             continue;
         };
         let Some(t) = setup.terms(org, day) else {
-            tracing::warn!(org = %org_id, date, "no plan in effect; ledger row kept");
+            tracing::warn!(org = %org_id, date = %day, "no plan in effect; ledger row kept");
             continue;
         };
         measures.push(Measure {
@@ -123,7 +132,7 @@ pub fn compute_rows(
         &measures,
         &setup.config.alerts.near_limit_percent,
     )
-    .with_context(|| format!("cannot reconcile {date}"))?;
+    .with_context(|| format!("cannot reconcile {day}"))?;
     let mut out = BTreeMap::new();
     for f in figures {
         let Some(t) = terms.get(&f.org_id) else {
@@ -131,24 +140,13 @@ pub fn compute_rows(
         };
         let row = LedgerRow {
             org_id: f.org_id.clone(),
-            local_date: date.to_string(),
-            model: t.model,
-            reason: t.reason.clone(),
-            edition: t.edition.clone(),
-            agents: t.agents,
-            light_agents: t.light_agents,
+            local_date: day,
+            terms: t.clone(),
             calls: f.calls,
             billable_calls: f.billable_calls,
             credits: f.credits,
-            base: t.base,
-            variable: t.variable,
-            additional: t.additional,
-            additional_excess: t.additional_excess,
-            legacy_limit: t.legacy_limit,
-            allotted: t.allotted,
             used: f.used,
             exceeded_at: f.crossings.iter().find(|c| c.0 == 100).map(|c| c.1),
-            concurrency: t.concurrency,
             unpriced_calls: f.unpriced_calls,
             revision: 0,
         };
@@ -177,12 +175,11 @@ pub fn differs(new: &LedgerRow, old: &LedgerRow) -> bool {
 fn recompute_date(
     setup: &Setup,
     store: &mut Store,
-    date: &str,
+    date: NaiveDate,
     orgs: &[String],
     now: DateTime<Utc>,
     failed: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
-    let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
     let parts = store.parts_on(date)?;
     let computed = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
 
@@ -198,10 +195,11 @@ fn recompute_date(
     let tx = store.transaction()?;
     let mut count = 0;
     for org_id in orgs {
+        let day = OrgDay::new(org_id.clone(), date);
         let Some(Computed { row, crossings }) = computed.get(org_id) else {
             // No events, or no plan: there is no row to write.
-            tx.clear_dirty(org_id, date)?;
-            tx.resolve_problem(Unit::OrgDay, &format!("{org_id}:{date}"))?;
+            tx.clear_dirty(&day)?;
+            tx.resolve_problem(Unit::OrgDay, &day.to_string())?;
             continue;
         };
         let mut row = row.clone();
@@ -209,14 +207,14 @@ fn recompute_date(
             continue;
         };
         let mut amended = false;
-        if let Some(prev) = tx.ledger_row(org_id, date)? {
-            let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
+        if let Some(prev) = tx.ledger_row(&day)? {
+            let closed = now >= close_time(org.timezone, date, setup.config.close_grace);
             // Late data for a closed day amends it: the revision counts the amendments.
             amended = differs(&row, &prev) && closed;
             row.revision = prev.revision + u64::from(amended);
         }
         tx.put_ledger_row(&row)?;
-        tx.put_crossings(org_id, date, crossings)?;
+        tx.put_crossings(&day, crossings)?;
         // A message that cannot be built is a problem of its own: the ledger row still
         // commits, and the message is tried again at every run until it is queued.
         let queued = alerts::queue_org_day_alerts(
@@ -229,8 +227,8 @@ fn recompute_date(
             now,
         )?;
         failed.extend(queued);
-        tx.clear_dirty(org_id, date)?;
-        tx.resolve_problem(Unit::OrgDay, &format!("{org_id}:{date}"))?;
+        tx.clear_dirty(&day)?;
+        tx.resolve_problem(Unit::OrgDay, &day.to_string())?;
         count += 1;
     }
     tx.commit()?;
@@ -263,14 +261,15 @@ pub fn close_days(
     stop: &AtomicBool,
 ) -> anyhow::Result<Closing> {
     let mut due = Vec::new();
-    for (org_id, date) in store.unclosed_days()? {
-        let day: NaiveDate = date.parse().context("dates in the store are ISO dates")?;
-        let tz = setup.org(&org_id).map_or(chrono_tz::UTC, |o| o.timezone);
-        let at = close_time(tz, day, setup.config.close_grace);
+    for day in store.unclosed_days()? {
+        let tz = setup
+            .org(&day.org_id)
+            .map_or(chrono_tz::UTC, |o| o.timezone);
+        let at = close_time(tz, day.date, setup.config.close_grace);
         if now >= at {
             due.push(Closed {
-                org_id,
-                local_date: day,
+                org_id: day.org_id,
+                local_date: day.date,
                 due_at: at,
             });
         }
@@ -283,14 +282,9 @@ pub fn close_days(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let date = c.local_date.to_string();
-        if tx.close_day(
-            &c.org_id,
-            &date,
-            c.due_at.timestamp_millis(),
-            now.timestamp_millis(),
-        )? {
-            if let Some(row) = tx.ledger_row(&c.org_id, &date)? {
+        let day = OrgDay::new(c.org_id.clone(), c.local_date);
+        if tx.close_day(&day, c.due_at.timestamp_millis(), now.timestamp_millis())? {
+            if let Some(row) = tx.ledger_row(&day)? {
                 failed.extend(alerts::queue_org_day_summary(setup, &tx, &row, now)?);
             }
             closed.push(c);
@@ -333,13 +327,13 @@ pub use crate::report::format::format_ts;
 pub fn export_rows(setup: &Setup, rows: &[LedgerRow], now: DateTime<Utc>) -> Vec<ExportRow> {
     rows.iter()
         .map(|r| {
-            let day = r.day();
+            let day = r.local_date;
             // An org that has left the registry keeps its rows; UTC decides their status.
             let tz = setup.org(&r.org_id).map_or(chrono_tz::UTC, |o| o.timezone);
             let closed = now >= close_time(tz, day, setup.config.close_grace);
             ExportRow {
                 org_id: r.org_id.clone(),
-                local_date: r.local_date.clone(),
+                local_date: r.local_date.to_string(),
                 model: r.model.as_str().to_string(),
                 edition: r.edition.clone(),
                 agents: r.agents,
@@ -410,9 +404,7 @@ pub fn query(
     to: Option<NaiveDate>,
     orgs: &[String],
 ) -> anyhow::Result<Vec<LedgerRow>> {
-    let from = from.map(|d| d.to_string());
-    let to = to.map(|d| d.to_string());
-    store.ledger(from.as_deref(), to.as_deref(), orgs)
+    store.ledger(from, to, orgs)
 }
 
 #[cfg(test)]

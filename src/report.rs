@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use crate::allotment::{format_pct, pct_hundredths};
+use crate::allotment::{format_pct, pct_hundredths, DayTerms};
 use crate::store::{Crossing, LedgerRow};
 
 mod backfill;
@@ -212,18 +212,6 @@ pub fn gateway_back(gateway: &str, file: &str, since: &str, at: &str) -> Rendere
     }
 }
 
-/// The terms an org-day's usage is measured against: those its ledger row was computed with,
-/// or today's rules for a day without a row.
-pub struct UsageFigures {
-    pub model: crate::allotment::Model,
-    pub reason: String,
-    pub base: u64,
-    pub variable: u64,
-    pub additional: u64,
-    pub allotted: u64,
-    pub legacy_limit: u64,
-}
-
 /// When an open day reaches 100 % at the pace of the last hour (DESIGN §5.5).
 pub struct Forecast {
     /// Units used in the last hour.
@@ -246,7 +234,9 @@ pub struct UsageView<'a> {
     pub light_agents: u64,
     pub additional_excess: u64,
     pub concurrency: u64,
-    pub figures: UsageFigures,
+    /// The terms usage is measured against: those the ledger row was computed with, or
+    /// today's rules for a day without a row.
+    pub figures: DayTerms,
     /// The stored ledger row, if the day has one.
     pub row: Option<&'a LedgerRow>,
     pub crossings: &'a [Crossing],
@@ -304,11 +294,13 @@ pub fn usage(v: &UsageView<'_>) -> String {
     let used = v.row.map_or(0, |r| r.used);
     let unit = f.model.unit();
     let _ = writeln!(w, "  Used             {used:>12} {unit}");
-    let _ = writeln!(
-        w,
-        "  % used           {:>12}",
+    // An allotment of 0 has no percentage (as in the messages): any use is n/a.
+    let pct = if f.allotted == 0 && used > 0 {
+        "n/a (allotment 0)".to_string()
+    } else {
         format_pct(pct_hundredths(used, f.allotted))
-    );
+    };
+    let _ = writeln!(w, "  % used           {pct:>12}");
     let _ = writeln!(
         w,
         "  Concurrency      {:>12} concurrent calls",
@@ -392,6 +384,64 @@ mod tests {
             r.text
         );
         assert!(!r.text.contains("orgs.csv line 30:"), "{}", r.text);
+    }
+
+    /// A legacy limit of 0 has no percentage: `usage` says n/a instead of a 20-digit figure.
+    #[test]
+    fn usage_on_an_allotment_of_0_reads_n_a() {
+        let row = crate::store::LedgerRow {
+            org_id: "7".into(),
+            local_date: NaiveDate::from_ymd_opt(2025, 10, 8).unwrap(),
+            terms: crate::allotment::DayTerms {
+                model: crate::allotment::Model::Legacy,
+                reason: "legacy".into(),
+                edition: "free".into(),
+                agents: 0,
+                light_agents: 0,
+                base: 0,
+                variable: 0,
+                additional: 0,
+                additional_excess: 0,
+                legacy_limit: 0,
+                allotted: 0,
+                concurrency: 0,
+            },
+            calls: 3,
+            billable_calls: 3,
+            credits: 0,
+            used: 3,
+            exceeded_at: None,
+            unpriced_calls: 0,
+            revision: 0,
+        };
+        fn view<'a>(
+            row: &'a crate::store::LedgerRow,
+            stored: Option<&'a crate::store::LedgerRow>,
+        ) -> UsageView<'a> {
+            UsageView {
+                forecast: None,
+                org_id: "7",
+                org_name: "Seven",
+                day: NaiveDate::from_ymd_opt(2025, 10, 8).unwrap(),
+                tz: chrono_tz::UTC,
+                closed: true,
+                edition: "free",
+                agents: 0,
+                light_agents: 0,
+                additional_excess: 0,
+                concurrency: 0,
+                figures: row.terms.clone(),
+                row: stored,
+                crossings: &[],
+            }
+        }
+        let used = usage(&view(&row, Some(&row)));
+        assert!(
+            used.contains("% used           n/a (allotment 0)"),
+            "{used}"
+        );
+        let unused = usage(&view(&row, None));
+        assert!(unused.contains("% used                   0.00"), "{unused}");
     }
 
     /// The config-rejected message's text against its reviewed copy (the daemon sends it; the

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::Context;
+use chrono::NaiveDate;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::logline::Reason;
@@ -344,7 +345,7 @@ impl Store {
     }
 
     /// Parquet parts holding events of `local_date`.
-    pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
+    pub fn parts_on(&self, local_date: NaiveDate) -> anyhow::Result<Vec<String>> {
         parts_on(&self.conn, local_date)
     }
 
@@ -392,7 +393,7 @@ const FILE_COLUMNS: &str = "file, sha256, status, lines, accepted, uniq, duplica
      archive_path, error, archive_purged, quarantine_purged";
 
 /// Parquet parts holding events of `local_date`, for the store and inside a transaction.
-fn parts_on(conn: &Connection, local_date: &str) -> anyhow::Result<Vec<String>> {
+fn parts_on(conn: &Connection, local_date: NaiveDate) -> anyhow::Result<Vec<String>> {
     let mut stmt =
         conn.prepare_cached("SELECT path FROM parts WHERE local_date = ?1 ORDER BY path")?;
     let rows = stmt.query_map([local_date], |r| r.get(0))?;
@@ -452,7 +453,7 @@ impl Tx<'_> {
             reason.as_str(),
             raw,
             at.map(|a| a.org_id),
-            at.and_then(|a| a.local_date).map(|d| d.to_string()),
+            at.and_then(|a| a.local_date),
             at.map(|a| a.ts_ms),
         ])?;
         Ok(())
@@ -462,7 +463,7 @@ impl Tx<'_> {
         &self,
         path: &str,
         file_sha: &str,
-        local_date: &str,
+        local_date: NaiveDate,
         rows: u64,
     ) -> anyhow::Result<()> {
         let mut stmt = self.tx.prepare_cached(
@@ -477,7 +478,7 @@ impl Tx<'_> {
     }
 
     /// Parquet parts holding events of `local_date`.
-    pub fn parts_on(&self, local_date: &str) -> anyhow::Result<Vec<String>> {
+    pub fn parts_on(&self, local_date: NaiveDate) -> anyhow::Result<Vec<String>> {
         parts_on(&self.tx, local_date)
     }
 
@@ -535,7 +536,7 @@ impl Tx<'_> {
     /// Replaces the parts listed for `local_date`; returns the paths no longer listed.
     pub fn replace_parts(
         &self,
-        local_date: &str,
+        local_date: NaiveDate,
         parts: &[ListedPart],
     ) -> anyhow::Result<Vec<String>> {
         let old = self.parts_on(local_date)?;

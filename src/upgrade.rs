@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::events::{backfill_part_name, date_dir, sources_of, write_source};
+use crate::events::{sources_of, split_part_path, write_source};
 use crate::store::{ListedPart, Store};
 
 /// Brings the state directory of `store` to this version's layout.
@@ -28,19 +28,9 @@ fn split_mixed_parts(state_dir: &Path, store: &mut Store) -> anyhow::Result<()> 
         return Ok(());
     }
     for (date, path) in store.mixed_parts()? {
-        let stem = path
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.strip_suffix(".parquet"))
-            .unwrap_or("part")
-            .to_string();
         let mut new = Vec::new();
         for (sha, _) in sources_of(state_dir, &path)? {
-            let rel = format!(
-                "{}/{}.parquet",
-                date_dir(date),
-                backfill_part_name(&sha, &format!("split-{stem}"))
-            );
+            let rel = split_part_path(date, &path, &sha);
             let rows = write_source(state_dir, &path, &sha, &rel)?;
             new.push(ListedPart {
                 path: rel,

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::events::{day_details, DaySpan, Mark};
 use crate::ledger::close_time;
-use crate::report::{self, UsageFigures, UsageView};
+use crate::report::{self, UsageView};
 use crate::setup::Setup;
 use crate::store::Store;
 
@@ -30,40 +30,18 @@ pub fn render(
         .with_context(|| format!("org {org_id} has no plan in effect on {day}"))?;
     let plan = org.plan_on(day).expect("terms imply a plan");
     let row = match store {
-        Some(s) => s
-            .ledger(
-                Some(&day.to_string()),
-                Some(&day.to_string()),
-                &[org_id.to_string()],
-            )?
-            .pop(),
+        Some(s) => s.ledger(Some(day), Some(day), &[org_id.to_string()])?.pop(),
         None => None,
     };
     let crossings = match (store, &row) {
-        (Some(s), Some(_)) => s.crossings(org_id, &day.to_string())?,
+        (Some(s), Some(r)) => s.crossings(&r.org_day())?,
         _ => Vec::new(),
     };
     let closed = now >= close_time(org.timezone, day, setup.config.close_grace);
     // A stored row shows the terms it was computed with; otherwise today's rules.
     let figures = match &row {
-        Some(r) => UsageFigures {
-            model: r.model,
-            reason: r.reason.clone(),
-            base: r.base,
-            variable: r.variable,
-            additional: r.additional,
-            allotted: r.allotted,
-            legacy_limit: r.legacy_limit,
-        },
-        None => UsageFigures {
-            model: terms.model,
-            reason: terms.reason.clone(),
-            base: terms.base,
-            variable: terms.variable,
-            additional: terms.additional,
-            allotted: terms.allotted,
-            legacy_limit: terms.legacy_limit,
-        },
+        Some(r) => r.terms.clone(),
+        None => terms.clone(),
     };
     // An open day that has not reached 100 % says when it will (DESIGN §5.5).
     let forecast = match (store, &row) {
@@ -73,7 +51,7 @@ pub fn render(
                 day,
                 r.model == crate::allotment::Model::Legacy,
             );
-            let parts = s.parts_on(&day.to_string())?;
+            let parts = s.parts_on(day)?;
             let now_ms = now.timestamp_millis();
             let mark = Mark {
                 ts: now_ms,

@@ -64,7 +64,8 @@ pub fn queue_digest(
         .unwrap_or(100);
     let mut org_days = Vec::new();
     let mut dates = std::collections::BTreeSet::new();
-    for (org_id, local_date) in &closed {
+    for day in &closed {
+        let (org_id, local_date) = (&day.org_id, day.date);
         if stop.load(Ordering::SeqCst) {
             return Ok(Digest::Stopped);
         }
@@ -76,12 +77,12 @@ pub fn queue_digest(
         let Some(r) = rows.first() else { continue };
         let name = setup
             .org(org_id)
-            .and_then(|o| o.plan_on(r.day()))
+            .and_then(|o| o.plan_on(r.local_date))
             .map(|p| p.name.clone())
             .unwrap_or_default();
         // An unused day is near nothing, even on an allotment of 0.
         if r.used > 0 && crate::allotment::reached(r.used, r.allotted, min_threshold) {
-            let crossings = store.crossings(org_id, local_date)?;
+            let crossings = store.crossings(day)?;
             let top = crossings
                 .iter()
                 .map(|c| c.threshold)
@@ -97,7 +98,7 @@ pub fn queue_digest(
             view.limits.push(report::LimitRow {
                 org_id: org_id.clone(),
                 name: name.clone(),
-                local_date: local_date.clone(),
+                local_date,
                 model: r.model,
                 used: r.used,
                 allotted: r.allotted,
@@ -111,21 +112,22 @@ pub fn queue_digest(
             view.grandfathered.push((
                 org_id.clone(),
                 name,
-                local_date.clone(),
+                local_date,
                 r.legacy_limit,
                 credit,
                 r.allotted.saturating_sub(credit),
             ));
         }
-        org_days.push((org_id.clone(), r.day()));
-        dates.insert(local_date.clone());
+        org_days.push(day.clone());
+        dates.insert(local_date);
     }
     let mut parts = Vec::new();
     for d in &dates {
-        parts.extend(store.parts_on(d)?);
+        parts.extend(store.parts_on(*d)?);
     }
     let figures = digest_figures(&setup.config.state_dir, &parts, &org_days)?;
     view.unpriced = figures.unpriced;
+    view.unpriced_endpoints = figures.unpriced_endpoints;
     view.drift = figures.drift;
     view.quarantine_by_file = store.quarantine_by_file(&since)?;
     let mut by_reason = std::collections::BTreeMap::new();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use super::*;
 
@@ -14,14 +14,13 @@ pub fn diff(
     new_rows: &NewRows,
     now: DateTime<Utc>,
     out: &mut Outcome,
-) -> Vec<(String, String)> {
-    let keys: BTreeSet<&(String, String)> = plan.old_rows.keys().chain(new_rows.keys()).collect();
+) -> Vec<OrgDay> {
+    let keys: BTreeSet<&OrgDay> = plan.old_rows.keys().chain(new_rows.keys()).collect();
     let mut amended = Vec::new();
     for key in keys {
-        let (org, date) = key;
         let old = plan.old_rows.get(key);
         let new = new_rows.get(key).map(|(r, _)| r);
-        let changes = diff_rows(setup, org, date, old, new, now);
+        let changes = diff_rows(setup, key, old, new, now);
         if changes.is_empty() {
             continue;
         }
@@ -29,18 +28,17 @@ pub fn diff(
         out.changes.extend(changes);
         let figures = |r: &LedgerRow| day_figures(setup, r);
         out.days.push(crate::report::DayChange {
-            org_id: org.clone(),
-            local_date: date.clone(),
+            org_id: key.org_id.clone(),
+            local_date: key.date,
             before: old.map(figures),
             after: new.map(figures),
             mail: None,
         });
         if let (Some(old), Some(new)) = (old, new) {
-            let tz = setup.org(org).map_or(chrono_tz::UTC, |o| o.timezone);
-            let Ok(day) = date.parse::<NaiveDate>() else {
-                continue;
-            };
-            if differs(new, old) && now >= close_time(tz, day, setup.config.close_grace) {
+            let tz = setup
+                .org(&key.org_id)
+                .map_or(chrono_tz::UTC, |o| o.timezone);
+            if differs(new, old) && now >= close_time(tz, key.date, setup.config.close_grace) {
                 amended.push(key.clone());
             }
         }
@@ -78,16 +76,15 @@ fn day_status(used: u64, allotted: u64, thresholds: &[u64]) -> String {
 /// disappears is one change of the column `row`.
 fn diff_rows(
     setup: &Setup,
-    org: &str,
-    date: &str,
+    day: &OrgDay,
     old: Option<&LedgerRow>,
     new: Option<&LedgerRow>,
     now: DateTime<Utc>,
 ) -> Vec<Change> {
     let export = |r: &LedgerRow| export_rows(setup, std::slice::from_ref(r), now).remove(0);
     let change = |column: &str, before: String, after: String| Change {
-        org_id: org.to_string(),
-        local_date: date.to_string(),
+        org_id: day.org_id.clone(),
+        local_date: day.date,
         column: column.to_string(),
         before,
         after,

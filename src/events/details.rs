@@ -6,7 +6,8 @@ use super::*;
 /// What the reports show about one org-day beyond its ledger row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayDetails {
-    /// (endpoint, calls, credits charged), most credits first, at most 5.
+    /// (endpoint, calls, units used: credits charged, or billable calls on legacy days), most
+    /// units first, at most 5.
     pub top_endpoints: Vec<(String, u64, u64)>,
     /// Units used (credits, or billable calls on legacy days) per hour since the day began.
     pub hourly: Vec<u64>,
@@ -189,40 +190,36 @@ fn details_of(
     let charged = when(col("billable"))
         .then(col("credits"))
         .otherwise(lit(0i64));
+    let unit = if legacy {
+        col("billable").cast(DataType::Int64)
+    } else {
+        charged
+    };
     let top = df
         .clone()
         .lazy()
         .group_by([col("endpoint")])
         .agg([
             len().cast(DataType::Int64).alias("calls"),
-            charged.clone().sum().alias("credits"),
+            unit.clone().sum().alias("units"),
         ])
         .sort_by_exprs(
-            [col("credits"), col("calls"), col("endpoint")],
+            [col("units"), col("calls"), col("endpoint")],
             SortMultipleOptions::default().with_order_descending_multi([true, true, false]),
         )
         .limit(5)
         .collect()?;
     let names = top.column("endpoint")?.str()?.clone();
     let calls = top.column("calls")?.i64()?.clone();
-    let credits = top
-        .column("credits")?
-        .cast(&DataType::Int64)?
-        .i64()?
-        .clone();
+    let units = top.column("units")?.cast(&DataType::Int64)?.i64()?.clone();
     for i in 0..top.height() {
         out.top_endpoints.push((
             names.get(i).unwrap_or_default().to_string(),
             calls.get(i).unwrap_or(0) as u64,
-            credits.get(i).unwrap_or(0) as u64,
+            units.get(i).unwrap_or(0) as u64,
         ));
     }
 
-    let unit = if legacy {
-        col("billable").cast(DataType::Int64)
-    } else {
-        charged
-    };
     let hourly = df
         .clone()
         .lazy()

@@ -5,18 +5,24 @@ use super::*;
 /// Unpriced endpoints and gateway drift over many org-days, for the ops digest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DigestFigures {
-    /// (endpoint, calls), most calls first.
+    /// (endpoint, calls), most calls first, at most [`UNPRICED_LISTED`].
     pub unpriced: Vec<(String, u64)>,
+    /// How many distinct unpriced endpoints there are, listed or not.
+    pub unpriced_endpoints: u64,
     /// (org_id, calls carrying charged_credits, charged, computed), by org.
     pub drift: Vec<(String, u64, u64, u64)>,
 }
 
+/// The most unpriced endpoints the digest lists (in its CSV attachment): paths that carry
+/// unique ids can make every call an endpoint of its own.
+pub const UNPRICED_LISTED: usize = 10_000;
+
 /// Computes [`DigestFigures`] over the events of `parts` (relative to `state_dir`)
-/// restricted to the (org_id, local_date) pairs given.
+/// restricted to the org-days given.
 pub fn digest_figures(
     state_dir: &Path,
     parts: &[String],
-    org_days: &[(String, NaiveDate)],
+    org_days: &[OrgDay],
 ) -> anyhow::Result<DigestFigures> {
     let mut out = DigestFigures::default();
     if org_days.is_empty() || parts.is_empty() {
@@ -29,13 +35,16 @@ pub fn digest_figures(
         vec![
             Column::new(
                 "org_id".into(),
-                org_days.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
+                org_days
+                    .iter()
+                    .map(|o| o.org_id.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "local_date".into(),
                 org_days
                     .iter()
-                    .map(|o| o.1.signed_duration_since(epoch).num_days() as i32)
+                    .map(|o| o.date.signed_duration_since(epoch).num_days() as i32)
                     .collect::<Vec<_>>(),
             )
             .cast(&DataType::Date)?,
@@ -47,7 +56,8 @@ pub fn digest_figures(
         [col("org_id"), col("local_date")],
         JoinArgs::new(JoinType::Semi),
     );
-    out.unpriced = unpriced_endpoints(base.clone(), 20)?;
+    (out.unpriced, out.unpriced_endpoints) =
+        unpriced_endpoints_counted(base.clone(), UNPRICED_LISTED as IdxSize)?;
     let drift = base
         .filter(col("charged_credits").is_not_null())
         .group_by([col("org_id")])

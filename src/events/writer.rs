@@ -140,10 +140,44 @@ struct OpenPart {
 struct SharedFile(Arc<Mutex<BufWriter<File>>>);
 
 impl SharedFile {
-    fn flush_and_sync(&self) -> anyhow::Result<()> {
+    /// Writes out the buffer. The part is made durable later, with all the file's others
+    /// ([`PartWriter::finish`]).
+    fn flush_buffer(&self) -> anyhow::Result<()> {
         let mut file = self.0.lock().expect("never poisoned: writes do not panic");
         file.flush()?;
-        file.get_ref().sync_all()?;
+        Ok(())
+    }
+}
+
+/// Makes the parts moved into place under `state_dir` durable, with their names: one
+/// `syncfs` of the state directory's filesystem on Linux, instead of an `fsync` per part and
+/// directory (a file spread over 151 days made 3,624 parts, and their `fsync`s took ~3.5 s).
+/// Elsewhere each part and its directory is synced.
+fn sync_parts(state_dir: &Path, parts: &[Part]) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = parts;
+        let dir = File::open(state_dir)?;
+        // SAFETY: `dir` is an open file descriptor for the whole call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in parts {
+            let path = state_dir.join(&p.path);
+            File::open(&path)?.sync_all()?;
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            File::open(d)?.sync_all()?;
+        }
         Ok(())
     }
 }
@@ -381,6 +415,15 @@ impl PartWriter {
                 rows: part.rows,
             });
         }
+        // Durable before the store lists them: the caller commits the listing next.
+        if let Err(e) = sync_parts(state_dir, &parts)
+            .with_context(|| format!("cannot sync the parts under {}", state_dir.display()))
+        {
+            for p in &parts {
+                let _ = std::fs::remove_file(state_dir.join(&p.path));
+            }
+            return Err(e);
+        }
         Ok(parts)
     }
 }
@@ -483,7 +526,7 @@ impl Parts<'_> {
             .writer
             .finish()
             .map_err(anyhow::Error::from)
-            .and_then(|_| part.file.flush_and_sync())
+            .and_then(|_| part.file.flush_buffer())
             .with_context(|| format!("cannot write {}", tmp.display()));
         // Dropping the writer and the last handle of the file closes it.
         let OpenPart {
@@ -586,6 +629,21 @@ pub fn kept_part_path(date: NaiveDate, file_sha: &str, token: &str) -> String {
     format!(
         "events/local_date={date}/{}-kept.parquet",
         backfill_part_name(file_sha, token)
+    )
+}
+
+/// Where the events of input file `file_sha` go when the upgrade splits `old`, a part of
+/// several input files written by an earlier version, on `date`.
+pub fn split_part_path(date: NaiveDate, old: &str, file_sha: &str) -> String {
+    let stem = old
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .unwrap_or("part");
+    format!(
+        "{}/{}.parquet",
+        date_dir(date),
+        backfill_part_name(file_sha, &format!("split-{stem}"))
     )
 }
 

@@ -94,7 +94,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .y_label_area_size(58)
             .caption(
                 format!("Running total of {} through the local day", c.unit),
-                label(13),
+                label(15),
             )
             .build_cartesian_2d(
                 (0i64..(slots as i64)).with_key_points(ticks.clone()),
@@ -107,7 +107,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .light_line_style(LIGHT)
             .bold_line_style(LIGHT)
             .axis_style(GREY)
-            .label_style(label(11))
+            .label_style(label(13))
             .x_label_formatter(&|x| hour_of(*x))
             .y_label_formatter(&|y| short(*y))
             .y_labels(5)
@@ -126,7 +126,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
                 .draw_series(std::iter::once(Text::new(
                     format!("allotment {}", thousands(c.allotted)),
                     (2, c.allotted.saturating_add(ymax / 10)),
-                    (FAMILY, 11).into_font().color(&RED),
+                    (FAMILY, 13).into_font().color(&RED),
                 )))
                 .map_err(err)?;
         }
@@ -146,7 +146,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
                 .draw_series(std::iter::once(Text::new(
                     name.clone(),
                     ((x + dx).max(1), y.saturating_add(ymax / 7).min(ymax)),
-                    (FAMILY, 11).into_font().color(&color),
+                    (FAMILY, 13).into_font().color(&color),
                 )))
                 .map_err(err)?;
         }
@@ -161,7 +161,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .margin_bottom(4)
             .x_label_area_size(30)
             .y_label_area_size(58)
-            .caption(format!("{} per hour", c.unit), label(12))
+            .caption(format!("{} per hour", c.unit), label(14))
             .build_cartesian_2d(
                 (0i64..(slots as i64)).with_key_points(ticks),
                 0u64..hmax.saturating_add(hmax / 10).max(1),
@@ -172,7 +172,7 @@ pub fn chart_png(c: &Chart) -> anyhow::Result<Vec<u8>> {
             .light_line_style(LIGHT)
             .bold_line_style(LIGHT)
             .axis_style(GREY)
-            .label_style(label(11))
+            .label_style(label(13))
             .x_label_formatter(&|x| hour_of(*x))
             .y_label_formatter(&|y| short(*y))
             .y_labels(4)

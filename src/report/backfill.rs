@@ -14,7 +14,7 @@ use crate::store::Status;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub org_id: String,
-    pub local_date: String,
+    pub local_date: NaiveDate,
     pub column: String,
     pub before: String,
     pub after: String,
@@ -35,7 +35,7 @@ pub struct DayFigures {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayChange {
     pub org_id: String,
-    pub local_date: String,
+    pub local_date: NaiveDate,
     pub before: Option<DayFigures>,
     pub after: Option<DayFigures>,
     /// The outbox status of the alert a flip concerns (the new status's when it rose, the
@@ -224,7 +224,7 @@ fn backfill_with(v: &BackfillView<'_>, shown_flips: usize, shown_others: usize) 
     let row = |d: &DayChange, status: String| {
         vec![
             d.org_id.clone(),
-            d.local_date.clone(),
+            d.local_date.to_string(),
             figures(&d.before),
             figures(&d.after),
             allotted(d),
@@ -276,10 +276,12 @@ fn backfill_with(v: &BackfillView<'_>, shown_flips: usize, shown_others: usize) 
     }
     let mut attachments = Vec::new();
     if !v.changes.is_empty() {
+        let dates: Vec<String> = v.changes.iter().map(|c| c.local_date.to_string()).collect();
         let rows: Vec<[&str; 5]> = v
             .changes
             .iter()
-            .map(|c| [&c.org_id[..], &c.local_date, &c.column, &c.before, &c.after])
+            .zip(&dates)
+            .map(|(c, d)| [&c.org_id[..], d, &c.column, &c.before, &c.after])
             .collect();
         let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.to_vec()).collect();
         let csv = super::digest::csv_of(
@@ -317,7 +319,7 @@ mod tests {
         };
         DayChange {
             org_id: org.to_string(),
-            local_date: "2025-10-24".into(),
+            local_date: NaiveDate::from_ymd_opt(2025, 10, 24).unwrap(),
             before: f(before),
             after: f(after),
             mail: None,
@@ -340,7 +342,7 @@ mod tests {
             .iter()
             .map(|d| Change {
                 org_id: d.org_id.clone(),
-                local_date: d.local_date.clone(),
+                local_date: d.local_date,
                 column: "used".into(),
                 before: "500".into(),
                 after: "400".into(),

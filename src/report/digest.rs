@@ -14,7 +14,7 @@ use super::{Rendered, MAX_HTML};
 pub struct LimitRow {
     pub org_id: String,
     pub name: String,
-    pub local_date: String,
+    pub local_date: NaiveDate,
     pub model: crate::allotment::Model,
     pub used: u64,
     pub allotted: u64,
@@ -54,13 +54,15 @@ pub struct DigestView {
     /// Org-days closed since the previous digest that reached a threshold, any order.
     pub limits: Vec<LimitRow>,
     /// (org_id, name, local_date, legacy_limit, credit allotment, headroom)
-    pub grandfathered: Vec<(String, String, String, u64, u64, u64)>,
+    pub grandfathered: Vec<(String, String, NaiveDate, u64, u64, u64)>,
     /// (reason, count)
     pub quarantine: Vec<(String, u64)>,
     /// (file, reason, count)
     pub quarantine_by_file: Vec<(String, String, u64)>,
     /// (endpoint, calls)
     pub unpriced: Vec<(String, u64)>,
+    /// Distinct unpriced endpoints in all; `unpriced` lists the most called of them.
+    pub unpriced_endpoints: u64,
     /// (org_id, calls with charged_credits, charged, computed)
     pub drift: Vec<(String, u64, u64, u64)>,
     pub files: Vec<FileRow>,
@@ -80,6 +82,8 @@ struct List<'a> {
     csv: &'a str,
     head: Vec<(&'a str, Align)>,
     rows: Vec<Vec<String>>,
+    /// Rows beyond `rows` that are counted but in neither the message nor the CSV.
+    omitted: u64,
 }
 
 /// A cell as the digest shows it: at most 160 characters (the CSV has it whole).
@@ -124,11 +128,8 @@ fn head_names<'a>(head: &[(&'a str, Align)]) -> Vec<&'a str> {
 impl List<'_> {
     /// Shows the list (its first `limit` rows) in `doc`; returns whether rows were left out.
     fn show(&self, doc: &mut Doc, limit: usize) -> bool {
-        doc.heading(&format!(
-            "{}: {}",
-            self.title,
-            thousands(self.rows.len() as u64)
-        ));
+        let total = self.rows.len() as u64 + self.omitted;
+        doc.heading(&format!("{}: {}", self.title, thousands(total)));
         if self.rows.is_empty() {
             doc.note("None.");
             return false;
@@ -143,19 +144,27 @@ impl List<'_> {
             doc.table(&self.head, &shown);
         }
         let cut = self.rows.len() > shown.len();
-        if cut {
+        if cut && self.omitted == 0 {
             doc.note(&format!(
                 "{} more not shown: all {} are in the attached {}.",
                 thousands((self.rows.len() - shown.len()) as u64),
                 thousands(self.rows.len() as u64),
                 self.csv
             ));
+        } else if cut {
+            doc.note(&format!(
+                "{} more not shown: the first {} are in the attached {}, the other {} only counted.",
+                thousands(total - shown.len() as u64),
+                thousands(self.rows.len() as u64),
+                self.csv,
+                thousands(self.omitted)
+            ));
         }
         cut
     }
 }
 
-fn severity(l: &LimitRow) -> (u64, u64, String, String) {
+fn severity(l: &LimitRow) -> (u64, u64, NaiveDate, String) {
     // Highest first: over, then the highest threshold, then the most used of allotted.
     let pct = if l.allotted == 0 {
         u64::MAX
@@ -165,7 +174,7 @@ fn severity(l: &LimitRow) -> (u64, u64, String, String) {
     (
         u64::MAX - l.threshold,
         u64::MAX - pct,
-        l.local_date.clone(),
+        l.local_date,
         l.org_id.clone(),
     )
 }
@@ -206,7 +215,7 @@ pub fn digest(d: &DigestView) -> Rendered {
     let limit_row = |l: &LimitRow| {
         vec![
             format!("{} ({})", l.name, l.org_id),
-            l.local_date.clone(),
+            l.local_date.to_string(),
             if l.over {
                 "over".to_string()
             } else {
@@ -227,18 +236,21 @@ pub fn digest(d: &DigestView) -> Rendered {
     ];
     let lists = [
         List {
+            omitted: 0,
             title: "Over the limit",
             csv: "over.csv",
             head: limit_head.clone(),
             rows: limits.iter().filter(|l| l.over).map(limit_row).collect(),
         },
         List {
+            omitted: 0,
             title: "Near the limit",
             csv: "near.csv",
             head: limit_head,
             rows: limits.iter().filter(|l| !l.over).map(limit_row).collect(),
         },
         List {
+            omitted: 0,
             title: "Open problems (tried again at every run)",
             csv: "problems.csv",
             head: vec![
@@ -254,6 +266,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
+            omitted: 0,
             title: "Messages not sent",
             csv: "messages.csv",
             head: vec![
@@ -278,6 +291,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
+            omitted: 0,
             title: "Crossings held back by max_age",
             csv: "held.csv",
             head: vec![
@@ -328,6 +342,7 @@ pub fn digest(d: &DigestView) -> Rendered {
         .collect();
     let rest = [
         List {
+            omitted: 0,
             title: "Quarantined lines by reason",
             csv: "quarantine-by-file.csv",
             head: vec![("Reason", Align::Left), ("Lines", Align::Right)],
@@ -338,16 +353,19 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
+            omitted: d.unpriced_endpoints.saturating_sub(d.unpriced.len() as u64),
             title: "Unpriced endpoints",
             csv: "unpriced.csv",
             head: vec![("Endpoint", Align::Left), ("Calls", Align::Right)],
             rows: d
                 .unpriced
                 .iter()
-                .map(|u| vec![u.0.clone(), thousands(u.1)])
+                // A path can be up to a line long (1 MiB): the CSV keeps 1,000 characters.
+                .map(|u| vec![cut(&u.0, 1_000), thousands(u.1)])
                 .collect(),
         },
         List {
+            omitted: 0,
             title: "Gateway drift: charged_credits against computed",
             csv: "drift.csv",
             head: vec![
@@ -372,6 +390,7 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
+            omitted: 0,
             title: "Migration impact: grandfathered orgs",
             csv: "grandfathered.csv",
             head: vec![
@@ -384,6 +403,7 @@ pub fn digest(d: &DigestView) -> Rendered {
             rows: migration_rows(d),
         },
         List {
+            omitted: 0,
             title: "Removed by retention",
             csv: "retention.csv",
             head: vec![
@@ -478,12 +498,12 @@ pub fn digest(d: &DigestView) -> Rendered {
 /// One row per org and figures: consecutive days with the same limits share a row.
 fn migration_rows(d: &DigestView) -> Vec<Vec<String>> {
     type Figures<'a> = (&'a str, &'a str, u64, u64, u64);
-    let mut impact: Vec<(Figures<'_>, Vec<&str>)> = Vec::new();
+    let mut impact: Vec<(Figures<'_>, Vec<NaiveDate>)> = Vec::new();
     for g in &d.grandfathered {
         let k = (g.0.as_str(), g.1.as_str(), g.3, g.4, g.5);
         match impact.iter_mut().find(|(key, _)| *key == k) {
-            Some((_, days)) => days.push(&g.2),
-            None => impact.push((k, vec![&g.2])),
+            Some((_, days)) => days.push(g.2),
+            None => impact.push((k, vec![g.2])),
         }
     }
     impact
@@ -532,6 +552,7 @@ fn files_summary(d: &DigestView, doc: &mut Doc, limit: usize) {
             csv: "files.csv",
             head: vec![("File", Align::Left), ("Status", Align::Left)],
             rows: failed,
+            omitted: 0,
         };
         l.show(doc, limit);
     }

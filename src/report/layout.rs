@@ -175,10 +175,12 @@ impl Doc {
             let _ = write!(self.html, "<tr>");
             for (i, c) in r.iter().enumerate() {
                 let a = head.get(i).map_or(Align::Left, |h| h.1);
-                // Figures and dates never break; long words (endpoints, file names) may.
-                let wrap = match a {
-                    Align::Right => "white-space:nowrap",
-                    Align::Left => "word-break:break-word",
+                // Figures, dates, ids and other short cells never break (an org id split over
+                // two lines reads as two numbers); long ones (endpoints, file names) may.
+                let wrap = if a == Align::Right || c.chars().count() <= 28 {
+                    "white-space:nowrap"
+                } else {
+                    "word-break:break-word"
                 };
                 let _ = write!(
                     self.html,

@@ -148,7 +148,13 @@ fn endpoints(v: &OrgDayView<'_>, doc: &mut Doc, fit: Fit) {
     if v.details.top_endpoints.is_empty() {
         return;
     }
-    doc.heading("Top endpoints by credits");
+    // A legacy day counts billable calls, not credits (DESIGN §5).
+    let unit = if legacy(v.row) {
+        "billable calls"
+    } else {
+        "credits"
+    };
+    doc.heading(&format!("Top endpoints by {unit}"));
     if fit.cell.is_none() {
         doc.note(&format!(
             "{} endpoints left out to keep this message small; `creditd explain --org {} --date {}` lists every call.",
@@ -168,7 +174,10 @@ fn endpoints(v: &OrgDayView<'_>, doc: &mut Doc, fit: Fit) {
         &[
             ("Endpoint", Align::Left),
             ("Calls", Align::Right),
-            ("Credits", Align::Right),
+            (
+                if legacy(v.row) { "Billable" } else { "Credits" },
+                Align::Right,
+            ),
         ],
         &rows,
     );
@@ -300,12 +309,14 @@ fn alert_fit(
 }
 
 /// The forecast of DESIGN §5.5 at `t` with the figures `at`, as one sentence; in the past
-/// tense when the day is over by `now`.
+/// tense when the day is over by `now`, or the forecast time has passed (a late report).
 fn forecast_sentence(v: &OrgDayView<'_>, t: i64, at: AtMark, now: DateTime<Utc>) -> String {
     let r = v.row;
     let pace = format!("{} an hour", units(r, at.last_hour));
-    let past = now.timestamp_millis() >= v.reset_ms;
-    match (forecast(t, at.used, at.last_hour, r.allotted, v.reset_ms), past) {
+    let now_ms = now.timestamp_millis();
+    let eta = forecast(t, at.used, at.last_hour, r.allotted, v.reset_ms);
+    let past = now_ms >= v.reset_ms || eta.is_some_and(|eta| now_ms >= eta);
+    match (eta, past) {
         (Some(eta), false) => format!(
             "Forecast: at the pace of the hour before the crossing ({pace}), the org reaches 100% at about {}.",
             clock(v.tz, eta)

@@ -39,7 +39,7 @@ impl ClaimsView for Store {
         claim_runs(&self.conn, date)
     }
     fn parts_of(&self, date: NaiveDate) -> anyhow::Result<Vec<String>> {
-        parts_on(&self.conn, &date.to_string())
+        parts_on(&self.conn, date)
     }
     fn pending_parts_of(&self, date: NaiveDate) -> anyhow::Result<Vec<String>> {
         pending_parts_of(&self.conn, date)
@@ -51,7 +51,7 @@ impl ClaimsView for Tx<'_> {
         claim_runs(&self.tx, date)
     }
     fn parts_of(&self, date: NaiveDate) -> anyhow::Result<Vec<String>> {
-        parts_on(&self.tx, &date.to_string())
+        parts_on(&self.tx, date)
     }
     fn pending_parts_of(&self, date: NaiveDate) -> anyhow::Result<Vec<String>> {
         pending_parts_of(&self.tx, date)

@@ -3,43 +3,42 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Store, Tx};
-use crate::allotment::Model;
+use chrono::NaiveDate;
 
-/// A ledger row as stored.
+use super::{Store, Tx};
+use crate::allotment::{DayTerms, Model};
+use crate::localday::OrgDay;
+
+/// A ledger row as stored: the org-day's terms (what it is allotted and why: `DayTerms`,
+/// declared once, in the rules) and what its calls used. The terms read through the row
+/// (`row.allotted` is `row.terms.allotted`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {
     pub org_id: String,
-    pub local_date: String,
-    pub model: Model,
-    pub reason: String,
-    pub edition: String,
-    pub agents: u64,
-    pub light_agents: u64,
+    pub local_date: NaiveDate,
+    pub terms: DayTerms,
     pub calls: u64,
     pub billable_calls: u64,
     pub credits: u64,
-    pub base: u64,
-    pub variable: u64,
-    pub additional: u64,
-    pub additional_excess: u64,
-    pub legacy_limit: u64,
-    pub allotted: u64,
     pub used: u64,
     pub exceeded_at: Option<i64>,
-    pub concurrency: u64,
     pub unpriced_calls: u64,
     /// 0 for the first computation; +1 each time late data changes it afterwards.
     pub revision: u64,
 }
 
+impl std::ops::Deref for LedgerRow {
+    type Target = DayTerms;
+
+    fn deref(&self) -> &DayTerms {
+        &self.terms
+    }
+}
+
 impl LedgerRow {
-    /// The local date of the row. `local_date` is always an ISO date: rows are built from a
-    /// `NaiveDate` and the store refuses to read one that is not.
-    pub fn day(&self) -> chrono::NaiveDate {
-        self.local_date
-            .parse()
-            .expect("a ledger row's local_date is an ISO date")
+    /// The org-day the row is the ledger of.
+    pub fn org_day(&self) -> OrgDay {
+        OrgDay::new(self.org_id.clone(), self.local_date)
     }
 }
 
@@ -51,12 +50,12 @@ pub struct Crossing {
     pub request_id: String,
 }
 
-fn crossings(conn: &Connection, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
+fn crossings(conn: &Connection, day: &OrgDay) -> anyhow::Result<Vec<Crossing>> {
     let mut stmt = conn.prepare_cached(
         "SELECT threshold, ts, request_id FROM crossings
          WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
     )?;
-    let rows = stmt.query_map([org_id, local_date], |r| {
+    let rows = stmt.query_map(params![day.org_id, day.date], |r| {
         Ok(Crossing {
             threshold: r.get::<_, i64>(0)? as u64,
             ts: r.get(1)?,
@@ -74,63 +73,59 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
     Ok(LedgerRow {
         org_id: r.get(0)?,
-        local_date: {
-            let date: String = r.get(1)?;
-            if date.parse::<chrono::NaiveDate>().is_err() {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Text,
-                    format!("local_date {date:?} is not an ISO date").into(),
-                ));
-            }
-            date
+        local_date: r.get(1)?,
+        terms: DayTerms {
+            model: {
+                let name: String = r.get(2)?;
+                Model::parse(&name).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        format!("unknown model {name:?}").into(),
+                    )
+                })?
+            },
+            reason: r.get(3)?,
+            edition: r.get(4)?,
+            agents: n(5)?,
+            light_agents: n(6)?,
+            base: n(10)?,
+            variable: n(11)?,
+            additional: n(12)?,
+            additional_excess: n(13)?,
+            legacy_limit: n(14)?,
+            allotted: n(15)?,
+            concurrency: n(18)?,
         },
-        model: {
-            let name: String = r.get(2)?;
-            Model::parse(&name).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Text,
-                    format!("unknown model {name:?}").into(),
-                )
-            })?
-        },
-        reason: r.get(3)?,
-        edition: r.get(4)?,
-        agents: n(5)?,
-        light_agents: n(6)?,
         calls: n(7)?,
         billable_calls: n(8)?,
         credits: n(9)?,
-        base: n(10)?,
-        variable: n(11)?,
-        additional: n(12)?,
-        additional_excess: n(13)?,
-        legacy_limit: n(14)?,
-        allotted: n(15)?,
         used: n(16)?,
         exceeded_at: r.get(17)?,
-        concurrency: n(18)?,
         unpriced_calls: n(19)?,
         revision: n(20)?,
     })
 }
 
+fn org_day(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrgDay> {
+    Ok(OrgDay::new(r.get::<_, String>(0)?, r.get(1)?))
+}
+
 impl Store {
     /// Org-days waiting for recomputation, by date then org.
-    pub fn dirty(&self) -> anyhow::Result<Vec<(String, String)>> {
+    pub fn dirty(&self) -> anyhow::Result<Vec<OrgDay>> {
         let mut stmt = self
             .conn
             .prepare("SELECT org_id, local_date FROM dirty ORDER BY local_date, org_id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([], org_day)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ledger rows, filtered, sorted by org id as text then date.
     pub fn ledger(
         &self,
-        from: Option<&str>,
-        to: Option<&str>,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
         orgs: &[String],
     ) -> anyhow::Result<Vec<LedgerRow>> {
         let mut stmt = self.conn.prepare(&format!(
@@ -150,91 +145,76 @@ impl Store {
     }
 
     /// Crossings of one org-day, by threshold.
-    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
-        crossings(&self.conn, org_id, local_date)
+    pub fn crossings(&self, day: &OrgDay) -> anyhow::Result<Vec<Crossing>> {
+        crossings(&self.conn, day)
     }
 
     /// Ledger org-days not closed yet, by org then date.
-    pub fn unclosed_days(&self) -> anyhow::Result<Vec<(String, String)>> {
+    pub fn unclosed_days(&self) -> anyhow::Result<Vec<OrgDay>> {
         let mut stmt = self.conn.prepare(
             "SELECT l.org_id, l.local_date FROM ledger l
              LEFT JOIN closes c ON c.org_id = l.org_id AND c.local_date = l.local_date
              WHERE c.org_id IS NULL ORDER BY l.org_id, l.local_date",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Every close: (org_id, local_date, due_at, closed_at).
-    pub fn closes(&self) -> anyhow::Result<Vec<(String, String, i64, i64)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT org_id, local_date, due_at, closed_at FROM closes ORDER BY org_id, local_date",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let rows = stmt.query_map([], org_day)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Whether an org-day has closed.
-    pub fn is_closed(&self, org_id: &str, local_date: &str) -> anyhow::Result<bool> {
+    pub fn is_closed(&self, day: &OrgDay) -> anyhow::Result<bool> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT 1 FROM closes WHERE org_id = ?1 AND local_date = ?2")?;
-        Ok(stmt.exists([org_id, local_date])?)
+        Ok(stmt.exists(params![day.org_id, day.date])?)
     }
 
-    /// Org-days closed after `since_ms`: (org_id, local_date).
-    pub fn closed_since(&self, since_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+    /// Org-days closed after `since_ms`, by org then date.
+    pub fn closed_since(&self, since_ms: i64) -> anyhow::Result<Vec<OrgDay>> {
         let mut stmt = self.conn.prepare(
             "SELECT org_id, local_date FROM closes WHERE closed_at > ?1 ORDER BY org_id, local_date",
         )?;
-        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([since_ms], org_day)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
 impl Tx<'_> {
-    pub fn mark_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+    pub fn mark_dirty(&self, org_id: &str, date: NaiveDate) -> anyhow::Result<()> {
         let mut stmt = self
             .tx
             .prepare_cached("INSERT OR IGNORE INTO dirty (org_id, local_date) VALUES (?1, ?2)")?;
-        stmt.execute([org_id, local_date])?;
+        stmt.execute(params![org_id, date])?;
         Ok(())
     }
 
-    pub fn clear_dirty(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+    pub fn clear_dirty(&self, day: &OrgDay) -> anyhow::Result<()> {
         let mut stmt = self
             .tx
             .prepare_cached("DELETE FROM dirty WHERE org_id = ?1 AND local_date = ?2")?;
-        stmt.execute([org_id, local_date])?;
+        stmt.execute(params![day.org_id, day.date])?;
         Ok(())
     }
 
     /// Records that an org-day closed; `false` if it had closed before.
-    pub fn close_day(
-        &self,
-        org_id: &str,
-        local_date: &str,
-        due_at: i64,
-        closed_at: i64,
-    ) -> anyhow::Result<bool> {
+    pub fn close_day(&self, day: &OrgDay, due_at: i64, closed_at: i64) -> anyhow::Result<bool> {
         let mut stmt = self.tx.prepare_cached(
             "INSERT OR IGNORE INTO closes (org_id, local_date, due_at, closed_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        Ok(stmt.execute(params![org_id, local_date, due_at, closed_at])? == 1)
+        Ok(stmt.execute(params![day.org_id, day.date, due_at, closed_at])? == 1)
     }
 
     /// Crossings of one org-day, by threshold.
-    pub fn crossings(&self, org_id: &str, local_date: &str) -> anyhow::Result<Vec<Crossing>> {
-        crossings(&self.tx, org_id, local_date)
+    pub fn crossings(&self, day: &OrgDay) -> anyhow::Result<Vec<Crossing>> {
+        crossings(&self.tx, day)
     }
 
     /// The stored ledger row of an org-day, if any.
-    pub fn ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<Option<LedgerRow>> {
+    pub fn ledger_row(&self, day: &OrgDay) -> anyhow::Result<Option<LedgerRow>> {
         let mut stmt = self.tx.prepare_cached(&format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE org_id = ?1 AND local_date = ?2"
         ))?;
         Ok(stmt
-            .query_row([org_id, local_date], ledger_row)
+            .query_row(params![day.org_id, day.date], ledger_row)
             .optional()?)
     }
 
@@ -269,31 +249,26 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn delete_ledger_row(&self, org_id: &str, local_date: &str) -> anyhow::Result<()> {
+    pub fn delete_ledger_row(&self, day: &OrgDay) -> anyhow::Result<()> {
         self.tx.execute(
             "DELETE FROM ledger WHERE org_id = ?1 AND local_date = ?2",
-            [org_id, local_date],
+            params![day.org_id, day.date],
         )?;
         Ok(())
     }
 
     /// Replaces the crossings of an org-day.
-    pub fn put_crossings(
-        &self,
-        org_id: &str,
-        local_date: &str,
-        crossings: &[Crossing],
-    ) -> anyhow::Result<()> {
+    pub fn put_crossings(&self, day: &OrgDay, crossings: &[Crossing]) -> anyhow::Result<()> {
         self.tx
             .prepare_cached("DELETE FROM crossings WHERE org_id = ?1 AND local_date = ?2")?
-            .execute([org_id, local_date])?;
+            .execute(params![day.org_id, day.date])?;
         let mut stmt = self.tx.prepare_cached(
             "INSERT INTO crossings (org_id, local_date, threshold, ts, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for c in crossings {
             stmt.execute(params![
-                org_id,
-                local_date,
+                day.org_id,
+                day.date,
                 c.threshold as i64,
                 c.ts,
                 c.request_id

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Store, Tx, Unit};
+use crate::localday::OrgDay;
 
 /// A message of the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +298,7 @@ impl Tx<'_> {
         &self,
         key: &str,
         kind: &str,
-        org_day: Option<(&str, &str)>,
+        org_day: Option<&OrgDay>,
         recipients: &[String],
         subject: &str,
         message: &[u8],
@@ -311,8 +312,8 @@ impl Tx<'_> {
         let n = stmt.execute(params![
             key,
             kind,
-            org_day.map(|o| o.0),
-            org_day.map(|o| o.1),
+            org_day.map(|o| &o.org_id),
+            org_day.map(|o| o.date),
             recipients.join(","),
             subject,
             message,

@@ -260,7 +260,7 @@ impl Tx<'_> {
     /// Unlists every part of `local_date` (retention dropped the date); returns their paths.
     pub fn drop_parts_on(&self, local_date: NaiveDate) -> anyhow::Result<Vec<String>> {
         let day = local_date.to_string();
-        let paths = super::parts_on(&self.tx, &day)?;
+        let paths = super::parts_on(&self.tx, local_date)?;
         self.tx.execute(
             "DELETE FROM claims_pending WHERE path IN (SELECT path FROM parts WHERE local_date = ?1)",
             [&day],
@@ -282,7 +282,7 @@ impl Tx<'_> {
         self.tx
             .execute("DELETE FROM claims_pending WHERE path = ?1", [old])?;
         for p in new {
-            self.add_part(&p.path, &p.file_sha, &local_date.to_string(), p.rows)?;
+            self.add_part(&p.path, &p.file_sha, local_date, p.rows)?;
         }
         Ok(())
     }

@@ -14,6 +14,30 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
+/// One organization's local day: the unit the ledger keeps a row for, a recompute fails
+/// alone on, and a close and its summary are once per. Shown as `<org_id>:<date>`, the form
+/// problem targets and outbox keys use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrgDay {
+    pub org_id: String,
+    pub date: NaiveDate,
+}
+
+impl OrgDay {
+    pub fn new(org_id: impl Into<String>, date: NaiveDate) -> OrgDay {
+        OrgDay {
+            org_id: org_id.into(),
+            date,
+        }
+    }
+}
+
+impl std::fmt::Display for OrgDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.org_id, self.date)
+    }
+}
+
 /// When day `date` of a zone closes (DESIGN §3.5): the next day's start plus the grace
 /// period. Past the calendar's end, or with a grace too large to add, a day never closes.
 pub fn close_time(tz: Tz, date: NaiveDate, grace: std::time::Duration) -> DateTime<Utc> {

@@ -34,7 +34,7 @@ fn only_failed_files_are_listed_as_not_ingested() {
 fn digest_folds_days_with_the_same_migration_figures_into_one_row() {
     let g = |day: &str, legacy: u64| {
         let org = ("7".to_string(), "Seven <b>".to_string());
-        (org.0, org.1, day.to_string(), legacy, 50_000, 10_000)
+        (org.0, org.1, day.parse().unwrap(), legacy, 50_000, 10_000)
     };
     let view = DigestView {
         date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
@@ -84,7 +84,7 @@ fn limit(org: u64, over: bool, threshold: u64, used: u64) -> LimitRow {
     LimitRow {
         org_id: org.to_string(),
         name: format!("Org {org}"),
-        local_date: "2025-11-03".into(),
+        local_date: NaiveDate::from_ymd_opt(2025, 11, 3).unwrap(),
         model: crate::allotment::Model::Credits,
         used,
         allotted: 1_000,
@@ -188,4 +188,34 @@ fn a_digest_of_thousands_of_files_stays_under_the_limit_with_every_row_attached(
     assert_eq!(csv("over.csv").lines().count(), 1_001);
     assert_eq!(csv("problems.csv").lines().count(), 2_001);
     assert!(r.text.contains("in the attached files.csv"));
+}
+
+/// Paths with unique ids make every call an endpoint of its own: the digest counts them all,
+/// attaches the most called (each path cut to 1,000 characters) and says how many are only
+/// counted.
+#[test]
+fn unpriced_endpoints_beyond_the_attached_ones_are_counted() {
+    let view = DigestView {
+        date: NaiveDate::from_ymd_opt(2025, 11, 4).unwrap(),
+        unpriced: (0..30)
+            .map(|i| (format!("GET /api/v9/{i}/{}", "x".repeat(2_000)), 30 - i))
+            .collect(),
+        unpriced_endpoints: 50_000,
+        ..Default::default()
+    };
+    let r = digest(&view);
+    assert!(r.text.contains("Unpriced endpoints: 50,000"), "{}", r.text);
+    assert!(
+        r.text.contains("49,980 more not shown: the first 30 are in the attached unpriced.csv, the other 49,970 only counted."),
+        "{}",
+        r.text
+    );
+    let csv = &r
+        .attachments
+        .iter()
+        .find(|(name, _)| name == "unpriced.csv")
+        .expect("unpriced.csv attached")
+        .1;
+    assert_eq!(csv.lines().count(), 31, "header and 30 rows");
+    assert!(csv.lines().all(|l| l.chars().count() < 1_100), "paths cut");
 }

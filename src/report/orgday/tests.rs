@@ -7,24 +7,26 @@ use chrono::NaiveDate;
 fn row(date: &str) -> LedgerRow {
     LedgerRow {
         org_id: "7".into(),
-        local_date: date.into(),
-        model: crate::allotment::Model::Credits,
-        reason: "signed up after the migration".into(),
-        edition: "free".into(),
-        agents: 0,
-        light_agents: 0,
+        local_date: date.parse().unwrap(),
+        terms: crate::allotment::DayTerms {
+            model: crate::allotment::Model::Credits,
+            reason: "signed up after the migration".into(),
+            edition: "free".into(),
+            agents: 0,
+            light_agents: 0,
+            base: 5_000,
+            variable: 0,
+            additional: 0,
+            additional_excess: 0,
+            legacy_limit: 0,
+            allotted: 5_000,
+            concurrency: 25,
+        },
         calls: 0,
         billable_calls: 0,
         credits: 0,
-        base: 5_000,
-        variable: 0,
-        additional: 0,
-        additional_excess: 0,
-        legacy_limit: 0,
-        allotted: 5_000,
         used: 0,
         exceeded_at: None,
-        concurrency: 25,
         unpriced_calls: 0,
         revision: 0,
     }
@@ -118,4 +120,81 @@ fn the_smaller_fits_cut_then_leave_out_the_endpoint_lists() {
     assert!(none.text.contains("1 endpoints left out to keep this message small; `creditd explain --org 7 --date 2025-10-08` lists every call."), "{}", none.text);
     assert!(none.text.contains("2 endpoints left out"), "{}", none.text);
     assert!(none.html.len() < cut40.html.len() && cut40.html.len() < full.html.len());
+}
+
+/// An alert mailed late the same day speaks of a forecast time that has passed in the past
+/// tense; one mailed before it, in the present.
+#[test]
+fn a_late_alert_puts_a_passed_forecast_in_the_past_tense() {
+    let tz = chrono_tz::UTC;
+    let day: NaiveDate = "2025-10-08".parse().unwrap();
+    let span = DaySpan::new(tz, day, false);
+    let mut details = DayDetails::empty(span, 1);
+    // 80% at 10:00 with 1,000 credits in the hour before: 100% due at 11:00.
+    details.marks[0] = AtMark {
+        used: 4_000,
+        last_hour: 1_000,
+    };
+    let mut r = row("2025-10-08");
+    r.used = 4_500;
+    let ten = span.start_ms + 10 * 3_600_000;
+    let crossing = Crossing {
+        threshold: 80,
+        ts: ten,
+        request_id: "r1".into(),
+    };
+    let v = OrgDayView {
+        org_name: "Acme",
+        tz,
+        row: &r,
+        crossings: std::slice::from_ref(&crossing),
+        details: &details,
+        start_ms: span.start_ms,
+        reset_ms: span.start_ms + 86_400_000,
+    };
+    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
+    let early = alert(&v, &crossing, &[], at(ten + 60_000));
+    assert!(
+        early.text.contains("the org reaches 100% at about 11:00"),
+        "{}",
+        early.text
+    );
+    let late = alert(&v, &crossing, &[], at(ten + 2 * 3_600_000));
+    assert!(
+        late.text.contains("100% was due at about 11:00"),
+        "{}",
+        late.text
+    );
+}
+
+/// A legacy day ranks its endpoints by billable calls and never shows credits for them.
+#[test]
+fn a_legacy_day_ranks_endpoints_by_billable_calls() {
+    let tz = chrono_tz::UTC;
+    let day: NaiveDate = "2025-10-08".parse().unwrap();
+    let span = DaySpan::new(tz, day, true);
+    let mut details = DayDetails::empty(span, 0);
+    details.top_endpoints = vec![("GET /api/v1/tickets".into(), 12, 10)];
+    let mut r = row("2025-10-08");
+    r.terms.model = crate::allotment::Model::Legacy;
+    r.terms.legacy_limit = 360;
+    r.terms.allotted = 360;
+    r.used = 10;
+    let v = OrgDayView {
+        org_name: "Acme",
+        tz,
+        row: &r,
+        crossings: &[],
+        details: &details,
+        start_ms: span.start_ms,
+        reset_ms: span.start_ms + 86_400_000,
+    };
+    let s = summary(&v, 0, 25);
+    assert!(
+        s.text.contains("Top endpoints by billable calls"),
+        "{}",
+        s.text
+    );
+    assert!(!s.html.contains(">Credits</th>"), "{}", s.html);
+    assert!(s.html.contains(">Billable</th>"), "{}", s.html);
 }

@@ -473,18 +473,20 @@ pub fn retry_messages(
         let Some((kind, rest)) = what.split_once(':') else {
             continue;
         };
-        let Some(day) = rest
-            .rsplit_once(':')
-            .and_then(|(org_id, date)| Some(OrgDay::new(org_id, date.parse().ok()?)))
-        else {
-            continue;
-        };
         if kind != "alerts" && kind != "summary" {
             // The digest's problem is the digest task's own: it tries again by itself.
             continue;
         }
+        let Some((org_id, date)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        let day = date.parse().ok().map(|d| OrgDay::new(org_id, d));
         let tx = store.transaction()?;
-        let Some(row) = tx.ledger_row(&day)? else {
+        let row = match &day {
+            Some(day) => tx.ledger_row(day)?,
+            None => None,
+        };
+        let (Some(day), Some(row)) = (day, row) else {
             // The org-day has no row any more (a backfill removed it): nothing to report.
             tx.resolve_problem(Unit::Message, &p.target)?;
             tx.commit()?;

@@ -92,7 +92,8 @@ pub fn write_kept(
     Ok(df.height() as u64)
 }
 
-/// Writes a frame of events as one Parquet file, whole: a temporary file, synced, renamed.
+/// Writes a frame of events as one Parquet file, whole: a temporary file, synced, renamed,
+/// and the rename synced (the store lists the part next).
 fn write_frame(df: &mut DataFrame, path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -104,5 +105,8 @@ fn write_frame(df: &mut DataFrame, path: &Path) -> anyhow::Result<()> {
         .finish(df)?;
     f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(())
 }

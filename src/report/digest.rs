@@ -86,7 +86,26 @@ struct List<'a> {
     omitted: u64,
 }
 
-/// A cell as the digest shows it: at most 160 characters (the CSV has it whole).
+/// The most the unpriced endpoints attached to a digest take (paths with unique ids can make
+/// every call an endpoint of its own; mail servers refuse messages of 10 MB by default): the
+/// most called first, each path cut to 500 characters; the rest are counted.
+const UNPRICED_CSV_BYTES: usize = 1_000_000;
+
+/// The unpriced endpoints the digest lists and attaches, within [`UNPRICED_CSV_BYTES`].
+fn unpriced_rows(d: &DigestView) -> Vec<Vec<String>> {
+    let mut bytes = 0;
+    d.unpriced
+        .iter()
+        .map(|(path, calls)| vec![cut(path, 500), thousands(*calls)])
+        .take_while(|row| {
+            bytes += row.iter().map(|c| c.len() + 3).sum::<usize>();
+            bytes <= UNPRICED_CSV_BYTES
+        })
+        .collect()
+}
+
+/// A cell as the digest shows it: at most 160 characters (the CSV has it whole, but for the
+/// unpriced endpoints' paths: [`UNPRICED_CSV_BYTES`]).
 fn cell(s: &str) -> String {
     cut(s, 160)
 }
@@ -234,6 +253,7 @@ pub fn digest(d: &DigestView) -> Rendered {
         ("Model", Align::Left),
         ("Alert", Align::Left),
     ];
+    let unpriced_rows = unpriced_rows(d);
     let lists = [
         List {
             omitted: 0,
@@ -353,16 +373,13 @@ pub fn digest(d: &DigestView) -> Rendered {
                 .collect(),
         },
         List {
-            omitted: d.unpriced_endpoints.saturating_sub(d.unpriced.len() as u64),
+            omitted: d
+                .unpriced_endpoints
+                .saturating_sub(unpriced_rows.len() as u64),
             title: "Unpriced endpoints",
             csv: "unpriced.csv",
             head: vec![("Endpoint", Align::Left), ("Calls", Align::Right)],
-            rows: d
-                .unpriced
-                .iter()
-                // A path can be up to a line long (1 MiB): the CSV keeps 1,000 characters.
-                .map(|u| vec![cut(&u.0, 1_000), thousands(u.1)])
-                .collect(),
+            rows: unpriced_rows,
         },
         List {
             omitted: 0,

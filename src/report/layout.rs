@@ -217,7 +217,9 @@ fn css(a: Align) -> &'static str {
     }
 }
 
-/// A whole HTML page around `body`: viewport for phones, one column of at most 640 px.
+/// A whole HTML page around `body`: viewport for phones, one column of at most 640 px (a
+/// fixed 640 px table around it for Outlook on Windows, whose Word engine ignores
+/// `max-width`).
 pub fn wrap(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -225,10 +227,33 @@ pub fn wrap(title: &str, body: &str) -> String {
          <title>{}</title></head>\n\
          <body style=\"margin:0;padding:0;background:#f6f8fa\">\n\
          <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"background:#f6f8fa\"><tr><td align=\"center\" style=\"padding:12px 6px\">\n\
+         <!--[if mso]><table role=\"presentation\" width=\"640\" align=\"center\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\"><tr><td><![endif]-->\n\
          <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" border=\"0\" style=\"max-width:640px;table-layout:fixed;background:#ffffff;border:1px solid #d0d7de\"><tr><td style=\"padding:14px;{FONT};font-size:15px;line-height:1.45;color:#1f2328;text-align:left\">\n\
          {body}</td></tr></table>\n\
+         <!--[if mso]></td></tr></table><![endif]-->\n\
          <p style=\"{FONT};font-size:12px;color:#57606a;margin:8px 0\">Sent by creditd, automatically. Replies are not read.</p>\n\
          </td></tr></table>\n</body></html>\n",
         html(&one_line(title))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outlook on Windows ignores `max-width`: a fixed 640 px table, read only by it, keeps
+    /// the column from stretching across a wide window; every other client skips it.
+    #[test]
+    fn the_page_has_a_fixed_width_column_for_outlook_only() {
+        let page = wrap("t", "<p>x</p>");
+        let open = page
+            .find("<!--[if mso]><table role=\"presentation\" width=\"640\"")
+            .expect("an Outlook-only table");
+        let close = page
+            .find("<!--[if mso]></td></tr></table><![endif]-->")
+            .expect("closed for Outlook only");
+        let body = page.find("<p>x</p>").unwrap();
+        assert!(open < body && body < close, "{page}");
+        assert!(page.contains("max-width:640px"), "{page}");
+    }
 }

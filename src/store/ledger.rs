@@ -160,14 +160,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether an org-day has closed.
-    pub fn is_closed(&self, day: &OrgDay) -> anyhow::Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT 1 FROM closes WHERE org_id = ?1 AND local_date = ?2")?;
-        Ok(stmt.exists(params![day.org_id, day.date])?)
-    }
-
     /// Org-days closed after `since_ms`, by org then date.
     pub fn closed_since(&self, since_ms: i64) -> anyhow::Result<Vec<OrgDay>> {
         let mut stmt = self.conn.prepare(

@@ -191,8 +191,8 @@ fn a_digest_of_thousands_of_files_stays_under_the_limit_with_every_row_attached(
 }
 
 /// Paths with unique ids make every call an endpoint of its own: the digest counts them all,
-/// attaches the most called (each path cut to 1,000 characters) and says how many are only
-/// counted.
+/// attaches the most called (each path cut to 500 characters, 1 MB in all) and says how many
+/// are only counted.
 #[test]
 fn unpriced_endpoints_beyond_the_attached_ones_are_counted() {
     let view = DigestView {
@@ -217,5 +217,30 @@ fn unpriced_endpoints_beyond_the_attached_ones_are_counted() {
         .expect("unpriced.csv attached")
         .1;
     assert_eq!(csv.lines().count(), 31, "header and 30 rows");
-    assert!(csv.lines().all(|l| l.chars().count() < 1_100), "paths cut");
+    assert!(csv.lines().all(|l| l.chars().count() < 520), "paths cut");
+    // Thousands of long paths: the attachment stops at its budget, the rest is counted.
+    let view = DigestView {
+        unpriced: (0..10_000)
+            .map(|i| (format!("GET /api/v9/{i}/{}", "x".repeat(2_000)), 1))
+            .collect(),
+        unpriced_endpoints: 10_000,
+        ..view
+    };
+    let r = digest(&view);
+    let csv = &r
+        .attachments
+        .iter()
+        .find(|(name, _)| name == "unpriced.csv")
+        .expect("unpriced.csv attached")
+        .1;
+    assert!(csv.len() <= 1_100_000, "{} bytes", csv.len());
+    let listed = csv.lines().count() as u64 - 1;
+    assert!(
+        r.text.contains(&format!(
+            "the other {} only counted",
+            thousands(10_000 - listed)
+        )),
+        "{}",
+        r.text
+    );
 }

@@ -101,7 +101,7 @@ fn write_frame(df: &mut DataFrame, path: &Path) -> anyhow::Result<()> {
     let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut f = BufWriter::with_capacity(WRITE_BUFFER, f);
     ParquetWriter::new(&mut f)
-        .with_compression(ParquetCompression::Zstd(None))
+        .with_compression(ParquetCompression::Lz4Raw)
         .finish(df)?;
     f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;

@@ -514,8 +514,10 @@ impl Parts<'_> {
         ))));
         // From here on a failure leaves `tmp` to be removed: it is the caller's once returned,
         // and removed here otherwise.
+        // LZ4: polars' writer makes a compression context for every page, and zstd's took a
+        // fifth of the writers' time on a file spread over 151 days (parts ~1.5 × larger).
         let writer = match ParquetWriter::new(file.clone())
-            .with_compression(ParquetCompression::Zstd(None))
+            .with_compression(ParquetCompression::Lz4Raw)
             .batched(schema)
         {
             Ok(w) => w,

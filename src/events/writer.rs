@@ -149,44 +149,46 @@ impl SharedFile {
     }
 }
 
-/// Makes the parts moved into place under `state_dir` durable, with their names: one
-/// `syncfs` of the state directory's filesystem on Linux (through `handle`, opened when the
-/// writer was), instead of an `fsync` per part (a file spread over 151 days made 3,624 parts,
-/// and their `fsync`s took ~3.5 s), which also left the renames themselves unsynced.
-/// Elsewhere each part and its directory is synced.
+/// Up to this many parts, a file's parts are synced one by one; past it, the filesystem once.
+const SYNC_EACH_MAX: usize = 64;
+
+/// Makes the parts moved into place under `state_dir` durable, with their names. A file of
+/// few parts (an hourly file touches one or two days) syncs each part and its directory, a
+/// cost of its own. A file spread over many days (24 files over 151 days made 3,624 parts,
+/// whose `fsync`s took ~3.5 s) syncs the state directory's filesystem once instead (`syncfs`,
+/// on Linux, through `handle`, opened when the writer was, so it reports the write-back errors
+/// since): that costs whatever else waits to be written there too, so only a file of many
+/// parts pays it.
 fn sync_parts(state_dir: &Path, handle: Option<File>, parts: &[Part]) -> anyhow::Result<()> {
-    if parts.is_empty() {
-        return Ok(());
-    }
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let dir = match handle {
-            Some(h) => h,
-            None => File::open(state_dir)?,
-        };
-        // SAFETY: `dir` is an open file descriptor for the whole call.
-        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
+        if parts.len() > SYNC_EACH_MAX {
+            let dir = match handle {
+                Some(h) => h,
+                None => File::open(state_dir)?,
+            };
+            // SAFETY: `dir` is an open file descriptor for the whole call.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            return Ok(());
         }
-        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = handle;
-        let mut dirs = std::collections::BTreeSet::new();
-        for p in parts {
-            let path = state_dir.join(&p.path);
-            File::open(&path)?.sync_all()?;
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_path_buf());
-            }
+    let _ = handle;
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in parts {
+        let path = state_dir.join(&p.path);
+        File::open(&path)?.sync_all()?;
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
         }
-        for d in dirs {
-            File::open(d)?.sync_all()?;
-        }
-        Ok(())
     }
+    for d in dirs {
+        File::open(d)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Write for SharedFile {

@@ -190,6 +190,15 @@ fn a_digest_of_thousands_of_files_stays_under_the_limit_with_every_row_attached(
     assert!(r.text.contains("in the attached files.csv"));
 }
 
+/// The attached `unpriced.csv` of a digest.
+fn unpriced_csv(r: &Rendered) -> &str {
+    &r.attachments
+        .iter()
+        .find(|(name, _)| name == "unpriced.csv")
+        .expect("unpriced.csv attached")
+        .1
+}
+
 /// Paths with unique ids make every call an endpoint of its own: the digest counts them all,
 /// attaches the most called (each path cut to 500 characters, 1 MB in all) and says how many
 /// are only counted.
@@ -210,12 +219,7 @@ fn unpriced_endpoints_beyond_the_attached_ones_are_counted() {
         "{}",
         r.text
     );
-    let csv = &r
-        .attachments
-        .iter()
-        .find(|(name, _)| name == "unpriced.csv")
-        .expect("unpriced.csv attached")
-        .1;
+    let csv = unpriced_csv(&r);
     assert_eq!(csv.lines().count(), 31, "header and 30 rows");
     assert!(csv.lines().all(|l| l.chars().count() < 520), "paths cut");
     // Thousands of long paths: the attachment stops at its budget, the rest is counted.
@@ -227,12 +231,7 @@ fn unpriced_endpoints_beyond_the_attached_ones_are_counted() {
         ..view
     };
     let r = digest(&view);
-    let csv = &r
-        .attachments
-        .iter()
-        .find(|(name, _)| name == "unpriced.csv")
-        .expect("unpriced.csv attached")
-        .1;
+    let csv = unpriced_csv(&r);
     assert!(csv.len() <= 1_100_000, "{} bytes", csv.len());
     let listed = csv.lines().count() as u64 - 1;
     assert!(

@@ -32,6 +32,25 @@ fn row(date: &str) -> LedgerRow {
     }
 }
 
+/// The view of `r` with `details` on a day of 24 hours from `span`'s start, in `tz`.
+fn view_of<'a>(
+    tz: Tz,
+    r: &'a LedgerRow,
+    crossings: &'a [Crossing],
+    details: &'a DayDetails,
+    span: DaySpan,
+) -> OrgDayView<'a> {
+    OrgDayView {
+        org_name: "Acme",
+        tz,
+        row: r,
+        crossings,
+        details,
+        start_ms: span.start_ms,
+        reset_ms: span.start_ms + 86_400_000,
+    }
+}
+
 /// Renders the summary of `date` in `tz` with `calls` credits in every hour bucket.
 fn summary_of(tz: Tz, date: &str, per_hour: u64) -> (Rendered, DaySpan, i64) {
     let day: NaiveDate = date.parse().unwrap();
@@ -94,15 +113,7 @@ fn the_smaller_fits_cut_then_leave_out_the_endpoint_lists() {
     details.top_endpoints = vec![(path.clone(), 3, 150)];
     details.unpriced = vec![(path.clone(), 2), ("GET /api/v2/y".into(), 1)];
     let r = row("2025-10-08");
-    let v = OrgDayView {
-        org_name: "Acme",
-        tz,
-        row: &r,
-        crossings: &[],
-        details: &details,
-        start_ms: span.start_ms,
-        reset_ms: span.start_ms + 86_400_000,
-    };
+    let v = view_of(tz, &r, &[], &details, span);
     let full = summary_fit(&v, 0, 25, FITS[0]);
     let cut40 = summary_fit(&v, 0, 25, FITS[1]);
     let none = summary_fit(&v, 0, 25, FITS[2]);
@@ -143,15 +154,7 @@ fn a_late_alert_puts_a_passed_forecast_in_the_past_tense() {
         ts: ten,
         request_id: "r1".into(),
     };
-    let v = OrgDayView {
-        org_name: "Acme",
-        tz,
-        row: &r,
-        crossings: std::slice::from_ref(&crossing),
-        details: &details,
-        start_ms: span.start_ms,
-        reset_ms: span.start_ms + 86_400_000,
-    };
+    let v = view_of(tz, &r, std::slice::from_ref(&crossing), &details, span);
     let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
     let early = alert(&v, &crossing, &[], at(ten + 60_000));
     assert!(
@@ -180,15 +183,7 @@ fn a_legacy_day_ranks_endpoints_by_billable_calls() {
     r.terms.legacy_limit = 360;
     r.terms.allotted = 360;
     r.used = 10;
-    let v = OrgDayView {
-        org_name: "Acme",
-        tz,
-        row: &r,
-        crossings: &[],
-        details: &details,
-        start_ms: span.start_ms,
-        reset_ms: span.start_ms + 86_400_000,
-    };
+    let v = view_of(tz, &r, &[], &details, span);
     let s = summary(&v, 0, 25);
     assert!(
         s.text.contains("Top endpoints by billable calls"),

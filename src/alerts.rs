@@ -480,14 +480,17 @@ pub fn retry_messages(
         let Some((org_id, date)) = rest.rsplit_once(':') else {
             continue;
         };
-        let day = date.parse().ok().map(|d| OrgDay::new(org_id, d));
         let tx = store.transaction()?;
-        let row = match &day {
-            Some(day) => tx.ledger_row(day)?,
-            None => None,
+        let found = match date.parse() {
+            Ok(date) => {
+                let day = OrgDay::new(org_id, date);
+                tx.ledger_row(&day)?.map(|row| (day, row))
+            }
+            Err(_) => None,
         };
-        let (Some(day), Some(row)) = (day, row) else {
-            // The org-day has no row any more (a backfill removed it): nothing to report.
+        let Some((day, row)) = found else {
+            // The org-day has no row any more (a backfill removed it), or never was one:
+            // nothing to report.
             tx.resolve_problem(Unit::Message, &p.target)?;
             tx.commit()?;
             continue;

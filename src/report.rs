@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use crate::allotment::{format_pct, pct_hundredths, DayTerms};
+use crate::allotment::DayTerms;
 use crate::store::{Crossing, LedgerRow};
 
 mod backfill;
@@ -294,13 +294,12 @@ pub fn usage(v: &UsageView<'_>) -> String {
     let used = v.row.map_or(0, |r| r.used);
     let unit = f.model.unit();
     let _ = writeln!(w, "  Used             {used:>12} {unit}");
-    // An allotment of 0 has no percentage (as in the messages): any use is n/a.
-    let pct = if f.allotted == 0 && used > 0 {
-        "n/a (allotment 0)".to_string()
-    } else {
-        format_pct(pct_hundredths(used, f.allotted))
-    };
-    let _ = writeln!(w, "  % used           {pct:>12}");
+    // An allotment of 0 has no percentage, as in the messages.
+    let _ = writeln!(
+        w,
+        "  % used           {:>12}",
+        format::percent_figure(used, f.allotted)
+    );
     let _ = writeln!(
         w,
         "  Concurrency      {:>12} concurrent calls",

@@ -44,10 +44,19 @@ pub fn cut(s: &str, max: usize) -> String {
 /// An allotment of 0 (a legacy limit of 0) has no percentage: any use reads `n/a (allotment
 /// 0)`, none `0.00%`.
 pub fn percent(used: u64, allotted: u64) -> String {
-    if allotted == 0 && used > 0 {
-        return "n/a (allotment 0)".to_string();
-    }
-    format!("{}%", format_pct(pct_hundredths(used, allotted)))
+    hundredths(used, allotted).map_or(NO_PERCENTAGE.to_string(), |h| format!("{}%", format_pct(h)))
+}
+
+/// [`percent`] without the sign, as a column headed `%` shows it (`usage`): `110.06`.
+pub fn percent_figure(used: u64, allotted: u64) -> String {
+    hundredths(used, allotted).map_or(NO_PERCENTAGE.to_string(), format_pct)
+}
+
+const NO_PERCENTAGE: &str = "n/a (allotment 0)";
+
+/// `used` of `allotted` in hundredths of a percent; none for any use of an allotment of 0.
+fn hundredths(used: u64, allotted: u64) -> Option<u64> {
+    (allotted > 0 || used == 0).then(|| pct_hundredths(used, allotted))
 }
 
 fn at(tz: Tz, ts: i64) -> DateTime<Tz> {

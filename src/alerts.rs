@@ -43,12 +43,19 @@ fn org_name(setup: &Setup, row: &LedgerRow) -> String {
 }
 
 /// The events of the orgs of one date that may need messages, read in one scan on first use
-/// (rendering the alerts of many org-days then reads the date's parts once).
+/// (rendering the alerts of many org-days then reads the date's parts once). Details worked
+/// out ahead by [`DateEvents::prepare`] are handed out once each, when asked for with the same
+/// marks; any other request is worked out when asked.
 pub struct DateEvents {
     parts: Vec<String>,
     orgs: Vec<String>,
     loaded: std::cell::OnceCell<OrgEvents>,
+    /// (org, its marks, its details) worked out ahead.
+    ready: std::cell::RefCell<Vec<Prepared>>,
 }
+
+/// Details worked out ahead: the org, the marks as owned values, and the details.
+type Prepared = (String, Vec<(i64, Option<String>)>, Option<DayDetails>);
 
 impl DateEvents {
     pub fn new(parts: Vec<String>, orgs: Vec<String>) -> DateEvents {
@@ -56,12 +63,65 @@ impl DateEvents {
             parts,
             orgs,
             loaded: std::cell::OnceCell::new(),
+            ready: Default::default(),
         }
+    }
+
+    /// Works out ahead the details the alerts of `row` (an org-day of this date, named at
+    /// creation) need if none of its `crossings` was reported before, as after a first ingest
+    /// of its calls. Run off the thread that writes the store, this takes the reading of the
+    /// events off it; when some crossings were reported, what is asked for differs and is
+    /// worked out then, so the messages are the same either way.
+    pub fn prepare(
+        &self,
+        setup: &Setup,
+        row: &LedgerRow,
+        crossings: &[Crossing],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let span = span_of(setup, row)?;
+        for (_, group) in unreported_groups(setup, crossings, now, |_| Ok(false))? {
+            let Some((_, _, marks)) = arrange(group) else {
+                continue;
+            };
+            let details = self.work_out(setup, &row.org_id, span, &marks)?;
+            let owned = marks
+                .iter()
+                .map(|m| (m.ts, m.request_id.map(str::to_string)))
+                .collect();
+            self.ready
+                .borrow_mut()
+                .push((row.org_id.clone(), owned, details));
+        }
+        Ok(())
     }
 
     /// The details of `org_id`'s day (one of the orgs named at creation), or `None` if it has
     /// no events.
     fn details(
+        &self,
+        setup: &Setup,
+        org_id: &str,
+        day: DaySpan,
+        marks: &[Mark<'_>],
+    ) -> anyhow::Result<Option<DayDetails>> {
+        let same = |(org, owned, _): &Prepared| {
+            org == org_id
+                && owned.len() == marks.len()
+                && owned
+                    .iter()
+                    .zip(marks)
+                    .all(|((ts, rid), m)| *ts == m.ts && rid.as_deref() == m.request_id)
+        };
+        let mut ready = self.ready.borrow_mut();
+        if let Some(i) = ready.iter().position(same) {
+            return Ok(ready.swap_remove(i).2);
+        }
+        drop(ready);
+        self.work_out(setup, org_id, day, marks)
+    }
+
+    fn work_out(
         &self,
         setup: &Setup,
         org_id: &str,
@@ -168,6 +228,24 @@ pub fn queue_crossing_alerts(
     now: DateTime<Utc>,
     prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<usize> {
+    let [held, fresh] = unreported_groups(setup, crossings, now, |c| {
+        Ok(tx.outbox_status(&crossing_key(row, c))?.is_some())
+    })?;
+    let group = |(status, group): (Status, Vec<&Crossing>)| {
+        queue_alert(setup, tx, row, crossings, group, status, now, prefetched)
+    };
+    group(held)?;
+    Ok(usize::from(group(fresh)?))
+}
+
+/// The crossings of an org-day not `reported` yet, in the two groups they are queued in:
+/// those older than `max_age` (held), then the others (queued).
+fn unreported_groups<'c>(
+    setup: &Setup,
+    crossings: &'c [Crossing],
+    now: DateTime<Utc>,
+    mut reported: impl FnMut(&Crossing) -> anyhow::Result<bool>,
+) -> anyhow::Result<[(Status, Vec<&'c Crossing>); 2]> {
     let too_old = |c: &Crossing| {
         setup
             .config
@@ -177,7 +255,7 @@ pub fn queue_crossing_alerts(
     };
     let (mut held, mut fresh): (Vec<&Crossing>, Vec<&Crossing>) = (Vec::new(), Vec::new());
     for c in crossings {
-        if tx.outbox_status(&crossing_key(row, c))?.is_none() {
+        if !reported(c)? {
             if too_old(c) {
                 held.push(c);
             } else {
@@ -185,11 +263,25 @@ pub fn queue_crossing_alerts(
             }
         }
     }
-    let group = |group: Vec<&Crossing>, status: Status| {
-        queue_alert(setup, tx, row, crossings, group, status, now, prefetched)
-    };
-    group(held, Status::Held)?;
-    Ok(usize::from(group(fresh, Status::Queued)?))
+    Ok([(Status::Held, held), (Status::Queued, fresh)])
+}
+
+/// The message of a group of crossings: the highest news (over, then the highest threshold),
+/// the lower ones it covers in threshold order, and the marks its details are figured at (the
+/// main one first); `None` for an empty group.
+fn arrange(mut group: Vec<&Crossing>) -> Option<(&Crossing, Vec<&Crossing>, Vec<Mark<'_>>)> {
+    group.sort_by_key(|c| std::cmp::Reverse(c.threshold));
+    let (main, lower) = group.split_first()?;
+    let mut covered: Vec<&Crossing> = lower.to_vec();
+    covered.sort_by_key(|c| c.threshold);
+    let marks = std::iter::once(*main)
+        .chain(covered.iter().copied())
+        .map(|c| Mark {
+            ts: c.ts,
+            request_id: Some(&c.request_id),
+        })
+        .collect();
+    Some((main, covered, marks))
 }
 
 /// Queues one message for `group` (crossings of one org-day not reported before) with
@@ -201,25 +293,14 @@ fn queue_alert(
     tx: &Tx<'_>,
     row: &LedgerRow,
     crossings: &[Crossing],
-    mut group: Vec<&Crossing>,
+    group: Vec<&Crossing>,
     status: Status,
     now: DateTime<Utc>,
     prefetched: Option<&DateEvents>,
 ) -> anyhow::Result<bool> {
-    // Highest news first: over (100), then the highest threshold.
-    group.sort_by_key(|c| std::cmp::Reverse(c.threshold));
-    let Some((main, lower)) = group.split_first() else {
+    let Some((main, covered, marks)) = arrange(group) else {
         return Ok(false);
     };
-    let mut covered: Vec<&Crossing> = lower.to_vec();
-    covered.sort_by_key(|c| c.threshold);
-    let marks: Vec<Mark<'_>> = std::iter::once(*main)
-        .chain(covered.iter().copied())
-        .map(|c| Mark {
-            ts: c.ts,
-            request_id: Some(&c.request_id),
-        })
-        .collect();
     let mut rendered = with_view(setup, tx, row, crossings, prefetched, &marks, |view| {
         report::alert(view, main, &covered, now)
     })?;

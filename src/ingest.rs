@@ -6,15 +6,12 @@
 //! nothing behind, and is tried again on the next run.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use sha2::{Digest, Sha256};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -27,8 +24,12 @@ use crate::pricing::Pricing;
 use crate::setup::Setup;
 use crate::store::{FileCounts, FileRow, FileStatus, Placed, Purged, Store, Unit};
 
+mod ahead;
+mod inbox;
 mod pipeline;
 mod reader;
+use ahead::{Ahead, Source};
+pub use inbox::{list_inbox, open_regular, sha256_file, InboxListing};
 use pipeline::Line;
 pub use reader::{quarantine_text, Decoder, LogReader, MAX_LINE, QUARANTINE_KEEP};
 
@@ -140,18 +141,46 @@ pub fn ingest_inbox(
         return Ok(report);
     }
     let mut claims = Claims::open(state_dir);
-    let mut ingester = Ingester::new(setup, now);
-    for (os_name, name) in listing.files {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let path = inbox.join(&os_name);
-        let outcome = ingester.ingest_file(store, &mut claims, &path, &name, now, stop);
-        report.outcomes.push(outcome);
-        // A long run writes its claims out now and then, bounding their memory.
-        if claims.pending_len() >= MAX_PENDING_CLAIMS {
-            claims.checkpoint(store)?;
-        }
+    let files: Vec<(PathBuf, String)> = listing
+        .files
+        .into_iter()
+        .map(|(os_name, name)| (inbox.join(os_name), name))
+        .collect();
+    let threads = setup.config.ingest_threads;
+    let mut run = Run {
+        ingester: Ingester::new(setup, now),
+        store,
+        claims: &mut claims,
+        report: &mut report,
+        now,
+        stop,
+    };
+    if threads <= 1 {
+        run.each_file(&files, &mut |index| {
+            let (path, name) = &files[index];
+            Source::Here {
+                setup,
+                now,
+                path,
+                name,
+            }
+        })?;
+    } else {
+        let skip = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let (to_main, items) = std::sync::mpsc::sync_channel(ahead::in_flight(threads));
+            let (files, skip) = (&files, &skip);
+            std::thread::Builder::new()
+                .name("read-ahead".into())
+                .spawn_scoped(scope, move || {
+                    ahead::read_ahead(files, setup, now, threads, to_main, skip)
+                })
+                .expect("a thread can be started");
+            // Returning drops `items`, which ends the reading thread if files are left.
+            run.each_file(files, &mut |index| {
+                Source::Ahead(Ahead::new(&items, skip, index, &files[index].0))
+            })
+        })?;
     }
     if let Err(e) = claims.checkpoint(store) {
         // The claims stay correct without it (the pending parts are read at the next load).
@@ -160,84 +189,46 @@ pub fn ingest_inbox(
     Ok(report)
 }
 
-/// The access-log entries of the inbox.
-#[derive(Debug, Default)]
-pub struct InboxListing {
-    /// Regular files in name (byte) order: the name for IO, and its lossy text for display
-    /// and the store.
-    pub files: Vec<(OsString, String)>,
-    /// Entries with an access-log name that are not regular files: (lossy name, kind).
-    pub skipped: Vec<(String, &'static str)>,
+/// What one run of ingest works with, file after file.
+struct Run<'r, 's> {
+    ingester: Ingester<'s>,
+    store: &'r mut Store,
+    claims: &'r mut Claims,
+    report: &'r mut Report,
+    now: DateTime<Utc>,
+    stop: &'r AtomicBool,
 }
 
-/// Lists the inbox without following or opening anything: each entry's own type decides.
-pub fn list_inbox(inbox: &Path) -> anyhow::Result<InboxListing> {
-    let mut listing = InboxListing::default();
-    let entries = std::fs::read_dir(inbox)
-        .with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list the inbox {}", inbox.display()))?;
-        let os_name = entry.file_name();
-        let name = os_name.to_string_lossy().into_owned();
-        if classify(&name).is_none() {
-            continue;
+impl Run<'_, '_> {
+    /// Ingests `files` in order, each from the source `source_of` gives for its index, until
+    /// the end or a stop request.
+    fn each_file<'a>(
+        &mut self,
+        files: &'a [(PathBuf, String)],
+        source_of: &mut dyn FnMut(usize) -> Source<'a>,
+    ) -> anyhow::Result<()> {
+        for (index, (path, name)) in files.iter().enumerate() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let source = source_of(index);
+            let outcome = self.ingester.ingest_file(
+                self.store,
+                self.claims,
+                source,
+                path,
+                name,
+                self.now,
+                self.stop,
+            );
+            self.report.outcomes.push(outcome);
+            // A long run writes its claims out now and then, bounding their memory.
+            if self.claims.pending_len() >= MAX_PENDING_CLAIMS {
+                self.claims.checkpoint(self.store)?;
+            }
         }
-        // The entry's own type (a symlink is a symlink, whatever it points to). An entry that
-        // vanished since the listing is simply not there.
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        match entry_kind(file_type) {
-            None => listing.files.push((os_name, name)),
-            Some(kind) => listing.skipped.push((name, kind)),
-        }
+        Ok(())
     }
-    listing.files.sort();
-    listing.skipped.sort();
-    Ok(listing)
-}
-
-/// `None` for a regular file, else what the entry is.
-fn entry_kind(t: std::fs::FileType) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_file() {
-        None
-    } else if t.is_symlink() {
-        Some("symlink")
-    } else if t.is_dir() {
-        Some("directory")
-    } else if t.is_fifo() {
-        Some("FIFO")
-    } else if t.is_socket() {
-        Some("socket")
-    } else if t.is_block_device() {
-        Some("block device")
-    } else if t.is_char_device() {
-        Some("character device")
-    } else {
-        Some("special file")
-    }
-}
-
-/// Opens an inbox file for reading only if it is a regular file: a symlink is not followed
-/// and a FIFO put in its place since the listing does not block the run.
-pub fn open_regular(path: &Path) -> anyhow::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if let Some(kind) = entry_kind(meta.file_type()) {
-        anyhow::bail!(
-            "cannot read {}: a {kind}, not a regular file",
-            path.display()
-        );
-    }
-    Ok(file)
 }
 
 /// Claims held in memory before a run writes them out as runs of their dates (64 MiB of them).
@@ -266,16 +257,18 @@ impl<'s> Ingester<'s> {
 
     /// Ingests one file and archives it; never returns an error, a failure is an outcome (and
     /// an open problem until the file goes through). A stop request rolls the file back.
+    #[allow(clippy::too_many_arguments)]
     pub fn ingest_file(
         &mut self,
         store: &mut Store,
         claims: &mut Claims,
+        source: Source<'_>,
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
         stop: &AtomicBool,
     ) -> Outcome {
-        match self.try_ingest_file(store, claims, path, name, now, stop) {
+        match self.try_ingest_file(store, claims, source, path, name, now, stop) {
             Ok(o) => o,
             Err(e) if e.is::<Stopped>() => {
                 tracing::info!(
@@ -312,17 +305,18 @@ impl<'s> Ingester<'s> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn try_ingest_file(
         &mut self,
         store: &mut Store,
         claims: &mut Claims,
+        mut source: Source<'_>,
         path: &Path,
         name: &str,
         now: DateTime<Utc>,
         stop: &AtomicBool,
     ) -> anyhow::Result<Outcome> {
-        let (format, gz) = classify(name).expect("listed files are access logs");
-        let sha = sha256_file(path)?;
+        let sha = source.sha()?;
         let state = &self.setup.config.state_dir;
         let archive_rel = format!("archive/{}-{name}", &sha[..16]);
 
@@ -373,8 +367,7 @@ impl<'s> Ingester<'s> {
         let tx = store.transaction()?;
         let threads = self.setup.config.ingest_threads;
         let mut writer = PartWriter::new(state, &sha, threads);
-        let mut reader = LogReader::open(path, format, gz)?;
-        pipeline::run(&mut reader, self.setup, self.now, threads, |batch| {
+        source.decode(|batch| {
             if counts.lines > 0 && stop.load(Ordering::SeqCst) {
                 return Err(Stopped.into());
             }
@@ -541,23 +534,6 @@ pub fn events_horizon(tz: chrono_tz::Tz, now: DateTime<Utc>, days: u32) -> Naive
 
 fn stamp(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The SHA-256 of a file's bytes, hex.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = open_regular(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// A relative archive path that is not taken yet.

@@ -26,6 +26,10 @@ pub struct Recomputed {
 /// Recomputes every org-day marked dirty, one local date per transaction. A date that fails
 /// as a whole is retried org by org, so one bad org-day never holds back the others (DESIGN
 /// §7); `stop` is checked between dates.
+///
+/// With `[ingest] threads` above 1, up to that many dates (at most [`MAX_DATES_AT_ONCE`]) are
+/// computed at once on threads of their own — the rows, and the details of the alerts they
+/// need — while the calling thread writes them, date after date, as it would alone.
 pub fn recompute_dirty(
     setup: &Setup,
     store: &mut Store,
@@ -36,40 +40,64 @@ pub fn recompute_dirty(
     for d in store.dirty()? {
         by_date.entry(d.date).or_default().push(d.org_id);
     }
+    // The parts of each date are listed first: the workers never touch the store.
+    let dates: Vec<_> = by_date
+        .into_iter()
+        .map(|(date, orgs)| (date, store.parts_on(date), orgs))
+        .collect();
+    let threads = setup.config.ingest_threads.min(MAX_DATES_AT_ONCE);
+    let mut dates = dates.into_iter();
     let mut out = Recomputed::default();
-    for (date, orgs) in by_date {
+    crate::parallel::in_order(
+        threads,
+        threads,
         // The dates left stay dirty for the next run.
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match recompute_date(setup, store, date, &orgs, now, &mut out.failed) {
-            Ok(n) => out.org_days += n,
-            Err(e) if orgs.len() == 1 => org_day_failed(
-                store,
-                &OrgDay::new(orgs[0].clone(), date),
-                &e,
-                now,
-                &mut out.failed,
-            ),
-            Err(_) => {
-                for org in &orgs {
-                    let one = std::slice::from_ref(org);
-                    match recompute_date(setup, store, date, one, now, &mut out.failed) {
-                        Ok(n) => out.org_days += n,
-                        Err(e) => org_day_failed(
-                            store,
-                            &OrgDay::new(org.clone(), date),
-                            &e,
-                            now,
-                            &mut out.failed,
-                        ),
+        || Ok(dates.next().filter(|_| !stop.load(Ordering::SeqCst))),
+        || (),
+        |_, (date, parts, orgs)| {
+            let computed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                compute_date(setup, date, parts?, &orgs, now, threads > 1)
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("computing the ledger of {date} panicked")));
+            (date, orgs, computed)
+        },
+        |(date, orgs, computed)| {
+            let written =
+                computed.and_then(|c| write_date(setup, store, c, &orgs, now, &mut out.failed));
+            match written {
+                Ok(n) => out.org_days += n,
+                Err(e) if orgs.len() == 1 => org_day_failed(
+                    store,
+                    &OrgDay::new(orgs[0].clone(), date),
+                    &e,
+                    now,
+                    &mut out.failed,
+                ),
+                Err(_) => {
+                    for org in &orgs {
+                        let one = std::slice::from_ref(org);
+                        match recompute_date(setup, store, date, one, now, &mut out.failed) {
+                            Ok(n) => out.org_days += n,
+                            Err(e) => org_day_failed(
+                                store,
+                                &OrgDay::new(org.clone(), date),
+                                &e,
+                                now,
+                                &mut out.failed,
+                            ),
+                        }
                     }
                 }
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
+
+/// The most dates [`recompute_dirty`] computes at once: each is a few polars queries that
+/// already share the polars threads, and each holds the events of its orgs with crossings.
+pub const MAX_DATES_AT_ONCE: usize = 4;
 
 fn org_day_failed(
     store: &Store,
@@ -172,6 +200,47 @@ pub fn differs(new: &LedgerRow, old: &LedgerRow) -> bool {
     } != *old
 }
 
+/// The rows of one date, computed, with the events their alerts need.
+struct DateComputed {
+    date: NaiveDate,
+    rows: BTreeMap<String, Computed>,
+    events: alerts::DateEvents,
+}
+
+/// Computes the rows of `orgs` on `date` from its `parts`. `ahead`: also work out now the
+/// details their alerts need (on a worker, off the thread that writes the store); otherwise
+/// they are read when a message needs them.
+fn compute_date(
+    setup: &Setup,
+    date: NaiveDate,
+    parts: Vec<String>,
+    orgs: &[String],
+    now: DateTime<Utc>,
+    ahead: bool,
+) -> anyhow::Result<DateComputed> {
+    let rows = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
+    // The orgs that crossed a threshold may need alerts: their events are read once, on first
+    // need, for all of them.
+    let crossed: Vec<String> = rows
+        .iter()
+        .filter(|(_, c)| !c.crossings.is_empty())
+        .map(|(org, _)| org.clone())
+        .collect();
+    let events = alerts::DateEvents::new(parts, crossed);
+    if ahead {
+        for c in rows.values().filter(|c| !c.crossings.is_empty()) {
+            // What fails here is worked out again when the message asks for it, and fails
+            // there as that message's own problem.
+            if let Err(e) = events.prepare(setup, &c.row, &c.crossings, now) {
+                tracing::debug!(date = %date, "cannot work out the alerts' details ahead: {e:#}");
+                break;
+            }
+        }
+    }
+    Ok(DateComputed { date, rows, events })
+}
+
+/// Computes and writes the rows of `orgs` on `date`, on the calling thread.
 fn recompute_date(
     setup: &Setup,
     store: &mut Store,
@@ -181,22 +250,26 @@ fn recompute_date(
     failed: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     let parts = store.parts_on(date)?;
-    let computed = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
+    let computed = compute_date(setup, date, parts, orgs, now, false)?;
+    write_date(setup, store, computed, orgs, now, failed)
+}
 
-    // The orgs that crossed a threshold may need alerts: their events are read once, on first
-    // need, for all of them.
-    let crossed: Vec<String> = computed
-        .iter()
-        .filter(|(_, c)| !c.crossings.is_empty())
-        .map(|(org, _)| org.clone())
-        .collect();
-    let prefetched = alerts::DateEvents::new(parts, crossed);
-
+/// Writes the computed rows of `orgs` on one date, their crossings and the messages they call
+/// for, in one transaction, and clears the org-days' dirty marks.
+fn write_date(
+    setup: &Setup,
+    store: &mut Store,
+    computed: DateComputed,
+    orgs: &[String],
+    now: DateTime<Utc>,
+    failed: &mut Vec<String>,
+) -> anyhow::Result<usize> {
+    let DateComputed { date, rows, events } = computed;
     let tx = store.transaction()?;
     let mut count = 0;
     for org_id in orgs {
         let day = OrgDay::new(org_id.clone(), date);
-        let Some(Computed { row, crossings }) = computed.get(org_id) else {
+        let Some(Computed { row, crossings }) = rows.get(org_id) else {
             // No events, or no plan: there is no row to write.
             tx.clear_dirty(&day)?;
             tx.resolve_problem(Unit::OrgDay, &day.to_string())?;
@@ -217,15 +290,8 @@ fn recompute_date(
         tx.put_crossings(&day, crossings)?;
         // A message that cannot be built is a problem of its own: the ledger row still
         // commits, and the message is tried again at every run until it is queued.
-        let queued = alerts::queue_org_day_alerts(
-            setup,
-            &tx,
-            &row,
-            crossings,
-            amended,
-            Some(&prefetched),
-            now,
-        )?;
+        let queued =
+            alerts::queue_org_day_alerts(setup, &tx, &row, crossings, amended, Some(&events), now)?;
         failed.extend(queued);
         tx.clear_dirty(&day)?;
         tx.resolve_problem(Unit::OrgDay, &day.to_string())?;

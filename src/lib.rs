@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod mail;
 pub mod metrics;
+pub mod parallel;
 pub mod quarantine;
 pub mod registry;
 pub mod report;

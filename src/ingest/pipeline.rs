@@ -1,16 +1,14 @@
-//! Decoding, validating and pricing a file's lines on several threads.
+//! Decoding, validating and pricing a file's lines, batch by batch.
 //!
-//! The file is read in batches of lines on the calling thread; `[ingest] threads` workers
-//! decode each batch (JSON or CSV, timestamps, the org checks, the local day, the price and the
-//! request-id fingerprint) into a [`Batch`] that owns what it found; the batches are then handed
-//! back in file order, and the calling thread claims, quarantines and writes them one line
-//! after the other. What a line becomes depends only on the line, so the outcome — the parts,
-//! the quarantine, the counts — is the same for any number of threads. With one thread there
-//! is no worker: each batch is decoded where it is read.
+//! A file is read in batches of lines; each batch is decoded (JSON or CSV, timestamps, the org
+//! checks, the local day, the price and the request-id fingerprint) into a [`Batch`] that owns
+//! what it found, and the calling thread claims, quarantines and writes its lines one after the
+//! other, in file order. With `[ingest] threads` above 1 the batches are read and decoded ahead
+//! on other threads (`ahead`). What a line becomes depends only on the line, so the outcome —
+//! the parts, the quarantine, the counts — is the same for any number of threads.
 
-use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{mpsc, Mutex};
+use std::path::Path;
 
 use super::*;
 
@@ -21,19 +19,25 @@ const BATCH_LINES: usize = STOP_CHECK_LINES as usize;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// Batches in flight per worker: one being decoded, one waiting.
-const IN_FLIGHT_PER_WORKER: usize = 2;
+pub(super) const IN_FLIGHT_PER_WORKER: usize = 2;
 
 /// Batches in flight at most, whatever the thread count: their bytes and decoded copies stay
 /// within 64 × 2 × [`BATCH_BYTES`] even on a machine of many cores (a few hundred MiB for the
 /// longest lines, ~150 MiB for lines of 300 bytes).
-const MAX_IN_FLIGHT: usize = 64;
+pub(super) const MAX_IN_FLIGHT: usize = 64;
 
 /// A run of data lines as read, their bytes back to back.
-struct RawBatch {
-    seq: u64,
+pub(super) struct RawBatch {
     bytes: Vec<u8>,
     lines: Vec<RawLine>,
     decoder: Decoder,
+}
+
+impl RawBatch {
+    /// The line number of the batch's first line.
+    pub(super) fn first_line(&self) -> u64 {
+        self.lines[0].line_no
+    }
 }
 
 struct RawLine {
@@ -52,7 +56,6 @@ pub struct Span {
 
 /// The decoded lines of one batch, in file order, with the strings they carry back to back.
 pub struct Batch {
-    seq: u64,
     text: String,
     pub lines: Vec<Line>,
 }
@@ -125,105 +128,35 @@ impl Batch {
     }
 }
 
-/// Reads `reader` to its end and hands every batch of decoded lines to `consume`, in file
-/// order, decoding on `threads` threads. An error of `consume` or of reading stops the rest;
-/// a worker that panics is an error, not a hang.
+/// Reads `reader` to its end on the calling thread and hands every batch of decoded lines to
+/// `consume`, in file order (`[ingest] threads = 1`; more threads read ahead, see `ahead`). An
+/// error of `consume` or of reading stops the rest; a batch whose decoding panics fails the
+/// file.
 pub fn run(
     reader: &mut LogReader,
     setup: &Setup,
     now: DateTime<Utc>,
-    threads: usize,
     mut consume: impl FnMut(&Batch) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    if threads <= 1 {
-        let mut checker = Ingester::new(setup, now);
-        let mut seq = 0;
-        while let Some(raw) = read_batch(reader, seq)? {
-            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
-                .map_err(|_| panicked(reader, raw.lines[0].line_no))?;
-            consume(&decoded)?;
-            seq += 1;
-        }
-        return Ok(());
+    let mut checker = Ingester::new(setup, now);
+    while let Some(raw) = read_batch(reader)? {
+        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
+            .map_err(|_| panicked(&reader.path, raw.first_line()))?;
+        consume(&batch)?;
     }
-    let (to_workers, work) = mpsc::sync_channel::<RawBatch>(threads);
-    let work = Mutex::new(work);
-    let (to_main, results) = mpsc::channel::<Result<Batch, u64>>();
-    std::thread::scope(|scope| {
-        for i in 0..threads {
-            let (work, to_main) = (&work, to_main.clone());
-            std::thread::Builder::new()
-                .name(format!("decode-{i}"))
-                .spawn_scoped(scope, move || {
-                    let mut checker = Ingester::new(setup, now);
-                    loop {
-                        let next = work.lock().map(|w| w.recv());
-                        let Ok(Ok(raw)) = next else { break };
-                        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            decode(&raw, &mut checker)
-                        }))
-                        .map_err(|_| raw.lines[0].line_no);
-                        let failed = decoded.is_err();
-                        if to_main.send(decoded).is_err() || failed {
-                            break;
-                        }
-                    }
-                })
-                .expect("a thread can be started");
-        }
-        drop(to_main);
-        let mut ahead: BTreeMap<u64, Batch> = BTreeMap::new();
-        let (mut sent, mut next, mut read_all) = (0u64, 0u64, false);
-        let in_flight = (threads * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT) as u64;
-        let result = (|| -> anyhow::Result<()> {
-            loop {
-                while !read_all && sent - next < in_flight {
-                    match read_batch(reader, sent)? {
-                        Some(raw) => {
-                            to_workers
-                                .send(raw)
-                                .map_err(|_| anyhow::anyhow!("the decoding threads stopped"))?;
-                            sent += 1;
-                        }
-                        None => read_all = true,
-                    }
-                }
-                if next == sent {
-                    return Ok(());
-                }
-                let batch = match ahead.remove(&next) {
-                    Some(b) => b,
-                    None => loop {
-                        match results.recv() {
-                            Ok(Ok(b)) if b.seq == next => break b,
-                            Ok(Ok(b)) => {
-                                ahead.insert(b.seq, b);
-                            }
-                            Ok(Err(first_line)) => return Err(panicked(reader, first_line)),
-                            Err(_) => anyhow::bail!("the decoding threads stopped"),
-                        }
-                    },
-                };
-                consume(&batch)?;
-                next += 1;
-            }
-        })();
-        // Closing the queue ends the workers; the scope waits for them.
-        drop(to_workers);
-        result
-    })
+    Ok(())
 }
 
 /// The error of a batch whose decoding panicked: the file fails alone (DESIGN §7).
-fn panicked(reader: &LogReader, first_line: u64) -> anyhow::Error {
+pub(super) fn panicked(path: &Path, first_line: u64) -> anyhow::Error {
     anyhow::anyhow!(
         "decoding {} panicked in the batch of lines from {first_line}",
-        reader.path.display()
+        path.display()
     )
 }
 
 /// The next batch of data lines, or `None` at the end of the file.
-fn read_batch(reader: &mut LogReader, seq: u64) -> anyhow::Result<Option<RawBatch>> {
+pub(super) fn read_batch(reader: &mut LogReader) -> anyhow::Result<Option<RawBatch>> {
     let mut bytes = Vec::new();
     let mut lines = Vec::new();
     while lines.len() < BATCH_LINES && bytes.len() < BATCH_BYTES {
@@ -243,7 +176,6 @@ fn read_batch(reader: &mut LogReader, seq: u64) -> anyhow::Result<Option<RawBatc
         return Ok(None);
     }
     Ok(Some(RawBatch {
-        seq,
         bytes,
         lines,
         decoder: reader.decoder().clone(),
@@ -251,15 +183,14 @@ fn read_batch(reader: &mut LogReader, seq: u64) -> anyhow::Result<Option<RawBatc
 }
 
 /// Decodes, checks and prices every line of `raw` (DESIGN §2.1, §2.4).
-fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
-    if crate::faults::check(&format!("decode:{}", raw.lines[0].line_no)).is_err() {
+pub(super) fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
+    if crate::faults::check(&format!("decode:{}", raw.first_line())).is_err() {
         panic!(
             "fault injected at decode:{} (CREDITD_FAULTS)",
-            raw.lines[0].line_no
+            raw.first_line()
         );
     }
     let mut out = Batch {
-        seq: raw.seq,
         text: String::with_capacity(raw.bytes.len() / 3),
         lines: Vec::with_capacity(raw.lines.len()),
     };

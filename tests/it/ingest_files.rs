@@ -340,12 +340,34 @@ fn parts_with_digests(dir: &Dir) -> BTreeMap<String, String> {
     out
 }
 
+/// The messages in the outbox as a reader sees them: for each `.eml` file, its key, what it
+/// covers, its subject and both bodies (the MIME boundaries are random).
+fn messages(dir: &Dir) -> BTreeMap<String, [String; 5]> {
+    use crate::mail::{body_of, header};
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir.path().join("state/outbox")).unwrap() {
+        let raw = std::fs::read(e.unwrap().path()).unwrap();
+        let key = header(&raw, "X-Creditd-Key");
+        let seen = [
+            header(&raw, "X-Creditd-Covers"),
+            header(&raw, "Subject"),
+            body_of(&raw, "text/plain"),
+            body_of(&raw, "text/html"),
+            header(&raw, "To"),
+        ];
+        out.insert(key, seen);
+    }
+    out
+}
+
 #[test]
-fn any_number_of_threads_writes_the_same_ledger_counts_quarantine_and_parts() {
+fn any_number_of_threads_writes_the_same_ledger_counts_quarantine_parts_and_messages() {
     let one = customer_shaped(1);
     let four = customer_shaped(4);
+    let now = ["--now", "2026-01-01T00:00:00Z"];
     for dir in [&one, &four] {
-        dir.expect(0, &["run", "ingest"]);
+        dir.expect(0, &[&now[..], &["run", "ingest"]].concat());
+        dir.expect(0, &[&now[..], &["run", "deliver"]].concat());
         assert_eq!(
             without_status(&dir.export()),
             dir.read("expected-ledger.csv")
@@ -362,4 +384,79 @@ fn any_number_of_threads_writes_the_same_ledger_counts_quarantine_and_parts() {
         one.expect(0, &["quarantine", "--format", "json"]),
         four.expect(0, &["quarantine", "--format", "json"])
     );
+    // The alerts' details, worked out ahead on other threads with four, read the same.
+    let sent = messages(&one);
+    let kinds = |prefix: &str| sent.keys().filter(|k| k.starts_with(prefix)).count();
+    assert!(
+        kinds("over:") >= 2 && kinds("near:") >= 2,
+        "{:?}",
+        sent.keys()
+    );
+    assert_eq!(sent, messages(&four));
+}
+
+/// With more threads, files are read and decoded ahead of the one being written. A file that
+/// turns out to be a copy, or breaks in the middle, is skipped there, and the files after it
+/// go through whole, as with one thread.
+#[test]
+fn a_copy_or_a_broken_file_between_others_leaves_the_next_files_whole_on_any_thread_count() {
+    let mut listed = Vec::new();
+    for threads in [1, 4] {
+        let dir = customer_shaped(threads);
+        let expected_counts = expected_file_counts(&dir);
+        let first = dir.inbox().into_iter().next().unwrap();
+        let (stem, ext) = first.split_once('.').unwrap();
+        // Names that sort right after the first file, before the second.
+        let copy = format!("{stem}~again.{ext}");
+        let broken = format!("{stem}~broken.ndjson.gz");
+        let original = std::fs::read(dir.path().join("inbox").join(&first)).unwrap();
+        dir.write(&format!("inbox/{copy}"), original);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..50_000 {
+            gz.write_all(
+                call(
+                    "2025-10-08T10:00:00Z",
+                    &format!("b{i}"),
+                    "200",
+                    "/api/v1/tickets",
+                    200,
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        }
+        let bytes = gz.finish().unwrap();
+        dir.write(&format!("inbox/{broken}"), &bytes[..bytes.len() / 2]);
+
+        let out = dir.creditd(&["run", "ingest"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "threads {threads}: {stderr}");
+        assert!(
+            stdout.contains(&format!("duplicate file {copy}")),
+            "threads {threads}: {stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("failed {broken}")),
+            "threads {threads}: {stderr}"
+        );
+        assert_eq!(dir.inbox(), vec![broken.clone()], "threads {threads}");
+        assert_eq!(
+            without_status(&dir.export()),
+            dir.read("expected-ledger.csv"),
+            "threads {threads}"
+        );
+        let mut counts = file_counts(&dir);
+        assert_eq!(
+            counts.remove(&broken),
+            Some(vec![0; 12]),
+            "threads {threads}"
+        );
+        let dup = counts.remove(&copy).unwrap();
+        assert_eq!(dup[2], 0, "threads {threads}: a copy has no unique calls");
+        assert_eq!(dup[0], expected_counts[&first][0], "threads {threads}");
+        assert_eq!(counts, expected_counts, "threads {threads}");
+        listed.push(dir.expect(0, &["files"]));
+    }
+    assert_eq!(listed[0], listed[1]);
 }

@@ -1,0 +1,254 @@
+//! Reading ahead: with `[ingest] threads` above 1, the inbox's files are hashed, read and
+//! decoded on threads of their own, file after file, while the calling thread claims, writes
+//! and commits them one at a time.
+//!
+//! The calling thread still does everything that touches the store, the claims and the parts,
+//! in file order, exactly as with one thread; what runs ahead is only what depends on nothing
+//! but the file's bytes: its SHA-256 and its decoded lines. So while one file's parts are
+//! finished and synced and its transaction commits, the next file is already being read and
+//! decoded. A file the calling thread does not read to its end (a duplicate, a failure, a stop)
+//! is skipped: the reading thread moves on to the next, and what it decoded ahead is dropped.
+//! At most a few batches per thread are ahead at any time, so memory stays bounded.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use super::pipeline::{
+    decode, panicked, read_batch, Batch, RawBatch, IN_FLIGHT_PER_WORKER, MAX_IN_FLIGHT,
+};
+use super::*;
+
+/// Batches taken and not yet handed over at most, and as many again handed over and not yet
+/// taken by the calling thread: their bytes and decoded copies stay within 2 × 64 × 2 ×
+/// `BATCH_BYTES` even on a machine of many cores.
+pub fn in_flight(threads: usize) -> usize {
+    (threads * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT)
+}
+
+/// What the reading thread hands over, file after file, in the order of the files.
+pub enum Item {
+    /// A file begins: its SHA-256, or why it cannot be read.
+    Start(anyhow::Result<String>),
+    /// A batch of the file decoded, or the first line of a batch whose decoding panicked.
+    Batch(Result<Batch, u64>),
+    /// Reading the file failed (opening it, or in the middle): its last item before `End`.
+    Failed(anyhow::Error),
+    /// The file ends: read to its end, failed, or skipped.
+    End,
+}
+
+/// What the reading thread takes from the files before decoding.
+enum Raw {
+    Start(anyhow::Result<String>),
+    Batch(RawBatch),
+    Failed(anyhow::Error),
+    End,
+}
+
+/// Where a file's SHA-256 and decoded lines come from.
+pub enum Source<'a> {
+    /// Read and decoded here, on the calling thread (`[ingest] threads = 1`).
+    Here {
+        setup: &'a Setup,
+        now: DateTime<Utc>,
+        path: &'a Path,
+        name: &'a str,
+    },
+    /// Read ahead by [`read_ahead`].
+    Ahead(Ahead<'a>),
+}
+
+impl Source<'_> {
+    /// The SHA-256 of the file's bytes (hex).
+    pub fn sha(&mut self) -> anyhow::Result<String> {
+        match self {
+            Source::Here { path, .. } => sha256_file(path),
+            Source::Ahead(a) => match a.recv()? {
+                Item::Start(sha) => sha,
+                _ => anyhow::bail!("the reading thread handed over a file out of order"),
+            },
+        }
+    }
+
+    /// Hands every batch of the file's decoded lines to `consume`, in file order. An error of
+    /// `consume` or of reading stops the rest.
+    pub fn decode(
+        &mut self,
+        mut consume: impl FnMut(&Batch) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Source::Here {
+                setup,
+                now,
+                path,
+                name,
+            } => {
+                let (format, gz) = classify(name).expect("listed files are access logs");
+                let mut reader = LogReader::open(path, format, gz)?;
+                super::pipeline::run(&mut reader, setup, *now, consume)
+            }
+            Source::Ahead(a) => loop {
+                match a.recv()? {
+                    Item::Batch(Ok(batch)) => consume(&batch)?,
+                    Item::Batch(Err(first_line)) => return Err(panicked(a.path, first_line)),
+                    Item::Failed(e) => return Err(e),
+                    Item::End => {
+                        a.ended = true;
+                        return Ok(());
+                    }
+                    Item::Start(_) => {
+                        anyhow::bail!("the reading thread handed over a file out of order")
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The calling thread's end of one file read ahead. Dropped before the file's end, it has the
+/// rest skipped, and drops what was decoded ahead.
+pub struct Ahead<'a> {
+    items: &'a Receiver<Item>,
+    /// Files before this index are not to be read on: the reading thread's signal.
+    skip: &'a AtomicUsize,
+    index: usize,
+    path: &'a Path,
+    ended: bool,
+}
+
+impl<'a> Ahead<'a> {
+    /// The file at `index` of the files handed to [`read_ahead`].
+    pub fn new(
+        items: &'a Receiver<Item>,
+        skip: &'a AtomicUsize,
+        index: usize,
+        path: &'a Path,
+    ) -> Ahead<'a> {
+        Ahead {
+            items,
+            skip,
+            index,
+            path,
+            ended: false,
+        }
+    }
+
+    fn recv(&mut self) -> anyhow::Result<Item> {
+        let item = self
+            .items
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the reading thread stopped"));
+        if item.is_err() {
+            self.ended = true;
+        }
+        item
+    }
+}
+
+impl Drop for Ahead<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.skip.fetch_max(self.index + 1, Ordering::SeqCst);
+        while let Ok(item) = self.items.recv() {
+            if matches!(item, Item::End) {
+                break;
+            }
+        }
+    }
+}
+
+/// Hashes, reads and decodes `files` (paths and names, in order) on this thread and
+/// `threads` decoding workers, handing every file's items to `to_main` in order. Returns when
+/// every file was handed over, or when the receiving end is gone. A panic while reading one
+/// file fails that file alone.
+pub fn read_ahead(
+    files: &[(PathBuf, String)],
+    setup: &Setup,
+    now: DateTime<Utc>,
+    threads: usize,
+    to_main: SyncSender<Item>,
+    skip: &AtomicUsize,
+) {
+    let mut index = 0;
+    let mut reader: Option<LogReader> = None;
+    let mut queued: VecDeque<Raw> = VecDeque::new();
+    let next = || -> anyhow::Result<Option<Raw>> {
+        loop {
+            if let Some(raw) = queued.pop_front() {
+                return Ok(Some(raw));
+            }
+            if let Some(r) = &mut reader {
+                if skip.load(Ordering::SeqCst) > index {
+                    reader = None;
+                    index += 1;
+                    return Ok(Some(Raw::End));
+                }
+                let read = std::panic::catch_unwind(AssertUnwindSafe(|| read_batch(r)))
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!("reading {} panicked", r.path.display()))
+                    });
+                match read {
+                    Ok(Some(raw)) => return Ok(Some(Raw::Batch(raw))),
+                    Ok(None) => queued.push_back(Raw::End),
+                    Err(e) => queued.extend([Raw::Failed(e), Raw::End]),
+                }
+                reader = None;
+                index += 1;
+                continue;
+            }
+            let Some((path, name)) = files.get(index) else {
+                return Ok(None);
+            };
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let sha = sha256_file(path)?;
+                let (format, gz) = classify(name).expect("listed files are access logs");
+                Ok((sha, LogReader::open(path, format, gz)))
+            }))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("reading {} panicked", path.display())));
+            match opened {
+                Ok((sha, Ok(r))) => {
+                    reader = Some(r);
+                    queued.push_back(Raw::Start(Ok(sha)));
+                }
+                Ok((sha, Err(e))) => {
+                    queued.extend([Raw::Start(Ok(sha)), Raw::Failed(e), Raw::End]);
+                    index += 1;
+                }
+                Err(e) => {
+                    queued.extend([Raw::Start(Err(e)), Raw::End]);
+                    index += 1;
+                }
+            }
+        }
+    };
+    // The receiving end gone is the only error: nothing is left to do.
+    let _ = crate::parallel::in_order(
+        threads,
+        in_flight(threads),
+        next,
+        || Ingester::new(setup, now),
+        |checker, raw| match raw {
+            Raw::Start(sha) => Item::Start(sha),
+            Raw::Batch(raw) => Item::Batch(
+                std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, checker))).map_err(
+                    |_| {
+                        // What the panic left half done is not used again.
+                        *checker = Ingester::new(setup, now);
+                        raw.first_line()
+                    },
+                ),
+            ),
+            Raw::Failed(e) => Item::Failed(e),
+            Raw::End => Item::End,
+        },
+        |item| {
+            to_main
+                .send(item)
+                .map_err(|_| anyhow::anyhow!("the ingest stopped"))
+        },
+    );
+}

@@ -5,8 +5,10 @@
 //! the file moved to the archive. A file that cannot be read is recorded as failed, leaves
 //! nothing behind, and is tried again on the next run.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -166,19 +168,33 @@ pub fn ingest_inbox(
             }
         })?;
     } else {
-        let skip = AtomicUsize::new(0);
+        let (skip, gone) = (AtomicUsize::new(0), Cell::new(false));
         std::thread::scope(|scope| {
             let (to_main, items) = std::sync::mpsc::sync_channel(ahead::in_flight(threads));
             let (files, skip) = (&files, &skip);
             std::thread::Builder::new()
                 .name("read-ahead".into())
                 .spawn_scoped(scope, move || {
-                    ahead::read_ahead(files, setup, now, threads, to_main, skip)
+                    // A panic it did not catch ends it (the calling thread reads on alone),
+                    // not the run.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        ahead::read_ahead(files, setup, now, threads, to_main, skip)
+                    }));
                 })
                 .expect("a thread can be started");
             // Returning drops `items`, which ends the reading thread if files are left.
             run.each_file(files, &mut |index| {
-                Source::Ahead(Ahead::new(&items, skip, index, &files[index].0))
+                let (path, name) = &files[index];
+                if gone.get() {
+                    Source::Here {
+                        setup,
+                        now,
+                        path,
+                        name,
+                    }
+                } else {
+                    Source::Ahead(Ahead::new(&items, &gone, skip, index, path))
+                }
             })
         })?;
     }

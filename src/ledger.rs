@@ -1,7 +1,7 @@
 //! The ledger: one row per org × local day, recomputed from that day's priced events whenever
 //! an ingest touches it, and its exports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -27,9 +27,10 @@ pub struct Recomputed {
 /// as a whole is retried org by org, so one bad org-day never holds back the others (DESIGN
 /// §7); `stop` is checked between dates.
 ///
-/// With `[ingest] threads` above 1, up to that many dates (at most [`MAX_DATES_AT_ONCE`]) are
-/// computed at once on threads of their own — the rows, and the details of the alerts they
-/// need — while the calling thread writes them, date after date, as it would alone.
+/// With `[ingest] threads` above 1, up to that many dates (at most [`MAX_DATES_AT_ONCE`], and
+/// as many as [`EVENTS_AT_ONCE`] allows for the largest) are computed at once on threads of
+/// their own — the rows, and the details of the alerts they need — while the calling thread
+/// writes them, date after date, as it would alone.
 pub fn recompute_dirty(
     setup: &Setup,
     store: &mut Store,
@@ -40,28 +41,39 @@ pub fn recompute_dirty(
     for d in store.dirty()? {
         by_date.entry(d.date).or_default().push(d.org_id);
     }
-    // The parts of each date are listed first: the workers never touch the store.
-    let dates: Vec<_> = by_date
-        .into_iter()
-        .map(|(date, orgs)| (date, store.parts_on(date), orgs))
-        .collect();
-    let threads = setup.config.ingest_threads.min(MAX_DATES_AT_ONCE);
+    // What each date's computation needs from the store is read first: the workers never
+    // touch it (a query or two a date).
+    let (mut dates, mut largest) = (Vec::new(), 0);
+    for (date, orgs) in by_date {
+        let listed = store
+            .parts_on(date)
+            .and_then(|parts| Ok((parts, store.orgs_with_crossings(date)?)));
+        largest = largest.max(store.events_on(date).unwrap_or(0));
+        dates.push((date, listed, orgs));
+    }
+    // A date's computation holds its events in memory: as many dates at once as the largest
+    // fits in the budget.
+    let fit = (EVENTS_AT_ONCE / largest.max(1)).max(1) as usize;
+    let threads = setup.config.ingest_threads.min(MAX_DATES_AT_ONCE).min(fit);
     let mut dates = dates.into_iter();
     let mut out = Recomputed::default();
     crate::parallel::in_order(
         threads,
         threads,
-        // The dates left stay dirty for the next run.
         || Ok(dates.next().filter(|_| !stop.load(Ordering::SeqCst))),
         || (),
-        |_, (date, parts, orgs)| {
-            let computed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                compute_date(setup, date, parts?, &orgs, now, threads > 1)
-            }))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("computing the ledger of {date} panicked")));
+        |_, (date, listed, orgs)| {
+            let computed = listed.and_then(|(parts, crossed_before)| {
+                let ahead = (threads > 1).then_some(&crossed_before);
+                compute_date(setup, date, parts, &orgs, now, ahead)
+            });
             (date, orgs, computed)
         },
         |(date, orgs, computed)| {
+            // The dates left stay dirty for the next run, those computed ahead included.
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let written =
                 computed.and_then(|c| write_date(setup, store, c, &orgs, now, &mut out.failed));
             match written {
@@ -98,6 +110,11 @@ pub fn recompute_dirty(
 /// The most dates [`recompute_dirty`] computes at once: each is a few polars queries that
 /// already share the polars threads, and each holds the events of its orgs with crossings.
 pub const MAX_DATES_AT_ONCE: usize = 4;
+
+/// The events [`recompute_dirty`] holds at once at most (about 250 bytes each at the peak of
+/// a date's computation, ~0.5 GiB): dates holding more than half of it are computed one at a
+/// time, as with one thread.
+pub const EVENTS_AT_ONCE: u64 = 2_000_000;
 
 fn org_day_failed(
     store: &Store,
@@ -207,37 +224,44 @@ struct DateComputed {
     events: alerts::DateEvents,
 }
 
-/// Computes the rows of `orgs` on `date` from its `parts`. `ahead`: also work out now the
-/// details their alerts need (on a worker, off the thread that writes the store); otherwise
-/// they are read when a message needs them.
+/// Computes the rows of `orgs` on `date` from its `parts`. `ahead` (on a worker, off the
+/// thread that writes the store): also work out now the details the alerts of their crossings
+/// need, for the orgs not in it (those with crossings stored before most likely had them
+/// reported; theirs are read when a message needs them). A panic is an error of this date.
 fn compute_date(
     setup: &Setup,
     date: NaiveDate,
     parts: Vec<String>,
     orgs: &[String],
     now: DateTime<Utc>,
-    ahead: bool,
+    ahead: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<DateComputed> {
-    let rows = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
-    // The orgs that crossed a threshold may need alerts: their events are read once, on first
-    // need, for all of them.
-    let crossed: Vec<String> = rows
-        .iter()
-        .filter(|(_, c)| !c.crossings.is_empty())
-        .map(|(org, _)| org.clone())
-        .collect();
-    let events = alerts::DateEvents::new(parts, crossed);
-    if ahead {
-        for c in rows.values().filter(|c| !c.crossings.is_empty()) {
-            // What fails here is worked out again when the message asks for it, and fails
-            // there as that message's own problem.
-            if let Err(e) = events.prepare(setup, &c.row, &c.crossings, now) {
-                tracing::debug!(date = %date, "cannot work out the alerts' details ahead: {e:#}");
-                break;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let rows = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
+        // The orgs that crossed a threshold may need alerts: their events are read once, on
+        // first need, for all of them.
+        let crossed: Vec<String> = rows
+            .iter()
+            .filter(|(_, c)| !c.crossings.is_empty())
+            .map(|(org, _)| org.clone())
+            .collect();
+        let events = alerts::DateEvents::new(parts, crossed);
+        if let Some(crossed_before) = ahead {
+            let fresh = rows
+                .iter()
+                .filter(|(org, c)| !c.crossings.is_empty() && !crossed_before.contains(*org));
+            for (_, c) in fresh {
+                // What fails here is worked out again when the message asks for it, and fails
+                // there as that message's own problem.
+                if let Err(e) = events.prepare(setup, &c.row, &c.crossings, now) {
+                    tracing::debug!(date = %date, "cannot work out the alerts' details ahead: {e:#}");
+                    break;
+                }
             }
         }
-    }
-    Ok(DateComputed { date, rows, events })
+        Ok(DateComputed { date, rows, events })
+    }))
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("computing the ledger of {date} panicked")))
 }
 
 /// Computes and writes the rows of `orgs` on `date`, on the calling thread.
@@ -250,7 +274,7 @@ fn recompute_date(
     failed: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     let parts = store.parts_on(date)?;
-    let computed = compute_date(setup, date, parts, orgs, now, false)?;
+    let computed = compute_date(setup, date, parts, orgs, now, None)?;
     write_date(setup, store, computed, orgs, now, failed)
 }
 

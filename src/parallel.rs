@@ -52,9 +52,11 @@ where
                         let taken = items.lock().map(|q| q.recv());
                         let Ok(Ok((seq, item))) = taken else { break };
                         let out = guarded(&mut state, item);
-                        // A worker that panicked ends: its state may be half changed.
-                        let failed = out.is_none();
-                        if to_caller.send((seq, out)).is_err() || failed {
+                        if out.is_none() {
+                            // What the panic left half changed is not used again.
+                            state = init();
+                        }
+                        if to_caller.send((seq, out)).is_err() {
                             break;
                         }
                     }

@@ -349,6 +349,14 @@ impl Store {
         parts_on(&self.conn, local_date)
     }
 
+    /// The events in the listed parts of a local date.
+    pub fn events_on(&self, local_date: NaiveDate) -> anyhow::Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT COALESCE(SUM(rows), 0) FROM parts WHERE local_date = ?1")?;
+        Ok(stmt.query_row([local_date], |r| r.get::<_, i64>(0))?.max(0) as u64)
+    }
+
     /// Every listed part path.
     pub fn all_parts(&self) -> anyhow::Result<Vec<String>> {
         let mut stmt = self.conn.prepare("SELECT path FROM parts")?;

@@ -10,13 +10,14 @@
 //! is skipped: the reading thread moves on to the next, and what it decoded ahead is dropped.
 //! At most a few batches per thread are ahead at any time, so memory stays bounded.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::pipeline::{
-    decode, panicked, read_batch, Batch, RawBatch, IN_FLIGHT_PER_WORKER, MAX_IN_FLIGHT,
+    decode, panicked, read_guarded, Batch, RawBatch, IN_FLIGHT_PER_WORKER, MAX_IN_FLIGHT,
 };
 use super::*;
 
@@ -39,9 +40,9 @@ pub enum Item {
     End,
 }
 
-/// What the reading thread takes from the files before decoding.
+/// What the reading thread takes from the files, before hashing and decoding.
 enum Raw {
-    Start(anyhow::Result<String>),
+    Start(PathBuf),
     Batch(RawBatch),
     Failed(anyhow::Error),
     End,
@@ -64,7 +65,7 @@ impl Source<'_> {
     /// The SHA-256 of the file's bytes (hex).
     pub fn sha(&mut self) -> anyhow::Result<String> {
         match self {
-            Source::Here { path, .. } => sha256_file(path),
+            Source::Here { path, .. } => hash_guarded(path),
             Source::Ahead(a) => match a.recv()? {
                 Item::Start(sha) => sha,
                 _ => anyhow::bail!("the reading thread handed over a file out of order"),
@@ -111,6 +112,8 @@ impl Source<'_> {
 /// rest skipped, and drops what was decoded ahead.
 pub struct Ahead<'a> {
     items: &'a Receiver<Item>,
+    /// Set once the reading thread is found gone: the files left are read here.
+    gone: &'a Cell<bool>,
     /// Files before this index are not to be read on: the reading thread's signal.
     skip: &'a AtomicUsize,
     index: usize,
@@ -122,12 +125,14 @@ impl<'a> Ahead<'a> {
     /// The file at `index` of the files handed to [`read_ahead`].
     pub fn new(
         items: &'a Receiver<Item>,
+        gone: &'a Cell<bool>,
         skip: &'a AtomicUsize,
         index: usize,
         path: &'a Path,
     ) -> Ahead<'a> {
         Ahead {
             items,
+            gone,
             skip,
             index,
             path,
@@ -136,12 +141,15 @@ impl<'a> Ahead<'a> {
     }
 
     fn recv(&mut self) -> anyhow::Result<Item> {
-        let item = self
-            .items
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the reading thread stopped"));
+        let item = self.items.recv().map_err(|_| {
+            anyhow::anyhow!(
+                "the thread reading ahead stopped before the end of {} (the files after it are read without it)",
+                self.path.display()
+            )
+        });
         if item.is_err() {
             self.ended = true;
+            self.gone.set(true);
         }
         item
     }
@@ -161,10 +169,16 @@ impl Drop for Ahead<'_> {
     }
 }
 
-/// Hashes, reads and decodes `files` (paths and names, in order) on this thread and
-/// `threads` decoding workers, handing every file's items to `to_main` in order. Returns when
-/// every file was handed over, or when the receiving end is gone. A panic while reading one
-/// file fails that file alone.
+/// [`sha256_file`], with a panic as an error of the file.
+fn hash_guarded(path: &Path) -> anyhow::Result<String> {
+    std::panic::catch_unwind(|| sha256_file(path))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing {} panicked", path.display())))
+}
+
+/// Reads `files` (paths and names, in order) on this thread, hashing and decoding them on
+/// `threads` workers, and hands every file's items to `to_main` in order. Returns when every
+/// file was handed over, or when the receiving end is gone. A panic while opening, hashing,
+/// reading or decoding one file fails that file alone.
 pub fn read_ahead(
     files: &[(PathBuf, String)],
     setup: &Setup,
@@ -187,11 +201,7 @@ pub fn read_ahead(
                     index += 1;
                     return Ok(Some(Raw::End));
                 }
-                let read = std::panic::catch_unwind(AssertUnwindSafe(|| read_batch(r)))
-                    .unwrap_or_else(|_| {
-                        Err(anyhow::anyhow!("reading {} panicked", r.path.display()))
-                    });
-                match read {
+                match read_guarded(r) {
                     Ok(Some(raw)) => return Ok(Some(Raw::Batch(raw))),
                     Ok(None) => queued.push_back(Raw::End),
                     Err(e) => queued.extend([Raw::Failed(e), Raw::End]),
@@ -203,23 +213,20 @@ pub fn read_ahead(
             let Some((path, name)) = files.get(index) else {
                 return Ok(None);
             };
+            if crate::faults::check(&format!("read-ahead:{index}")).is_err() {
+                panic!("fault injected at read-ahead:{index} (CREDITD_FAULTS)");
+            }
+            // The hash is worked out on a worker, beside the reading.
+            queued.push_back(Raw::Start(path.clone()));
             let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let sha = sha256_file(path)?;
                 let (format, gz) = classify(name).expect("listed files are access logs");
-                Ok((sha, LogReader::open(path, format, gz)))
+                LogReader::open(path, format, gz)
             }))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("reading {} panicked", path.display())));
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("opening {} panicked", path.display())));
             match opened {
-                Ok((sha, Ok(r))) => {
-                    reader = Some(r);
-                    queued.push_back(Raw::Start(Ok(sha)));
-                }
-                Ok((sha, Err(e))) => {
-                    queued.extend([Raw::Start(Ok(sha)), Raw::Failed(e), Raw::End]);
-                    index += 1;
-                }
+                Ok(r) => reader = Some(r),
                 Err(e) => {
-                    queued.extend([Raw::Start(Err(e)), Raw::End]);
+                    queued.extend([Raw::Failed(e), Raw::End]);
                     index += 1;
                 }
             }
@@ -232,7 +239,7 @@ pub fn read_ahead(
         next,
         || Ingester::new(setup, now),
         |checker, raw| match raw {
-            Raw::Start(sha) => Item::Start(sha),
+            Raw::Start(path) => Item::Start(hash_guarded(&path)),
             Raw::Batch(raw) => Item::Batch(
                 std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, checker))).map_err(
                     |_| {

@@ -139,7 +139,7 @@ pub fn run(
     mut consume: impl FnMut(&Batch) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut checker = Ingester::new(setup, now);
-    while let Some(raw) = read_batch(reader)? {
+    while let Some(raw) = read_guarded(reader)? {
         let batch = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
             .map_err(|_| panicked(&reader.path, raw.first_line()))?;
         consume(&batch)?;
@@ -155,8 +155,18 @@ pub(super) fn panicked(path: &Path, first_line: u64) -> anyhow::Error {
     )
 }
 
+/// [`read_batch`], with a panic as an error of the file (DESIGN §7).
+pub(super) fn read_guarded(reader: &mut LogReader) -> anyhow::Result<Option<RawBatch>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| read_batch(reader))).unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "reading {} panicked",
+            reader.path.display()
+        ))
+    })
+}
+
 /// The next batch of data lines, or `None` at the end of the file.
-pub(super) fn read_batch(reader: &mut LogReader) -> anyhow::Result<Option<RawBatch>> {
+fn read_batch(reader: &mut LogReader) -> anyhow::Result<Option<RawBatch>> {
     let mut bytes = Vec::new();
     let mut lines = Vec::new();
     while lines.len() < BATCH_LINES && bytes.len() < BATCH_BYTES {

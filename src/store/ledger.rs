@@ -149,6 +149,18 @@ impl Store {
         crossings(&self.conn, day)
     }
 
+    /// The orgs with crossings stored on `date`.
+    pub fn orgs_with_crossings(
+        &self,
+        date: NaiveDate,
+    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT org_id FROM crossings WHERE local_date = ?1")?;
+        let rows = stmt.query_map(params![date], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Ledger org-days not closed yet, by org then date.
     pub fn unclosed_days(&self) -> anyhow::Result<Vec<OrgDay>> {
         let mut stmt = self.conn.prepare(

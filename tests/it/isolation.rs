@@ -506,3 +506,40 @@ fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
         assert!(problems(&dir).is_empty(), "threads {threads}");
     }
 }
+
+/// The thread reading files ahead ending in the middle of a run (a panic it did not expect)
+/// fails only the files it was handing over: the calling thread reads the rest itself, and
+/// the next run ingests the failed ones whole.
+#[test]
+fn a_reading_thread_that_dies_fails_only_the_files_in_flight() {
+    let dir = Dir::sample();
+    let config = dir.read("creditd.toml") + "\n[ingest]\nthreads = 2\n";
+    dir.write("creditd.toml", config);
+    let inbox = dir.inbox();
+    assert!(inbox.len() >= 4, "{inbox:?}");
+    let out = dir.creditd_with_faults(
+        "read-ahead:1",
+        &["--now", "2025-11-20T00:00:00Z", "run", "ingest"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the thread reading ahead stopped before the end of"),
+        "{stderr}"
+    );
+    // Only the file it was handing over, or the one it was about to take, is left.
+    let left = dir.inbox();
+    assert!(
+        !left.is_empty() && left.iter().all(|f| inbox[..2].contains(f)),
+        "{left:?}"
+    );
+    assert_eq!(problems(&dir).len(), left.len());
+
+    dir.expect(0, &["--now", "2025-11-20T00:00:00Z", "run", "ingest"]);
+    assert!(dir.inbox().is_empty());
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv")
+    );
+    assert!(problems(&dir).is_empty());
+}

@@ -43,6 +43,42 @@ impl Strings {
     }
 }
 
+/// A string column whose rows repeat one value in long runs (the input file, the same for
+/// every event of a writer): each run is kept once, and a single run becomes a column of one
+/// value repeated, with no copy per row.
+#[derive(Default)]
+struct Runs {
+    runs: Vec<(String, usize)>,
+}
+
+impl Runs {
+    fn push(&mut self, s: &str) {
+        match self.runs.last_mut() {
+            Some((value, n)) if value == s => *n += 1,
+            _ => self.runs.push((s.to_string(), 1)),
+        }
+    }
+
+    fn column(&self, name: &str) -> Column {
+        match self.runs.as_slice() {
+            [(value, n)] => Column::new_scalar(
+                name.into(),
+                Scalar::new(
+                    DataType::String,
+                    AnyValue::StringOwned(value.as_str().into()),
+                ),
+                *n,
+            ),
+            runs => Column::new(
+                name.into(),
+                runs.iter()
+                    .flat_map(|(value, n)| std::iter::repeat_n(value.as_str(), *n))
+                    .collect::<Vec<&str>>(),
+            ),
+        }
+    }
+}
+
 /// Column buffers for one batch of events of one day.
 #[derive(Default)]
 struct Columns {
@@ -58,7 +94,7 @@ struct Columns {
     latency_ms: Vec<Option<i64>>,
     charged_credits: Vec<Option<i64>>,
     dc: Strings,
-    file: Strings,
+    file: Runs,
     line: Vec<i64>,
 }
 
@@ -76,7 +112,7 @@ impl Columns {
         self.latency_ms.push(e.latency_ms);
         self.charged_credits.push(e.charged_credits);
         self.dc.push(e.dc);
-        self.file.push(Some(e.file));
+        self.file.push(e.file);
         self.line.push(e.line as i64);
     }
 

@@ -59,6 +59,7 @@ pub struct Event<'a> {
     pub line: u64,
 }
 
+mod columns;
 mod details;
 mod digest;
 mod explain;

@@ -7,24 +7,26 @@ use std::io::Write;
 use crate::ingest::*;
 use crate::{csv_rows, without_status, Dir};
 
+/// A gzip NDJSON file of `n` calls of org 200, request ids `<prefix>0`, `<prefix>1`, ….
+fn gzip_of_calls(prefix: &str, n: usize) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..n {
+        let line = call(
+            "2025-10-08T10:00:00Z",
+            &format!("{prefix}{i}"),
+            "200",
+            "/api/v1/tickets",
+            200,
+        );
+        gz.write_all(line.as_bytes()).unwrap();
+    }
+    gz.finish().unwrap()
+}
+
 #[test]
 fn a_truncated_gzip_fails_alone_is_retried_and_applies_nothing() {
     let dir = small_dir();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for i in 0..2000 {
-        gz.write_all(
-            call(
-                "2025-10-08T10:00:00Z",
-                &format!("t{i}"),
-                "200",
-                "/api/v1/tickets",
-                200,
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    }
-    let bytes = gz.finish().unwrap();
+    let bytes = gzip_of_calls("t", 2000);
     dir.write("inbox/a-truncated.ndjson.gz", &bytes[..bytes.len() / 2]);
     dir.write(
         "inbox/b.ndjson",
@@ -411,21 +413,7 @@ fn a_copy_or_a_broken_file_between_others_leaves_the_next_files_whole_on_any_thr
         let broken = format!("{stem}~broken.ndjson.gz");
         let original = std::fs::read(dir.path().join("inbox").join(&first)).unwrap();
         dir.write(&format!("inbox/{copy}"), original);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        for i in 0..50_000 {
-            gz.write_all(
-                call(
-                    "2025-10-08T10:00:00Z",
-                    &format!("b{i}"),
-                    "200",
-                    "/api/v1/tickets",
-                    200,
-                )
-                .as_bytes(),
-            )
-            .unwrap();
-        }
-        let bytes = gz.finish().unwrap();
+        let bytes = gzip_of_calls("b", 50_000);
         dir.write(&format!("inbox/{broken}"), &bytes[..bytes.len() / 2]);
 
         let out = dir.creditd(&["run", "ingest"]);

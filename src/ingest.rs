@@ -157,16 +157,18 @@ pub fn ingest_inbox(
         now,
         stop,
     };
+    // A file read and decoded on this thread.
+    let here = |index: usize| {
+        let (path, name) = &files[index];
+        Source::Here {
+            setup,
+            now,
+            path,
+            name,
+        }
+    };
     if threads <= 1 {
-        run.each_file(&files, &mut |index| {
-            let (path, name) = &files[index];
-            Source::Here {
-                setup,
-                now,
-                path,
-                name,
-            }
-        })?;
+        run.each_file(&files, &mut |index| here(index))?;
     } else {
         let (skip, gone) = (AtomicUsize::new(0), Cell::new(false));
         std::thread::scope(|scope| {
@@ -184,16 +186,10 @@ pub fn ingest_inbox(
                 .expect("a thread can be started");
             // Returning drops `items`, which ends the reading thread if files are left.
             run.each_file(files, &mut |index| {
-                let (path, name) = &files[index];
                 if gone.get() {
-                    Source::Here {
-                        setup,
-                        now,
-                        path,
-                        name,
-                    }
+                    here(index)
                 } else {
-                    Source::Ahead(Ahead::new(&items, &gone, skip, index, path))
+                    Source::Ahead(Ahead::new(&items, &gone, skip, index, &files[index].0))
                 }
             })
         })?;

@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use super::pipeline::{
-    decode, panicked, read_guarded, Batch, RawBatch, IN_FLIGHT_PER_WORKER, MAX_IN_FLIGHT,
+    decode_guarded, open_listed, panicked, read_guarded, Batch, RawBatch, IN_FLIGHT_PER_WORKER,
+    MAX_IN_FLIGHT,
 };
 use super::*;
 
@@ -86,8 +87,7 @@ impl Source<'_> {
                 path,
                 name,
             } => {
-                let (format, gz) = classify(name).expect("listed files are access logs");
-                let mut reader = LogReader::open(path, format, gz)?;
+                let mut reader = open_listed(path, name)?;
                 super::pipeline::run(&mut reader, setup, *now, consume)
             }
             Source::Ahead(a) => loop {
@@ -220,11 +220,8 @@ pub fn read_ahead(
             }
             // The hash is worked out on a worker, beside the reading.
             queued.push_back(Raw::Start(path.clone()));
-            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let (format, gz) = classify(name).expect("listed files are access logs");
-                LogReader::open(path, format, gz)
-            }))
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("opening {} panicked", path.display())));
+            let opened = std::panic::catch_unwind(AssertUnwindSafe(|| open_listed(path, name)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("opening {} panicked", path.display())));
             match opened {
                 Ok(r) => reader = Some(r),
                 Err(e) => {
@@ -242,15 +239,7 @@ pub fn read_ahead(
         || Ingester::new(setup, now),
         |checker, raw| match raw {
             Raw::Start(path) => Item::Start(hash_guarded(&path)),
-            Raw::Batch(raw) => Item::Batch(
-                std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, checker))).map_err(
-                    |_| {
-                        // What the panic left half done is not used again.
-                        *checker = Ingester::new(setup, now);
-                        raw.first_line()
-                    },
-                ),
-            ),
+            Raw::Batch(raw) => Item::Batch(decode_guarded(&raw, checker)),
             Raw::Failed(e) => Item::Failed(e),
             Raw::End => Item::End,
         },

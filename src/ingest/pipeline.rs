@@ -140,8 +140,8 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let mut checker = Ingester::new(setup, now);
     while let Some(raw) = read_guarded(reader)? {
-        let batch = std::panic::catch_unwind(AssertUnwindSafe(|| decode(&raw, &mut checker)))
-            .map_err(|_| panicked(&reader.path, raw.first_line()))?;
+        let batch = decode_guarded(&raw, &mut checker)
+            .map_err(|first_line| panicked(&reader.path, first_line))?;
         consume(&batch)?;
     }
     Ok(())
@@ -153,6 +153,21 @@ pub(super) fn panicked(path: &Path, first_line: u64) -> anyhow::Error {
         "decoding {} panicked in the batch of lines from {first_line}",
         path.display()
     )
+}
+
+/// [`decode`], with a panic as the first line of the batch (its file fails alone, DESIGN §7);
+/// `checker` then starts afresh, as what the panic left half done is not used again.
+pub(super) fn decode_guarded(raw: &RawBatch, checker: &mut Ingester<'_>) -> Result<Batch, u64> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| decode(raw, checker))).map_err(|_| {
+        *checker = Ingester::new(checker.setup, checker.now);
+        raw.first_line()
+    })
+}
+
+/// Opens a listed inbox file as its name says (format, gzip).
+pub(super) fn open_listed(path: &Path, name: &str) -> anyhow::Result<LogReader> {
+    let (format, gz) = classify(name).expect("listed files are access logs");
+    LogReader::open(path, format, gz)
 }
 
 /// [`read_batch`], with a panic as an error of the file (DESIGN §7).
@@ -193,7 +208,7 @@ fn read_batch(reader: &mut LogReader) -> anyhow::Result<Option<RawBatch>> {
 }
 
 /// Decodes, checks and prices every line of `raw` (DESIGN §2.1, §2.4).
-pub(super) fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
+fn decode(raw: &RawBatch, checker: &mut Ingester<'_>) -> Batch {
     if crate::faults::check(&format!("decode:{}", raw.first_line())).is_err() {
         panic!(
             "fault injected at decode:{} (CREDITD_FAULTS)",

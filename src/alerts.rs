@@ -42,14 +42,16 @@ fn org_name(setup: &Setup, row: &LedgerRow) -> String {
         .unwrap_or_else(|| format!("org {}", row.org_id))
 }
 
-/// The events of the orgs of one date that may need messages, read in one scan on first use
-/// (rendering the alerts of many org-days then reads the date's parts once). Details worked
-/// out ahead by [`DateEvents::prepare`] are handed out once each, when asked for with the same
-/// marks; any other request is worked out when asked.
+/// The events of the orgs of one date that may need messages: those the day query kept from
+/// its scan, and any others read in one scan on first use (rendering the alerts of many
+/// org-days then reads the date's parts at most once). Details worked out ahead by
+/// [`DateEvents::prepare`] are handed out once each, when asked for with the same marks; any
+/// other request is worked out when asked.
 pub struct DateEvents {
     parts: Vec<String>,
-    orgs: Vec<String>,
-    loaded: std::cell::OnceCell<OrgEvents>,
+    /// The orgs named at creation whose events are not in `loaded` yet.
+    unread: std::cell::RefCell<Vec<String>>,
+    loaded: std::cell::RefCell<OrgEvents>,
     /// (org, its marks, its details) worked out ahead.
     ready: std::cell::RefCell<Vec<Prepared>>,
 }
@@ -58,11 +60,13 @@ pub struct DateEvents {
 type Prepared = (String, Vec<(i64, Option<String>)>, Option<DayDetails>);
 
 impl DateEvents {
-    pub fn new(parts: Vec<String>, orgs: Vec<String>) -> DateEvents {
+    /// The events of `orgs` in `parts`, those of `read` already read from them.
+    pub fn new(parts: Vec<String>, orgs: Vec<String>, read: OrgEvents) -> DateEvents {
+        let unread = orgs.into_iter().filter(|o| !read.has(o)).collect();
         DateEvents {
             parts,
-            orgs,
-            loaded: std::cell::OnceCell::new(),
+            unread: std::cell::RefCell::new(unread),
+            loaded: std::cell::RefCell::new(read),
             ready: Default::default(),
         }
     }
@@ -128,14 +132,15 @@ impl DateEvents {
         day: DaySpan,
         marks: &[Mark<'_>],
     ) -> anyhow::Result<Option<DayDetails>> {
-        if self.loaded.get().is_none() {
-            let events = OrgEvents::load(&setup.config.state_dir, &self.parts, &self.orgs)?;
-            let _ = self.loaded.set(events);
+        let unread = self.unread.borrow().iter().any(|o| o == org_id);
+        if unread {
+            // A read that fails leaves them unread: asked again, it is tried again.
+            let orgs = self.unread.borrow().clone();
+            let events = OrgEvents::load(&setup.config.state_dir, &self.parts, &orgs)?;
+            self.loaded.borrow_mut().extend(events);
+            self.unread.borrow_mut().clear();
         }
-        match self.loaded.get() {
-            Some(events) => events.details(org_id, day, marks),
-            None => Ok(None),
-        }
+        self.loaded.borrow().details(org_id, day, marks)
     }
 }
 

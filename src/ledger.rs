@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::alerts;
 use crate::allotment::{format_pct, pct_hundredths, Model};
-use crate::events::{reconcile_day, Measure};
+use crate::events::{reconcile_day_keeping, Measure, OrgEvents};
 use crate::localday::OrgDay;
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Unit};
@@ -151,6 +151,19 @@ pub fn compute_rows(
     day: NaiveDate,
     orgs: &[String],
 ) -> anyhow::Result<BTreeMap<String, Computed>> {
+    Ok(compute_rows_keeping(setup, base, parts, day, orgs, false)?.0)
+}
+
+/// [`compute_rows`], and with `keep` the events of the orgs that reach a threshold, read in
+/// the same scan (see [`reconcile_day_keeping`]).
+fn compute_rows_keeping(
+    setup: &Setup,
+    base: &std::path::Path,
+    parts: &[String],
+    day: NaiveDate,
+    orgs: &[String],
+    keep: bool,
+) -> anyhow::Result<(BTreeMap<String, Computed>, OrgEvents)> {
     let mut measures = Vec::new();
     let mut terms = BTreeMap::new();
     for org_id in orgs {
@@ -171,11 +184,12 @@ pub fn compute_rows(
         });
         terms.insert(org_id.clone(), t);
     }
-    let figures = reconcile_day(
+    let (figures, kept) = reconcile_day_keeping(
         base,
         parts,
         &measures,
         &setup.config.alerts.near_limit_percent,
+        keep,
     )
     .with_context(|| format!("cannot reconcile {day}"))?;
     let mut out = BTreeMap::new();
@@ -206,7 +220,7 @@ pub fn compute_rows(
             .collect();
         out.insert(f.org_id.clone(), Computed { row, crossings });
     }
-    Ok(out)
+    Ok((out, kept))
 }
 
 /// Whether a recomputed row differs from the stored one in anything but its revision.
@@ -224,10 +238,11 @@ struct DateComputed {
     events: alerts::DateEvents,
 }
 
-/// Computes the rows of `orgs` on `date` from its `parts`. `ahead` (on a worker, off the
-/// thread that writes the store): also work out now the details the alerts of their crossings
-/// need, for the orgs not in it (those with crossings stored before most likely had them
-/// reported; theirs are read when a message needs them). A panic is an error of this date.
+/// Computes the rows of `orgs` on `date` from its `parts`, keeping from the same scan the
+/// events of the orgs whose crossings may need alerts. `ahead` (on a worker, off the thread
+/// that writes the store): also work out now the details those alerts need, for the orgs not
+/// in it (those with crossings stored before most likely had them reported; theirs are worked
+/// out when a message needs them). A panic is an error of this date.
 fn compute_date(
     setup: &Setup,
     date: NaiveDate,
@@ -237,15 +252,15 @@ fn compute_date(
     ahead: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<DateComputed> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let rows = compute_rows(setup, &setup.config.state_dir, &parts, date, orgs)?;
-        // The orgs that crossed a threshold may need alerts: their events are read once, on
-        // first need, for all of them.
+        let (rows, kept) =
+            compute_rows_keeping(setup, &setup.config.state_dir, &parts, date, orgs, true)?;
+        // The orgs that crossed a threshold may need alerts.
         let crossed: Vec<String> = rows
             .iter()
             .filter(|(_, c)| !c.crossings.is_empty())
             .map(|(org, _)| org.clone())
             .collect();
-        let events = alerts::DateEvents::new(parts, crossed);
+        let events = alerts::DateEvents::new(parts, crossed, kept);
         if let Some(crossed_before) = ahead {
             let fresh = rows
                 .iter()

@@ -45,7 +45,7 @@ pub struct AtMark {
 }
 
 /// The columns [`day_details`] reads.
-const DETAIL_COLUMNS: [&str; 8] = [
+pub(super) const DETAIL_COLUMNS: [&str; 8] = [
     "ts",
     "request_id",
     "endpoint",
@@ -58,31 +58,31 @@ const DETAIL_COLUMNS: [&str; 8] = [
 
 /// The events of several orgs on one date, read in one scan and split by org, so that the
 /// messages of many org-days of a date read the date's parts once rather than once each.
+#[derive(Default)]
 pub struct OrgEvents(HashMap<String, DataFrame>);
 
 impl OrgEvents {
     /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`).
     pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> anyhow::Result<OrgEvents> {
-        let mut by_org = HashMap::new();
         if parts.is_empty() || orgs.is_empty() {
-            return Ok(OrgEvents(by_org));
+            return Ok(OrgEvents::default());
         }
-        let wanted = DataFrame::new(
-            orgs.len(),
-            vec![Column::new("org_id".into(), orgs.to_vec())],
-        )?;
+        let wanted = Series::new("org_id".into(), orgs.to_vec());
         let mut columns = vec![col("org_id")];
         columns.extend(DETAIL_COLUMNS.iter().map(|c| col(*c)));
+        // A filter, not a join: it reaches the Parquet reader, which then decodes the other
+        // columns only for the rows kept when they are few (a late file's one or two orgs).
         let df = scan_parts(state_dir, parts)?
             .select(columns)
-            .join(
-                wanted.lazy(),
-                [col("org_id")],
-                [col("org_id")],
-                JoinArgs::new(JoinType::Semi),
-            )
-            .sort(["org_id"], SortMultipleOptions::default())
+            .filter(col("org_id").is_in(lit(wanted).implode(false), false))
             .collect()?;
+        Ok(OrgEvents::from_frame(df)?)
+    }
+
+    /// Splits `df` (`org_id` and the detail columns, any orgs) by org.
+    pub fn from_frame(df: DataFrame) -> PolarsResult<OrgEvents> {
+        let mut by_org = HashMap::new();
+        let df = df.sort(["org_id"], SortMultipleOptions::default())?;
         let ids = df.column("org_id")?.str()?.clone();
         let mut start = 0;
         for i in 1..=df.height() {
@@ -93,6 +93,16 @@ impl OrgEvents {
             }
         }
         Ok(OrgEvents(by_org))
+    }
+
+    /// Whether `org_id`'s events are here.
+    pub fn has(&self, org_id: &str) -> bool {
+        self.0.contains_key(org_id)
+    }
+
+    /// Adds the orgs read by `other` (read from the same parts).
+    pub fn extend(&mut self, other: OrgEvents) {
+        self.0.extend(other.0);
     }
 
     /// The details of `org_id`'s day (see [`day_details`]), `None` if it has no events here.

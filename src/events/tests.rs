@@ -336,3 +336,100 @@ fn exactly_at_the_allotment_is_not_above_it() {
     let figs = reconcile_frame(events, &[measure("4", false, 10)], &[]).unwrap();
     assert_eq!(figs[0].crossings, vec![]);
 }
+
+/// Writes `files` parts of `rows` events each on 2025-10-01, over `orgs` orgs (`o0`…), with
+/// scattered times, mixed credits and two endpoints; returns the listed parts.
+fn day_of_many_orgs(dir: &Path, files: u64, rows: u64, orgs: u64) -> Vec<String> {
+    let day = NaiveDate::from_ymd_opt(2025, 10, 1).unwrap();
+    let start = day
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let endpoints: [std::sync::Arc<str>; 2] = ["/api/v1/tickets".into(), "/api/v1/search".into()];
+    let mut listed = Vec::new();
+    for f in 0..files {
+        let sha = format!("{f:064x}");
+        let mut writer = PartWriter::new(dir, &sha, 1);
+        for i in 0..rows {
+            let n = f * rows + i;
+            let (id, org) = (format!("r{n}"), format!("o{}", n % orgs));
+            writer
+                .push(&Event {
+                    request_id: &id,
+                    org_id: &org,
+                    ts_ms: start + (n * 7_919 % 86_000) as i64 * 1_000,
+                    local_date: day,
+                    method: "GET",
+                    endpoint: endpoints[n.is_multiple_of(3) as usize].clone(),
+                    status: 200,
+                    billable: !n.is_multiple_of(7),
+                    credits: n % 5 + 1,
+                    unpriced: n.is_multiple_of(11),
+                    latency_ms: Some((n % 700) as i64),
+                    charged_credits: n.is_multiple_of(2).then_some((n % 5) as i64),
+                    dc: None,
+                    file: &sha,
+                    line: i + 1,
+                })
+                .unwrap();
+        }
+        listed.extend(writer.finish().unwrap().into_iter().map(|p| p.path));
+    }
+    listed
+}
+
+#[test]
+fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = day_of_many_orgs(dir.path(), 3, 2_000, 12);
+    // Every third org is small enough to cross 80 % and go above its allotment (o9 counts
+    // calls, on a legacy day).
+    let measures: Vec<Measure> = (0..12)
+        .map(|o| {
+            measure(
+                &format!("o{o}"),
+                o % 4 == 1,
+                if o % 3 == 0 { 300 } else { 100_000 },
+            )
+        })
+        .collect();
+    let all = reconcile_day(dir.path(), &parts, &measures, &[80]).unwrap();
+    assert_eq!(all.len(), 12);
+    // Measured alone (the filter read by the Parquet reader) or with all (no filter), each
+    // org's figures are the same.
+    for m in &measures {
+        let alone = reconcile_day(dir.path(), &parts, std::slice::from_ref(m), &[80]).unwrap();
+        let f = all.iter().find(|f| f.org_id == m.org_id).unwrap();
+        assert_eq!(alone, vec![f.clone()]);
+    }
+    let crossing: Vec<&DayFigures> = all.iter().filter(|f| !f.crossings.is_empty()).collect();
+    assert_eq!(crossing.len(), 4, "{all:?}");
+    assert!(crossing.iter().all(|f| f.crossings.len() == 2));
+
+    // The events kept from the same scan give the crossing orgs' details as a read of their
+    // own does.
+    let (again, kept) = reconcile_day_keeping(dir.path(), &parts, &measures, &[80], true).unwrap();
+    assert_eq!(again, all);
+    let names: Vec<String> = crossing.iter().map(|f| f.org_id.clone()).collect();
+    let read = OrgEvents::load(dir.path(), &parts, &names).unwrap();
+    let span = DaySpan::new(
+        chrono_tz::UTC,
+        NaiveDate::from_ymd_opt(2025, 10, 1).unwrap(),
+        false,
+    );
+    for f in &crossing {
+        let marks: Vec<Mark<'_>> = f
+            .crossings
+            .iter()
+            .map(|(_, ts, rid)| Mark {
+                ts: *ts,
+                request_id: Some(rid.as_str()),
+            })
+            .collect();
+        let from_kept = kept.details(&f.org_id, span, &marks).unwrap();
+        assert!(from_kept.is_some(), "{} kept", f.org_id);
+        assert_eq!(from_kept, read.details(&f.org_id, span, &marks).unwrap());
+    }
+    assert!(!kept.has("o1"), "an org below every threshold is not kept");
+}

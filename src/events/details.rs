@@ -62,7 +62,9 @@ pub(super) const DETAIL_COLUMNS: [&str; 8] = [
 pub struct OrgEvents(HashMap<String, DataFrame>);
 
 impl OrgEvents {
-    /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`).
+    /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`). The
+    /// day query keeps those of the orgs with crossings (`reconcile_day_keeping`): this is for
+    /// an org asked for beyond them.
     pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> anyhow::Result<OrgEvents> {
         if parts.is_empty() || orgs.is_empty() {
             return Ok(OrgEvents::default());
@@ -71,7 +73,7 @@ impl OrgEvents {
         let mut columns = vec![col("org_id")];
         columns.extend(DETAIL_COLUMNS.iter().map(|c| col(*c)));
         // A filter, not a join: it reaches the Parquet reader, which then decodes the other
-        // columns only for the rows kept when they are few (a late file's one or two orgs).
+        // columns only for the rows kept when they are few.
         let df = scan_parts(state_dir, parts)?
             .select(columns)
             .filter(col("org_id").is_in(lit(wanted).implode(false), false))

@@ -60,8 +60,10 @@ pub struct DateEvents {
 type Prepared = (String, Vec<(i64, Option<String>)>, Option<DayDetails>);
 
 impl DateEvents {
-    /// The events of `orgs` in `parts`, those of `read` already read from them.
-    pub fn new(parts: Vec<String>, orgs: Vec<String>, read: OrgEvents) -> DateEvents {
+    /// The events of `orgs` in `parts`, those of `read` already read from them (any others
+    /// `read` holds are let go).
+    pub fn new(parts: Vec<String>, orgs: Vec<String>, mut read: OrgEvents) -> DateEvents {
+        read.retain(|org| orgs.iter().any(|o| o == org));
         let unread = orgs.into_iter().filter(|o| !read.has(o)).collect();
         DateEvents {
             parts,
@@ -73,9 +75,9 @@ impl DateEvents {
 
     /// Works out ahead the details the alerts of `row` (an org-day of this date, named at
     /// creation) need if none of its `crossings` was reported before, as after a first ingest
-    /// of its calls. Run off the thread that writes the store, this takes the reading of the
-    /// events off it; when some crossings were reported, what is asked for differs and is
-    /// worked out then, so the messages are the same either way.
+    /// of its calls. Run off the thread that writes the store, this takes working them out off
+    /// it; when some crossings were reported, what is asked for differs and is worked out
+    /// then, so the messages are the same either way.
     pub fn prepare(
         &self,
         setup: &Setup,

@@ -63,8 +63,8 @@ pub struct OrgEvents(HashMap<String, DataFrame>);
 
 impl OrgEvents {
     /// Reads the detail columns of `orgs`' events from `parts` (relative to `state_dir`). The
-    /// day query keeps those of the orgs with crossings (`reconcile_day_keeping`): this is for
-    /// an org asked for beyond them.
+    /// day query keeps those of the orgs that reach a threshold (`reconcile_day_keeping`),
+    /// which every org with crossings does: this is for an org asked for beyond them.
     pub fn load(state_dir: &Path, parts: &[String], orgs: &[String]) -> anyhow::Result<OrgEvents> {
         if parts.is_empty() || orgs.is_empty() {
             return Ok(OrgEvents::default());
@@ -100,6 +100,11 @@ impl OrgEvents {
     /// Whether `org_id`'s events are here.
     pub fn has(&self, org_id: &str) -> bool {
         self.0.contains_key(org_id)
+    }
+
+    /// Keeps the orgs for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.0.retain(|org, _| keep(org));
     }
 
     /// Adds the orgs read by `other` (read from the same parts).

@@ -67,7 +67,8 @@ pub(super) fn reconcile_frame(
     Ok(reconcile(events, measures, thresholds, false)?.0)
 }
 
-/// [`reconcile_frame`], and with `keep` the detail columns of the orgs that reach a threshold.
+/// The day query over a frame of events, and with `keep` the detail columns of the orgs that
+/// reach a threshold.
 fn reconcile(
     events: LazyFrame,
     measures: &[Measure],

@@ -403,6 +403,20 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
         let f = all.iter().find(|f| f.org_id == m.org_id).unwrap();
         assert_eq!(alone, vec![f.clone()]);
     }
+    // Some of the orgs (more than the reader filters for), one of them with no events: the
+    // others' rows in the frame change nothing.
+    let mut some: Vec<Measure> = measures[..7].to_vec();
+    some.push(measure("o99", false, 10));
+    let (figures, kept) = reconcile_day_keeping(dir.path(), &parts, &some, &[80], true).unwrap();
+    let expected: Vec<DayFigures> = all
+        .iter()
+        .filter(|f| some.iter().any(|m| m.org_id == f.org_id))
+        .cloned()
+        .collect();
+    assert_eq!(figures, expected);
+    assert_eq!(figures.len(), 7, "no row for an org without events");
+    assert!(kept.has("o0") && kept.has("o3") && kept.has("o6"));
+    assert!(!kept.has("o9"), "an org not measured is not kept");
     let crossing: Vec<&DayFigures> = all.iter().filter(|f| !f.crossings.is_empty()).collect();
     assert_eq!(crossing.len(), 4, "{all:?}");
     assert!(crossing.iter().all(|f| f.crossings.len() == 2));
@@ -432,4 +446,16 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
         assert_eq!(from_kept, read.details(&f.org_id, span, &marks).unwrap());
     }
     assert!(!kept.has("o1"), "an org below every threshold is not kept");
+    // Kept when the reader filters too (4 orgs or fewer).
+    let few = [measures[3].clone()];
+    let (_, kept) = reconcile_day_keeping(dir.path(), &parts, &few, &[80], true).unwrap();
+    let f = all.iter().find(|f| f.org_id == "o3").unwrap();
+    let marks = [Mark {
+        ts: f.crossings[0].1,
+        request_id: Some(f.crossings[0].2.as_str()),
+    }];
+    assert_eq!(
+        kept.details("o3", span, &marks).unwrap(),
+        read.details("o3", span, &marks).unwrap()
+    );
 }

@@ -118,6 +118,42 @@ fn a_corrupt_part_fails_its_org_days_alone_and_they_recover_once_it_is_repaired(
     );
 }
 
+#[test]
+fn a_part_whose_detail_columns_cannot_be_read_still_gets_its_ledger() {
+    // The day query reads what the alerts show too; a part whose `endpoint` column chunks are
+    // damaged (its other columns whole) must cost the alerts at most, not the ledger.
+    use polars::prelude::SerReader;
+    let dir = late_file_dir();
+    dir.expect(0, &["run", "ingest"]);
+    let date = "2025-10-27";
+    for part in parts_of(&dir, date) {
+        let mut reader = polars::prelude::ParquetReader::new(std::fs::File::open(&part).unwrap());
+        let meta = reader.get_metadata().unwrap().clone();
+        let mut bytes = std::fs::read(&part).unwrap();
+        for group in &meta.row_groups {
+            for chunk in group.columns_under_root_iter("endpoint").unwrap() {
+                let range = chunk.byte_range();
+                bytes[range.start as usize..range.end as usize].fill(0xff);
+            }
+        }
+        std::fs::write(&part, bytes).unwrap();
+    }
+    release_aside(&dir);
+    let out = dir.creditd(&["--now", "2025-10-29T00:00:00Z", "run", "ingest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reading the day with its details failed"),
+        "{stderr}"
+    );
+    // Every org-day, the late file's on that date included, is exactly the expectation;
+    // whatever failed is a message, never an org-day.
+    let expected = rows_by_org_day(&format!("{}\n", dir.read("expected-ledger.csv").trim_end()));
+    assert_eq!(rows_by_org_day(&dir.export()), expected);
+    for p in &problems(&dir) {
+        assert_eq!(p.unit, Unit::Message, "{p}");
+    }
+}
+
 /// The over-limit alert keys a clean run of the sample data queues.
 fn sample_over_keys() -> Vec<String> {
     let dir = Dir::sample();

@@ -63,7 +63,8 @@ impl DateEvents {
     /// The events of `orgs` in `parts`, those of `read` already read from them (any others
     /// `read` holds are let go).
     pub fn new(parts: Vec<String>, orgs: Vec<String>, mut read: OrgEvents) -> DateEvents {
-        read.retain(|org| orgs.iter().any(|o| o == org));
+        let named: std::collections::HashSet<&str> = orgs.iter().map(String::as_str).collect();
+        read.retain(|org| named.contains(org));
         let unread = orgs.into_iter().filter(|o| !read.has(o)).collect();
         DateEvents {
             parts,

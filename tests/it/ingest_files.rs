@@ -319,8 +319,7 @@ fn customer_shaped(threads: u32) -> Dir {
         "--unique-ids",
         "--shuffle",
     ]);
-    let config = dir.read("creditd.toml") + &format!("\n[ingest]\nthreads = {threads}\n");
-    dir.write("creditd.toml", config);
+    dir.set_threads(threads);
     dir
 }
 

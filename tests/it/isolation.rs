@@ -509,8 +509,7 @@ fn a_broken_registry_at_reload_keeps_the_last_valid_version_and_tells_ops_once()
 fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
     for threads in [1, 2] {
         let dir = Dir::sample();
-        let config = dir.read("creditd.toml") + &format!("\n[ingest]\nthreads = {threads}\n");
-        dir.write("creditd.toml", config);
+        dir.set_threads(threads);
         // The first batch of every NDJSON file starts at line 1; a CSV file's at line 2.
         let out = dir.creditd_with_faults(
             "decode:1",
@@ -532,15 +531,21 @@ fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
         assert_eq!(failed.len(), left.len(), "threads {threads}: {failed:?}");
         assert!(failed.iter().all(|p| p.unit == Unit::File));
 
-        dir.expect(0, &["--now", "2025-11-20T00:00:00Z", "run", "ingest"]);
-        assert!(dir.inbox().is_empty());
-        assert_eq!(
-            without_status(&dir.export()),
-            dir.read("expected-ledger.csv"),
-            "threads {threads}"
-        );
-        assert!(problems(&dir).is_empty(), "threads {threads}");
+        next_run_ingests_the_rest_whole(&dir, &format!("threads {threads}"));
     }
+}
+
+/// The next run of the sample data ingests every file left, closes every problem, and the
+/// ledger is the expected one.
+fn next_run_ingests_the_rest_whole(dir: &Dir, context: &str) {
+    dir.expect(0, &["--now", "2025-11-20T00:00:00Z", "run", "ingest"]);
+    assert!(dir.inbox().is_empty(), "{context}");
+    assert_eq!(
+        without_status(&dir.export()),
+        dir.read("expected-ledger.csv"),
+        "{context}"
+    );
+    assert!(problems(dir).is_empty(), "{context}");
 }
 
 /// The thread reading files ahead ending in the middle of a run (a panic it did not expect)
@@ -549,8 +554,7 @@ fn a_panic_while_decoding_fails_its_file_alone_on_any_number_of_threads() {
 #[test]
 fn a_reading_thread_that_dies_fails_only_the_files_in_flight() {
     let dir = Dir::sample();
-    let config = dir.read("creditd.toml") + "\n[ingest]\nthreads = 2\n";
-    dir.write("creditd.toml", config);
+    dir.set_threads(2);
     let inbox = dir.inbox();
     assert!(inbox.len() >= 4, "{inbox:?}");
     let out = dir.creditd_with_faults(
@@ -570,12 +574,5 @@ fn a_reading_thread_that_dies_fails_only_the_files_in_flight() {
         "{left:?}"
     );
     assert_eq!(problems(&dir).len(), left.len());
-
-    dir.expect(0, &["--now", "2025-11-20T00:00:00Z", "run", "ingest"]);
-    assert!(dir.inbox().is_empty());
-    assert_eq!(
-        without_status(&dir.export()),
-        dir.read("expected-ledger.csv")
-    );
-    assert!(problems(&dir).is_empty());
+    next_run_ingests_the_rest_whole(&dir, "after the reading thread died");
 }

@@ -97,6 +97,12 @@ impl Dir {
         std::fs::read_to_string(self.path().join(rel)).unwrap()
     }
 
+    /// Sets `[ingest] threads` in the directory's config.
+    pub fn set_threads(&self, threads: u32) {
+        let config = self.read("creditd.toml") + &format!("\n[ingest]\nthreads = {threads}\n");
+        self.write("creditd.toml", config);
+    }
+
     /// Runs creditd with the directory's config and the given arguments.
     pub fn creditd(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run creditd")

@@ -1,7 +1,7 @@
 //! The ledger: one row per org × local day, recomputed from that day's priced events whenever
 //! an ingest touches it, and its exports.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
@@ -13,13 +13,17 @@ use crate::allotment::{format_pct, pct_hundredths, Model};
 use crate::events::{reconcile_day_keeping, Measure, OrgEvents};
 use crate::localday::OrgDay;
 use crate::setup::Setup;
-use crate::store::{Crossing, LedgerRow, Store, Unit};
+use crate::store::{Crossing, LedgerRow, Store, Stored, Unit};
+
+mod fold;
 
 /// What a recompute did: the org-days written, and those that failed (each recorded as an
 /// open problem, left dirty and tried again at the next run).
 #[derive(Debug, Default)]
 pub struct Recomputed {
     pub org_days: usize,
+    /// Of `org_days`, those worked out by adding their new calls to the stored row.
+    pub added_to: usize,
     pub failed: Vec<String>,
 }
 
@@ -45,9 +49,13 @@ pub fn recompute_dirty(
     // touch it (a query or two a date).
     let (mut dates, mut largest) = (Vec::new(), 0);
     for (date, orgs) in by_date {
-        let listed = store
-            .parts_on(date)
-            .and_then(|parts| Ok((parts, store.orgs_with_crossings(date)?)));
+        let listed = store.numbered_parts_on(date).and_then(|parts| {
+            Ok(Listed {
+                parts,
+                stored: store.stored_on(date, &orgs)?,
+                crossed_before: store.orgs_with_crossings(date)?,
+            })
+        });
         largest = largest.max(store.events_on(date).unwrap_or(0));
         dates.push((date, listed, orgs));
     }
@@ -63,9 +71,9 @@ pub fn recompute_dirty(
         || Ok(dates.next().filter(|_| !stop.load(Ordering::SeqCst))),
         || (),
         |_, (date, listed, orgs)| {
-            let computed = listed.and_then(|(parts, crossed_before)| {
-                let ahead = (threads > 1).then_some(&crossed_before);
-                compute_date(setup, date, parts, &orgs, now, ahead)
+            let computed = listed.and_then(|listed| {
+                let ahead = (threads > 1).then_some(&listed.crossed_before);
+                compute_date(setup, date, listed.parts, &listed.stored, &orgs, now, ahead)
             });
             (date, orgs, computed)
         },
@@ -77,7 +85,10 @@ pub fn recompute_dirty(
             let written =
                 computed.and_then(|c| write_date(setup, store, c, &orgs, now, &mut out.failed));
             match written {
-                Ok(n) => out.org_days += n,
+                Ok((n, added_to)) => {
+                    out.org_days += n;
+                    out.added_to += added_to;
+                }
                 Err(e) if orgs.len() == 1 => org_day_failed(
                     store,
                     &OrgDay::new(orgs[0].clone(), date),
@@ -89,7 +100,7 @@ pub fn recompute_dirty(
                     for org in &orgs {
                         let one = std::slice::from_ref(org);
                         match recompute_date(setup, store, date, one, now, &mut out.failed) {
-                            Ok(n) => out.org_days += n,
+                            Ok((n, _)) => out.org_days += n,
                             Err(e) => org_day_failed(
                                 store,
                                 &OrgDay::new(org.clone(), date),
@@ -233,36 +244,60 @@ pub fn differs(new: &LedgerRow, old: &LedgerRow) -> bool {
     } != *old
 }
 
+/// What the computation of a date reads from the store first: its parts with their numbers,
+/// what the ledger holds of its dirty org-days, and the orgs with crossings stored.
+struct Listed {
+    parts: Vec<(String, i64)>,
+    stored: HashMap<String, Stored>,
+    crossed_before: BTreeSet<String>,
+}
+
 /// The rows of one date, computed, with the events their alerts need.
 struct DateComputed {
     date: NaiveDate,
     rows: BTreeMap<String, Computed>,
+    /// The orgs of `rows` worked out by adding new calls to their stored rows.
+    added_to: BTreeSet<String>,
+    /// The highest number of the parts the rows count.
+    parts_seen: i64,
     events: alerts::DateEvents,
 }
 
-/// Computes the rows of `orgs` on `date` from its `parts`, keeping from the same scan the
-/// events of the orgs whose crossings may need alerts. `ahead` (on a worker, off the thread
+/// Computes the rows of `orgs` on `date` from its `listed` parts: by adding the calls of the
+/// parts listed since to their `stored` rows where that is exact (see [`fold`]), else from
+/// all the day's events, keeping from the same scan the events of the orgs whose crossings
+/// may need alerts. `ahead` (on a worker, off the thread
 /// that writes the store): also work out now the details those alerts need, for the orgs not
 /// in it (those with crossings stored before most likely had them reported; theirs are worked
 /// out when a message needs them). A panic is an error of this date.
+#[allow(clippy::too_many_arguments)]
 fn compute_date(
     setup: &Setup,
     date: NaiveDate,
-    parts: Vec<String>,
+    listed: Vec<(String, i64)>,
+    stored: &HashMap<String, Stored>,
     orgs: &[String],
     now: DateTime<Utc>,
     ahead: Option<&BTreeSet<String>>,
 ) -> anyhow::Result<DateComputed> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let state_dir = &setup.config.state_dir;
+        let parts_seen = listed.iter().map(|(_, added)| *added).max().unwrap_or(0);
+        let (mut rows, rest) = fold::fold_date(setup, date, &listed, orgs, stored)?;
+        let added_to: BTreeSet<String> = rows.keys().cloned().collect();
+        let parts: Vec<String> = listed.into_iter().map(|(path, _)| path).collect();
         // The detail columns cost the figures nothing when they read, but one that cannot be
         // read must fail the alerts that show it, not the ledger: the figures are then read
         // without them.
-        let (rows, kept) = compute_rows_keeping(setup, state_dir, &parts, date, orgs, true)
-            .or_else(|e| {
+        let (recomputed, kept) = if rest.is_empty() {
+            Default::default()
+        } else {
+            compute_rows_keeping(setup, state_dir, &parts, date, &rest, true).or_else(|e| {
                 tracing::warn!(date = %date, "reading the day with its details failed, reading it without: {e:#}");
-                compute_rows_keeping(setup, state_dir, &parts, date, orgs, false)
-            })?;
+                compute_rows_keeping(setup, state_dir, &parts, date, &rest, false)
+            })?
+        };
+        rows.extend(recomputed);
         // The orgs that crossed a threshold may need alerts.
         let crossed: Vec<String> = rows
             .iter()
@@ -283,7 +318,13 @@ fn compute_date(
                 }
             }
         }
-        Ok(DateComputed { date, rows, events })
+        Ok(DateComputed {
+            date,
+            rows,
+            added_to,
+            parts_seen,
+            events,
+        })
     }))
     .unwrap_or_else(|_| Err(anyhow::anyhow!("computing the ledger of {date} panicked")))
 }
@@ -296,14 +337,16 @@ fn recompute_date(
     orgs: &[String],
     now: DateTime<Utc>,
     failed: &mut Vec<String>,
-) -> anyhow::Result<usize> {
-    let parts = store.parts_on(date)?;
-    let computed = compute_date(setup, date, parts, orgs, now, None)?;
+) -> anyhow::Result<(usize, usize)> {
+    // Alone, the org-day is worked out from all its events.
+    let parts = store.numbered_parts_on(date)?;
+    let computed = compute_date(setup, date, parts, &HashMap::new(), orgs, now, None)?;
     write_date(setup, store, computed, orgs, now, failed)
 }
 
 /// Writes the computed rows of `orgs` on one date, their crossings and the messages they call
-/// for, in one transaction, and clears the org-days' dirty marks.
+/// for, in one transaction, and clears the org-days' dirty marks. Returns how many rows it
+/// wrote, and how many of them were worked out by adding new calls.
 fn write_date(
     setup: &Setup,
     store: &mut Store,
@@ -311,10 +354,16 @@ fn write_date(
     orgs: &[String],
     now: DateTime<Utc>,
     failed: &mut Vec<String>,
-) -> anyhow::Result<usize> {
-    let DateComputed { date, rows, events } = computed;
+) -> anyhow::Result<(usize, usize)> {
+    let DateComputed {
+        date,
+        rows,
+        added_to,
+        parts_seen,
+        events,
+    } = computed;
     let tx = store.transaction()?;
-    let mut count = 0;
+    let (mut count, mut folded) = (0, 0);
     for org_id in orgs {
         let day = OrgDay::new(org_id.clone(), date);
         let Some(Computed { row, crossings }) = rows.get(org_id) else {
@@ -334,7 +383,7 @@ fn write_date(
             amended = differs(&row, &prev) && closed;
             row.revision = prev.revision + u64::from(amended);
         }
-        tx.put_ledger_row(&row)?;
+        tx.put_ledger_row(&row, parts_seen)?;
         tx.put_crossings(&day, crossings)?;
         // A message that cannot be built is a problem of its own: the ledger row still
         // commits, and the message is tried again at every run until it is queued.
@@ -344,9 +393,10 @@ fn write_date(
         tx.clear_dirty(&day)?;
         tx.resolve_problem(Unit::OrgDay, &day.to_string())?;
         count += 1;
+        folded += usize::from(added_to.contains(org_id));
     }
     tx.commit()?;
-    Ok(count)
+    Ok((count, folded))
 }
 
 /// An org-day closed by a sweep.

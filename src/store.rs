@@ -22,7 +22,7 @@ mod quarantine;
 mod runs;
 mod schema;
 pub use claims::ClaimsView;
-pub use ledger::{Crossing, LedgerRow};
+pub use ledger::{Crossing, LedgerRow, Stored};
 pub use outbox::{Change, OutboxMessage, Status, UnsentMessage};
 pub use parts::{PurgeRecord, MIXED_SOURCES};
 pub use problems::{Problem, Unit};
@@ -349,6 +349,16 @@ impl Store {
         parts_on(&self.conn, local_date)
     }
 
+    /// Parquet parts holding events of `local_date`, each with the number it was listed under
+    /// (see [`Tx::add_part`]).
+    pub fn numbered_parts_on(&self, local_date: NaiveDate) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path, added FROM parts WHERE local_date = ?1 ORDER BY path")?;
+        let rows = stmt.query_map([local_date], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The events in the listed parts of a local date.
     pub fn events_on(&self, local_date: NaiveDate) -> anyhow::Result<u64> {
         let mut stmt = self
@@ -467,6 +477,7 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Lists a part of `local_date` under the next number of the parts counter.
     pub fn add_part(
         &self,
         path: &str,
@@ -474,10 +485,20 @@ impl Tx<'_> {
         local_date: NaiveDate,
         rows: u64,
     ) -> anyhow::Result<()> {
+        // Each listing takes the next number of a counter that only rises, whatever parts are
+        // unlisted since: a ledger row counts every part of its date up to the one it names.
+        let added: i64 = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('parts_added', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+                 RETURNING CAST(value AS INTEGER)",
+            )?
+            .query_row([], |r| r.get(0))?;
         let mut stmt = self.tx.prepare_cached(
-            "INSERT OR REPLACE INTO parts (path, file_sha, local_date, rows) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR REPLACE INTO parts (path, file_sha, local_date, rows, added) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        stmt.execute(params![path, file_sha, local_date, rows as i64])?;
+        stmt.execute(params![path, file_sha, local_date, rows as i64, added])?;
         // Its request ids are claims not in its day's runs yet.
         self.tx
             .prepare_cached("INSERT OR IGNORE INTO claims_pending (path) VALUES (?1)")?
@@ -550,6 +571,7 @@ impl Tx<'_> {
         let old = self.parts_on(local_date)?;
         self.tx
             .execute("DELETE FROM parts WHERE local_date = ?1", [local_date])?;
+        self.forget_parts_seen(local_date)?;
         self.tx.execute(
             "DELETE FROM claims_pending WHERE path NOT IN (SELECT path FROM parts)",
             [],

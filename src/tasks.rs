@@ -221,10 +221,15 @@ pub fn ingest(
         tx.commit()?;
     }
     out.summary = format!(
-        "ingest: {} file(s), {} failed, {lines} lines, {accepted} accepted, {duplicates} duplicates, {quarantined} quarantined; {} org-day(s) updated{} in {:.1}s",
+        "ingest: {} file(s), {} failed, {lines} lines, {accepted} accepted, {duplicates} duplicates, {quarantined} quarantined; {} org-day(s) updated{}{} in {:.1}s",
         report.outcomes.len(),
         report.failures(),
         recomputed.org_days,
+        if recomputed.added_to > 0 {
+            format!(" ({} by adding their new calls)", recomputed.added_to)
+        } else {
+            String::new()
+        },
         if failed_units > 0 { format!(", {failed_units} failed") } else { String::new() },
         started.elapsed().as_secs_f64()
     );

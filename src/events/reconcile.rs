@@ -297,3 +297,157 @@ fn reconcile(
     }
     Ok((out, kept))
 }
+
+/// What the calls of some parts add to one org's figures on their day, and the first of them
+/// (in call order) that counts under each model: a billable call (legacy days), a billable
+/// call that costs credits (the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub org_id: String,
+    pub calls: u64,
+    pub billable_calls: u64,
+    pub credits: u64,
+    pub unpriced_calls: u64,
+    /// (ts, request_id) of the first billable call.
+    pub first_billable: Option<(i64, String)>,
+    /// (ts, request_id) of the first billable call that costs credits.
+    pub first_charged: Option<(i64, String)>,
+}
+
+/// What the calls of `parts` (relative to `state_dir`; all of one local day) add to each org's
+/// figures, by org: the parts a late file added to a day, read alone.
+pub fn added_by(state_dir: &Path, parts: &[String]) -> anyhow::Result<Vec<Added>> {
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(added(scan_parts(state_dir, parts)?)?)
+}
+
+/// [`added_by`] over a frame of events.
+pub(super) fn added(events: LazyFrame) -> PolarsResult<Vec<Added>> {
+    let first = |name: &str, pred: Expr| {
+        [
+            col("ts")
+                .filter(pred.clone())
+                .first()
+                .alias(format!("{name}_ts")),
+            col("request_id")
+                .filter(pred)
+                .first()
+                .alias(format!("{name}_rid")),
+        ]
+    };
+    let charged = col("billable").and(col("credits").gt(lit(0i64)));
+    let df = events
+        .select([
+            col("org_id"),
+            col("ts"),
+            col("request_id"),
+            col("billable"),
+            col("credits").cast(DataType::Int64),
+            col("unpriced"),
+        ])
+        // `first` in each org's group is the first call in call order.
+        .sort_by_exprs(
+            [col("ts"), col("request_id")],
+            SortMultipleOptions::default(),
+        )
+        .group_by([col("org_id")])
+        .agg(
+            [
+                len().cast(DataType::Int64).alias("calls"),
+                col("billable")
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("billable_calls"),
+                col("credits")
+                    .filter(col("billable"))
+                    .sum()
+                    .alias("credits"),
+                col("unpriced")
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("unpriced_calls"),
+            ]
+            .into_iter()
+            .chain(first("billable", col("billable")))
+            .chain(first("charged", charged))
+            .collect::<Vec<_>>(),
+        )
+        .sort(["org_id"], SortMultipleOptions::default())
+        .collect()?;
+    let num = |name: &str| -> PolarsResult<Int64Chunked> {
+        Ok(df.column(name)?.cast(&DataType::Int64)?.i64()?.clone())
+    };
+    let org = df.column("org_id")?.str()?.clone();
+    let (calls, billable, credits, unpriced) = (
+        num("calls")?,
+        num("billable_calls")?,
+        num("credits")?,
+        num("unpriced_calls")?,
+    );
+    let (billable_ts, charged_ts) = (num("billable_ts")?, num("charged_ts")?);
+    let billable_rid = df.column("billable_rid")?.str()?.clone();
+    let charged_rid = df.column("charged_rid")?.str()?.clone();
+    let key = |ts: Option<i64>, rid: Option<&str>| Some((ts?, rid?.to_string()));
+    Ok((0..df.height())
+        .map(|i| Added {
+            org_id: org.get(i).unwrap_or_default().to_string(),
+            calls: calls.get(i).unwrap_or(0) as u64,
+            billable_calls: billable.get(i).unwrap_or(0) as u64,
+            credits: credits.get(i).unwrap_or(0) as u64,
+            unpriced_calls: unpriced.get(i).unwrap_or(0) as u64,
+            first_billable: key(billable_ts.get(i), billable_rid.get(i)),
+            first_charged: key(charged_ts.get(i), charged_rid.get(i)),
+        })
+        .collect())
+}
+
+/// Test support: a frame of events given as (org, ts, request_id, billable, credits).
+#[cfg(test)]
+pub(super) fn frame(rows: &[(&str, i64, &str, bool, i64)]) -> LazyFrame {
+    let n = rows.len();
+    DataFrame::new(
+        n,
+        vec![
+            Column::new(
+                "org_id".into(),
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            ),
+            Column::new("ts".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            Column::new(
+                "request_id".into(),
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "billable".into(),
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "credits".into(),
+                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            ),
+            Column::new("unpriced".into(), vec![false; n]),
+        ],
+    )
+    .unwrap()
+    .lazy()
+}
+
+/// Test support: [`reconcile_day`] over events given as for [`frame`].
+#[cfg(test)]
+pub(crate) fn figures_of(
+    rows: &[(&str, i64, &str, bool, i64)],
+    measures: &[Measure],
+    thresholds: &[u64],
+) -> Vec<DayFigures> {
+    reconcile(frame(rows), measures, thresholds, false)
+        .unwrap()
+        .0
+}
+
+/// Test support: [`added_by`] over events given as for [`frame`].
+#[cfg(test)]
+pub(crate) fn added_of(rows: &[(&str, i64, &str, bool, i64)]) -> Vec<Added> {
+    added(frame(rows)).unwrap()
+}

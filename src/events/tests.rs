@@ -1,36 +1,7 @@
 //! Tests of the part writer and the day query.
 
+use super::reconcile::frame;
 use super::*;
-
-/// Events as (org, ts, request_id, billable, credits).
-fn frame(rows: &[(&str, i64, &str, bool, i64)]) -> LazyFrame {
-    let n = rows.len();
-    DataFrame::new(
-        n,
-        vec![
-            Column::new(
-                "org_id".into(),
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            ),
-            Column::new("ts".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
-            Column::new(
-                "request_id".into(),
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "billable".into(),
-                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "credits".into(),
-                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
-            ),
-            Column::new("unpriced".into(), vec![false; n]),
-        ],
-    )
-    .unwrap()
-    .lazy()
-}
 
 fn measure(org: &str, legacy: bool, allotted: u64) -> Measure {
     Measure {

@@ -1,6 +1,8 @@
 //! The ledger's rows, their crossings, the org-days waiting to be reconciled (`dirty`) and
 //! the days closed, as the ledger and the alerts read and write them.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use chrono::NaiveDate;
@@ -40,6 +42,16 @@ impl LedgerRow {
     pub fn org_day(&self) -> OrgDay {
         OrgDay::new(self.org_id.clone(), self.local_date)
     }
+}
+
+/// What the ledger holds of an org-day: its row, its crossings, and the last part of its date
+/// (by `parts.added`) that the row counts (0 when not known: a row written by a backfill, by an
+/// earlier version, or on a date whose parts were replaced since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub row: LedgerRow,
+    pub crossings: Vec<Crossing>,
+    pub parts_seen: i64,
 }
 
 /// A threshold crossing.
@@ -149,6 +161,53 @@ impl Store {
         crossings(&self.conn, day)
     }
 
+    /// What the ledger holds of the org-days of `orgs` on `date` (those with a row), in two
+    /// queries whatever the number of orgs.
+    pub fn stored_on(
+        &self,
+        date: NaiveDate,
+        orgs: &[String],
+    ) -> anyhow::Result<HashMap<String, Stored>> {
+        let wanted: HashSet<&str> = orgs.iter().map(String::as_str).collect();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS}, parts_seen FROM ledger WHERE local_date = ?1"
+        ))?;
+        let rows = stmt.query_map([date], |r| Ok((ledger_row(r)?, r.get::<_, i64>(21)?)))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (row, parts_seen) = r?;
+            if wanted.contains(row.org_id.as_str()) {
+                let stored = Stored {
+                    row,
+                    crossings: Vec::new(),
+                    parts_seen,
+                };
+                out.insert(stored.row.org_id.clone(), stored);
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT org_id, threshold, ts, request_id FROM crossings
+             WHERE local_date = ?1 ORDER BY org_id, threshold",
+        )?;
+        let rows = stmt.query_map([date], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Crossing {
+                    threshold: r.get::<_, i64>(1)? as u64,
+                    ts: r.get(2)?,
+                    request_id: r.get(3)?,
+                },
+            ))
+        })?;
+        for r in rows {
+            let (org, crossing) = r?;
+            if let Some(s) = out.get_mut(&org) {
+                s.crossings.push(crossing);
+            }
+        }
+        Ok(out)
+    }
+
     /// The orgs with crossings stored on `date`.
     pub fn orgs_with_crossings(
         &self,
@@ -222,9 +281,11 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    pub fn put_ledger_row(&self, row: &LedgerRow) -> anyhow::Result<()> {
+    /// Writes an org-day's row, counting the parts of its date up to `parts_seen` (0: not
+    /// known).
+    pub fn put_ledger_row(&self, row: &LedgerRow, parts_seen: i64) -> anyhow::Result<()> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO ledger ({LEDGER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+            "INSERT OR REPLACE INTO ledger ({LEDGER_COLUMNS}, parts_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ))?;
         let n = |v: u64| v as i64;
         stmt.execute(params![
@@ -249,7 +310,17 @@ impl Tx<'_> {
             n(row.concurrency),
             n(row.unpriced_calls),
             n(row.revision),
+            parts_seen,
         ])?;
+        Ok(())
+    }
+
+    /// Forgets which parts the rows of `local_date` count, when its parts are replaced or
+    /// unlisted: they are then recomputed from the day's events, never added to.
+    pub fn forget_parts_seen(&self, local_date: NaiveDate) -> anyhow::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE ledger SET parts_seen = 0 WHERE local_date = ?1")?
+            .execute([local_date])?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Columns added to tables of earlier versions: (table, column, declaration).
-const ADDED: [(&str, &str, &str); 7] = [
+const ADDED: [(&str, &str, &str); 9] = [
     ("files", "expired", "INTEGER NOT NULL DEFAULT 0"),
     ("files", "archive_purged", "INTEGER NOT NULL DEFAULT 0"),
     ("files", "quarantine_purged", "INTEGER NOT NULL DEFAULT 0"),
@@ -13,6 +13,10 @@ const ADDED: [(&str, &str, &str); 7] = [
     ("quarantine", "ts", "INTEGER"),
     // When `outbox retry` last made the message due: its 7 days of retries start there.
     ("outbox", "retry_from", "INTEGER"),
+    // The order parts were listed in (a counter, never reused): 0 for those listed before.
+    ("parts", "added", "INTEGER NOT NULL DEFAULT 0"),
+    // The last part (by `added`) whose events a ledger row counts: 0 when not known.
+    ("ledger", "parts_seen", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Columns added since the version that wrote the store, as `table.column` (empty for a

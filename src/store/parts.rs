@@ -267,6 +267,7 @@ impl Tx<'_> {
         )?;
         self.tx
             .execute("DELETE FROM parts WHERE local_date = ?1", [&day])?;
+        self.forget_parts_seen(local_date)?;
         Ok(paths)
     }
 
@@ -279,6 +280,7 @@ impl Tx<'_> {
     ) -> anyhow::Result<()> {
         self.tx
             .execute("DELETE FROM parts WHERE path = ?1", [old])?;
+        self.forget_parts_seen(local_date)?;
         self.tx
             .execute("DELETE FROM claims_pending WHERE path = ?1", [old])?;
         for p in new {

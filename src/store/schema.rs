@@ -74,7 +74,9 @@ CREATE TABLE IF NOT EXISTS parts (
     path TEXT PRIMARY KEY,
     file_sha TEXT NOT NULL,
     local_date TEXT NOT NULL,
-    rows INTEGER NOT NULL
+    rows INTEGER NOT NULL,
+    -- The order parts were listed in: a counter that only rises (0: listed before it was).
+    added INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS parts_by_date ON parts (local_date);
 
@@ -107,6 +109,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     concurrency INTEGER NOT NULL,
     unpriced_calls INTEGER NOT NULL,
     revision INTEGER NOT NULL DEFAULT 0,
+    -- The highest `parts.added` of the parts of its date the row counts, 0 when not known.
+    parts_seen INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (org_id, local_date)
 ) WITHOUT ROWID;
 

@@ -12,6 +12,7 @@ mod hostile;
 mod ingest;
 mod ingest_files;
 mod isolation;
+mod late_calls;
 mod mail;
 mod mail_late;
 mod metrics;

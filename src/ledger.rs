@@ -164,11 +164,12 @@ pub fn compute_rows(
     day: NaiveDate,
     orgs: &[String],
 ) -> anyhow::Result<BTreeMap<String, Computed>> {
-    Ok(compute_rows_keeping(setup, base, parts, day, orgs, false)?.0)
+    Ok(compute_rows_keeping(setup, base, parts, day, orgs, false, orgs.len())?.0)
 }
 
 /// [`compute_rows`], and with `keep` the events of the orgs that reach a threshold, read in
-/// the same scan (see [`reconcile_day_keeping`]).
+/// the same scan; `day_orgs`: how many orgs the day has, as far as known (see
+/// [`reconcile_day_keeping`]).
 fn compute_rows_keeping(
     setup: &Setup,
     base: &std::path::Path,
@@ -176,6 +177,7 @@ fn compute_rows_keeping(
     day: NaiveDate,
     orgs: &[String],
     keep: bool,
+    day_orgs: usize,
 ) -> anyhow::Result<(BTreeMap<String, Computed>, OrgEvents)> {
     let mut measures = Vec::new();
     let mut terms = BTreeMap::new();
@@ -203,6 +205,7 @@ fn compute_rows_keeping(
         &measures,
         &setup.config.alerts.near_limit_percent,
         keep,
+        day_orgs,
     )
     .with_context(|| format!("cannot reconcile {day}"))?;
     let mut out = BTreeMap::new();
@@ -292,9 +295,11 @@ fn compute_date(
         let (recomputed, kept) = if rest.is_empty() {
             Default::default()
         } else {
-            compute_rows_keeping(setup, state_dir, &parts, date, &rest, true).or_else(|e| {
+            // The dirty orgs are those of the late file: most of the day's.
+            let day_orgs = orgs.len();
+            compute_rows_keeping(setup, state_dir, &parts, date, &rest, true, day_orgs).or_else(|e| {
                 tracing::warn!(date = %date, "reading the day with its details failed, reading it without: {e:#}");
-                compute_rows_keeping(setup, state_dir, &parts, date, &rest, false)
+                compute_rows_keeping(setup, state_dir, &parts, date, &rest, false, day_orgs)
             })?
         };
         rows.extend(recomputed);

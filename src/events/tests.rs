@@ -378,7 +378,8 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
     // others' rows in the frame change nothing.
     let mut some: Vec<Measure> = measures[..7].to_vec();
     some.push(measure("o99", false, 10));
-    let (figures, kept) = reconcile_day_keeping(dir.path(), &parts, &some, &[80], true).unwrap();
+    let (figures, kept) =
+        reconcile_day_keeping(dir.path(), &parts, &some, &[80], true, some.len()).unwrap();
     let expected: Vec<DayFigures> = all
         .iter()
         .filter(|f| some.iter().any(|m| m.org_id == f.org_id))
@@ -386,6 +387,13 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
         .collect();
     assert_eq!(figures, expected);
     assert_eq!(figures.len(), 7, "no row for an org without events");
+    // The same orgs as a small part of a day of many: their calls kept apart once read.
+    let (apart, kept_apart) =
+        reconcile_day_keeping(dir.path(), &parts, &some, &[80], true, 8 * some.len()).unwrap();
+    assert_eq!(apart, expected);
+    for org in ["o0", "o3", "o6"] {
+        assert!(kept_apart.has(org), "{org} kept");
+    }
     assert!(kept.has("o0") && kept.has("o3") && kept.has("o6"));
     assert!(!kept.has("o9"), "an org not measured is not kept");
     let crossing: Vec<&DayFigures> = all.iter().filter(|f| !f.crossings.is_empty()).collect();
@@ -394,7 +402,8 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
 
     // The events kept from the same scan give the crossing orgs' details as a read of their
     // own does.
-    let (again, kept) = reconcile_day_keeping(dir.path(), &parts, &measures, &[80], true).unwrap();
+    let (again, kept) =
+        reconcile_day_keeping(dir.path(), &parts, &measures, &[80], true, measures.len()).unwrap();
     assert_eq!(again, all);
     let names: Vec<String> = crossing.iter().map(|f| f.org_id.clone()).collect();
     let read = OrgEvents::load(dir.path(), &parts, &names).unwrap();
@@ -419,7 +428,8 @@ fn a_few_orgs_or_many_get_the_same_figures_and_the_crossing_orgs_events_are_kept
     assert!(!kept.has("o1"), "an org below every threshold is not kept");
     // Kept when the reader filters too (4 orgs or fewer).
     let few = [measures[3].clone()];
-    let (_, kept) = reconcile_day_keeping(dir.path(), &parts, &few, &[80], true).unwrap();
+    let (_, kept) =
+        reconcile_day_keeping(dir.path(), &parts, &few, &[80], true, few.len()).unwrap();
     let f = all.iter().find(|f| f.org_id == "o3").unwrap();
     let marks = [Mark {
         ts: f.crossings[0].1,

@@ -295,7 +295,8 @@ fn compute_date(
         let (recomputed, kept) = if rest.is_empty() {
             Default::default()
         } else {
-            // The dirty orgs are those of the late file: most of the day's.
+            // The dirty orgs are those of the new parts (for a five-minute file, most of the
+            // day's): at least that many orgs have calls that day.
             let day_orgs = orgs.len();
             compute_rows_keeping(setup, state_dir, &parts, date, &rest, true, day_orgs).or_else(|e| {
                 tracing::warn!(date = %date, "reading the day with its details failed, reading it without: {e:#}");

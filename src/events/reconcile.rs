@@ -43,9 +43,9 @@ pub fn reconcile_day(
 
 /// [`reconcile_day`], and, with `keep`, the events of the orgs that reach a threshold, read
 /// in the same scan: those the alerts' details need (the orgs with crossings among them).
-/// `day_orgs`: how many orgs the day has, as far as the caller knows (at least the measured
-/// ones); when the measured orgs are a small part of them, their calls are kept apart before
-/// anything is worked out.
+/// `day_orgs`: how many orgs the day has at least, as far as the caller knows (at least the
+/// measured ones: the ledger passes the date's dirty orgs); when the measured orgs are a small
+/// part of them, their calls are kept apart before anything is worked out.
 pub fn reconcile_day_keeping(
     state_dir: &Path,
     parts: &[String],
@@ -73,8 +73,8 @@ pub(super) fn reconcile_frame(
     Ok(reconcile(events, measures, thresholds, false, measures.len())?.0)
 }
 
-/// The most measured orgs, as a share of a day's orgs, whose calls [`reconcile_day_keeping`]
-/// keeps apart from the others' once read (1 in 8): the joins, sums and sorts then work on
+/// The most measured orgs, as a share of the day's orgs known to the caller, whose calls
+/// [`reconcile_day_keeping`] keeps apart from the others' once read (1 in 8): the joins, sums and sorts then work on
 /// theirs alone. For a late file's few org-days that must be read again from a day of 740
 /// orgs (31 of them), that took the query from about 115 to 100 ms.
 const KEEP_APART_AT_MOST_ONE_IN: usize = 8;

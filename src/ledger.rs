@@ -1,5 +1,6 @@
-//! The ledger: one row per org × local day, recomputed from that day's priced events whenever
-//! an ingest touches it, and its exports.
+//! The ledger: one row per org × local day, kept current from that day's priced events
+//! whenever an ingest touches it (a late file's calls added to the stored row where that is
+//! exact: see `fold`), and its exports.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::alerts;
-use crate::allotment::{format_pct, pct_hundredths, Model};
-use crate::events::{reconcile_day_keeping, Measure, OrgEvents};
+use crate::allotment::{format_pct, pct_hundredths, DayTerms, Model};
+use crate::events::{reconcile_day_keeping, DayFigures, Measure, OrgEvents};
 use crate::localday::OrgDay;
 use crate::setup::Setup;
 use crate::store::{Crossing, LedgerRow, Store, Stored, Unit};
@@ -214,10 +214,18 @@ fn compute_rows_keeping(
         let Some(t) = terms.get(&f.org_id) else {
             continue;
         };
+        out.insert(f.org_id.clone(), Computed::new(&f, day, t));
+    }
+    Ok((out, kept))
+}
+
+impl Computed {
+    /// The row of an org-day worked out by the day query, under its `terms`.
+    fn new(f: &DayFigures, day: NaiveDate, terms: &DayTerms) -> Computed {
         let row = LedgerRow {
             org_id: f.org_id.clone(),
             local_date: day,
-            terms: t.clone(),
+            terms: terms.clone(),
             calls: f.calls,
             billable_calls: f.billable_calls,
             credits: f.credits,
@@ -235,9 +243,8 @@ fn compute_rows_keeping(
                 request_id: rid.clone(),
             })
             .collect();
-        out.insert(f.org_id.clone(), Computed { row, crossings });
+        Computed { row, crossings }
     }
-    Ok((out, kept))
 }
 
 /// Whether a recomputed row differs from the stored one in anything but its revision.

@@ -206,21 +206,7 @@ fn reconcile(
         .clone()
         .lazy()
         .group_by([col("org_id")])
-        .agg([
-            len().cast(DataType::Int64).alias("calls"),
-            col("billable")
-                .cast(DataType::Int64)
-                .sum()
-                .alias("billable_calls"),
-            col("credits")
-                .filter(col("billable"))
-                .sum()
-                .alias("credits"),
-            col("unpriced")
-                .cast(DataType::Int64)
-                .sum()
-                .alias("unpriced_calls"),
-        ])
+        .agg(sums())
         .join(
             terms.lazy(),
             [col("org_id")],
@@ -315,6 +301,26 @@ fn reconcile(
     Ok((out, kept))
 }
 
+/// An org's sums over its calls, per group: `calls`, `billable_calls`, `credits` (of billable
+/// calls) and `unpriced_calls`.
+fn sums() -> [Expr; 4] {
+    [
+        len().cast(DataType::Int64).alias("calls"),
+        col("billable")
+            .cast(DataType::Int64)
+            .sum()
+            .alias("billable_calls"),
+        col("credits")
+            .filter(col("billable"))
+            .sum()
+            .alias("credits"),
+        col("unpriced")
+            .cast(DataType::Int64)
+            .sum()
+            .alias("unpriced_calls"),
+    ]
+}
+
 /// What the calls of some parts add to one org's figures on their day, and the first of them
 /// (in call order) that counts under each model: a billable call (legacy days), a billable
 /// call that costs credits (the others).
@@ -371,25 +377,11 @@ pub(super) fn added(events: LazyFrame) -> PolarsResult<Vec<Added>> {
         )
         .group_by([col("org_id")])
         .agg(
-            [
-                len().cast(DataType::Int64).alias("calls"),
-                col("billable")
-                    .cast(DataType::Int64)
-                    .sum()
-                    .alias("billable_calls"),
-                col("credits")
-                    .filter(col("billable"))
-                    .sum()
-                    .alias("credits"),
-                col("unpriced")
-                    .cast(DataType::Int64)
-                    .sum()
-                    .alias("unpriced_calls"),
-            ]
-            .into_iter()
-            .chain(first("billable", col("billable")))
-            .chain(first("charged", charged))
-            .collect::<Vec<_>>(),
+            sums()
+                .into_iter()
+                .chain(first("billable", col("billable")))
+                .chain(first("charged", charged))
+                .collect::<Vec<_>>(),
         )
         .sort(["org_id"], SortMultipleOptions::default())
         .collect()?;

@@ -5,7 +5,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::events::{added_of, figures_of, Measure};
-use crate::store::Crossing;
 
 /// Calls as (ts, request_id, billable, credits), all of org "o".
 type Calls = Vec<(i64, String, bool, i64)>;
@@ -42,28 +41,8 @@ fn whole(calls: &Calls, terms: &DayTerms, thresholds: &[u64]) -> Option<Computed
         allotted: terms.allotted,
     };
     let f = figures_of(&rows(calls), &[measure], thresholds).pop()?;
-    let crossings: Vec<Crossing> = f
-        .crossings
-        .iter()
-        .map(|(threshold, ts, rid)| Crossing {
-            threshold: *threshold,
-            ts: *ts,
-            request_id: rid.clone(),
-        })
-        .collect();
-    let row = LedgerRow {
-        org_id: "o".to_string(),
-        local_date: NaiveDate::from_ymd_opt(2025, 11, 2).unwrap(),
-        terms: terms.clone(),
-        calls: f.calls,
-        billable_calls: f.billable_calls,
-        credits: f.credits,
-        used: f.used,
-        exceeded_at: crossings.iter().find(|c| c.threshold == 100).map(|c| c.ts),
-        unpriced_calls: f.unpriced_calls,
-        revision: 0,
-    };
-    Some(Computed { row, crossings })
+    let day = NaiveDate::from_ymd_opt(2025, 11, 2).unwrap();
+    Some(Computed::new(&f, day, terms))
 }
 
 /// `old` stored under `stored_terms`, then `new` added to it under `terms`.

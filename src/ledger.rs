@@ -47,14 +47,13 @@ pub fn recompute_dirty(
         by_date.entry(d.date).or_default().push(d.org_id);
     }
     // What each date's computation needs from the store is read first: the workers never
-    // touch it (a query or two a date).
+    // touch it (a few queries a date).
     let (mut dates, mut largest) = (Vec::new(), 0);
     for (date, orgs) in by_date {
         let listed = store.numbered_parts_on(date).and_then(|parts| {
             Ok(Listed {
                 parts,
                 stored: store.stored_on(date, &orgs)?,
-                crossed_before: store.orgs_with_crossings(date)?,
             })
         });
         largest = largest.max(store.events_on(date).unwrap_or(0));
@@ -73,7 +72,7 @@ pub fn recompute_dirty(
         || (),
         |_, (date, listed, orgs)| {
             let computed = listed.and_then(|listed| {
-                let ahead = (threads > 1).then_some(&listed.crossed_before);
+                let ahead = threads > 1;
                 compute_date(setup, date, listed.parts, &listed.stored, &orgs, now, ahead)
             });
             (date, orgs, computed)
@@ -256,11 +255,10 @@ pub fn differs(new: &LedgerRow, old: &LedgerRow) -> bool {
 }
 
 /// What the computation of a date reads from the store first: its parts with their numbers,
-/// what the ledger holds of its dirty org-days, and the orgs with crossings stored.
+/// and what the ledger holds of its dirty org-days.
 struct Listed {
     parts: Vec<(String, i64)>,
     stored: HashMap<String, Stored>,
-    crossed_before: BTreeSet<String>,
 }
 
 /// The rows of one date, computed, with the events their alerts need.
@@ -277,10 +275,10 @@ struct DateComputed {
 /// Computes the rows of `orgs` on `date` from its `listed` parts: by adding the calls of the
 /// parts listed since to their `stored` rows where that is exact (see [`fold`]), else from
 /// all the day's events, keeping from the same scan the events of the orgs whose crossings
-/// may need alerts. `ahead` (on a worker, off the thread
-/// that writes the store): also work out now the details those alerts need, for the orgs not
-/// in it (those with crossings stored before most likely had them reported; theirs are worked
-/// out when a message needs them). A panic is an error of this date.
+/// may need alerts. `ahead` (on a worker, off the thread that writes the store): also work out
+/// now the details those alerts need, for the orgs without crossings stored before (those
+/// with some most likely had them reported; theirs are worked out when a message needs them).
+/// A panic is an error of this date.
 #[allow(clippy::too_many_arguments)]
 fn compute_date(
     setup: &Setup,
@@ -289,7 +287,7 @@ fn compute_date(
     stored: &HashMap<String, Stored>,
     orgs: &[String],
     now: DateTime<Utc>,
-    ahead: Option<&BTreeSet<String>>,
+    ahead: bool,
 ) -> anyhow::Result<DateComputed> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let state_dir = &setup.config.state_dir;
@@ -319,10 +317,12 @@ fn compute_date(
             .map(|(org, _)| org.clone())
             .collect();
         let events = alerts::DateEvents::new(parts, crossed, kept);
-        if let Some(crossed_before) = ahead {
+        if ahead {
+            let crossed_before =
+                |org: &str| stored.get(org).is_some_and(|s| !s.crossings.is_empty());
             let fresh = rows
                 .iter()
-                .filter(|(org, c)| !c.crossings.is_empty() && !crossed_before.contains(*org));
+                .filter(|(org, c)| !c.crossings.is_empty() && !crossed_before(org));
             for (_, c) in fresh {
                 // What fails here is worked out again when the message asks for it, and fails
                 // there as that message's own problem.
@@ -354,7 +354,7 @@ fn recompute_date(
 ) -> anyhow::Result<(usize, usize)> {
     // Alone, the org-day is worked out from all its events.
     let parts = store.numbered_parts_on(date)?;
-    let computed = compute_date(setup, date, parts, &HashMap::new(), orgs, now, None)?;
+    let computed = compute_date(setup, date, parts, &HashMap::new(), orgs, now, false)?;
     write_date(setup, store, computed, orgs, now, failed)
 }
 

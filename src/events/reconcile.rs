@@ -324,7 +324,7 @@ fn sums() -> [Expr; 4] {
 /// What the calls of some parts add to one org's figures on their day, and the first of them
 /// (in call order) that counts under each model: a billable call (legacy days), a billable
 /// call that costs credits (the others).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Added {
     pub org_id: String,
     pub calls: u64,

@@ -88,16 +88,8 @@ pub(super) fn fold(
         return None;
     }
     let legacy = terms.model == Model::Legacy;
-    let zero = Added {
-        org_id: old.org_id.clone(),
-        calls: 0,
-        billable_calls: 0,
-        credits: 0,
-        unpriced_calls: 0,
-        first_billable: None,
-        first_charged: None,
-    };
-    let added = added.unwrap_or(&zero);
+    let none = Added::default();
+    let added = added.unwrap_or(&none);
     let calls = old.calls.checked_add(added.calls)?;
     let billable_calls = old.billable_calls.checked_add(added.billable_calls)?;
     let credits = old.credits.checked_add(added.credits)?;

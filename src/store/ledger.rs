@@ -67,14 +67,17 @@ fn crossings(conn: &Connection, day: &OrgDay) -> anyhow::Result<Vec<Crossing>> {
         "SELECT threshold, ts, request_id FROM crossings
          WHERE org_id = ?1 AND local_date = ?2 ORDER BY threshold",
     )?;
-    let rows = stmt.query_map(params![day.org_id, day.date], |r| {
-        Ok(Crossing {
-            threshold: r.get::<_, i64>(0)? as u64,
-            ts: r.get(1)?,
-            request_id: r.get(2)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![day.org_id, day.date], |r| crossing(r, 0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The crossing in columns `first..first + 3` of a row: threshold, ts, request id.
+fn crossing(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Crossing> {
+    Ok(Crossing {
+        threshold: r.get::<_, i64>(first)? as u64,
+        ts: r.get(first + 1)?,
+        request_id: r.get(first + 2)?,
+    })
 }
 
 const LEDGER_COLUMNS: &str = "org_id, local_date, model, reason, edition, agents, light_agents, \
@@ -189,16 +192,7 @@ impl Store {
             "SELECT org_id, threshold, ts, request_id FROM crossings
              WHERE local_date = ?1 ORDER BY org_id, threshold",
         )?;
-        let rows = stmt.query_map([date], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Crossing {
-                    threshold: r.get::<_, i64>(1)? as u64,
-                    ts: r.get(2)?,
-                    request_id: r.get(3)?,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map([date], |r| Ok((r.get::<_, String>(0)?, crossing(r, 1)?)))?;
         for r in rows {
             let (org, crossing) = r?;
             if let Some(s) = out.get_mut(&org) {
@@ -206,18 +200,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The orgs with crossings stored on `date`.
-    pub fn orgs_with_crossings(
-        &self,
-        date: NaiveDate,
-    ) -> anyhow::Result<std::collections::BTreeSet<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT org_id FROM crossings WHERE local_date = ?1")?;
-        let rows = stmt.query_map(params![date], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ledger org-days not closed yet, by org then date.

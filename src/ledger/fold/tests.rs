@@ -74,20 +74,25 @@ fn assert_same(got: &Computed, want: &Computed) {
     assert_eq!(got.crossings, want.crossings);
 }
 
-#[test]
-fn calls_after_every_crossing_are_added_and_the_crossings_stay() {
-    // Allotment 10: 80 % at "b" (8), over at "c" (11); the new calls come later.
-    let t = terms(Model::Credits, 10);
-    let old = calls(&[
+/// Credits against an allotment of 10: 80 % reached at "b" (8), over at "c" (11).
+fn crossing_at_b_then_c() -> Calls {
+    calls(&[
         (100, "a", true, 5),
         (200, "b", true, 3),
         (300, "c", true, 3),
-    ]);
+    ])
+}
+
+#[test]
+fn calls_after_every_crossing_are_added_and_the_crossings_stay() {
+    let t = terms(Model::Credits, 10);
+    let old = crossing_at_b_then_c();
     let new = calls(&[
         (400, "d", true, 2),
         (150, "e", false, 9),
         (500, "f", true, 0),
     ]);
+    // The new calls come after both crossings, or do not count.
     let got = folded(&old, &new, &t, &t, &[80, 90]).expect("added to");
     let all: Calls = old.iter().chain(&new).cloned().collect();
     assert_same(&got, &whole(&all, &t, &[80, 90]).unwrap());
@@ -97,15 +102,11 @@ fn calls_after_every_crossing_are_added_and_the_crossings_stay() {
 #[test]
 fn a_new_call_before_a_crossing_sends_the_org_day_to_be_recomputed() {
     let t = terms(Model::Credits, 10);
-    let old = calls(&[
-        (100, "a", true, 5),
-        (200, "b", true, 3),
-        (300, "c", true, 3),
-    ]);
+    let old = crossing_at_b_then_c();
     // Before the 80 % crossing at (200, "b"): on the same ts, an earlier request id.
     assert!(folded(&old, &calls(&[(200, "a0", true, 1)]), &t, &t, &[80]).is_none());
-    // On the same ts, a later request id: after it, and after none of the others? Over is at
-    // 300: it comes before that one.
+    // On the same ts, a later request id: after the 80 % crossing, but before the over
+    // crossing at 300.
     assert!(folded(&old, &calls(&[(200, "b1", true, 1)]), &t, &t, &[80]).is_none());
     // After every crossing: added to.
     assert!(folded(&old, &calls(&[(300, "c1", true, 1)]), &t, &t, &[80]).is_some());

@@ -172,7 +172,7 @@ pub fn ingest_inbox(
     } else {
         let (skip, gone) = (AtomicUsize::new(0), Cell::new(false));
         std::thread::scope(|scope| {
-            let (to_main, items) = std::sync::mpsc::sync_channel(ahead::in_flight(threads));
+            let (to_main, items) = std::sync::mpsc::sync_channel(ahead::HANDED_OVER);
             let (files, skip) = (&files, &skip);
             std::thread::Builder::new()
                 .name("read-ahead".into())

@@ -412,6 +412,11 @@ impl Parts<'_> {
         // fifth of the writers' time on a file spread over 151 days (parts ~1.5 × larger).
         let writer = match ParquetWriter::new(file.clone())
             .with_compression(ParquetCompression::Lz4Raw)
+            // The lanes are the parallelism: encoding a row group's columns on the polars
+            // threads as well woke them ~140 k times in a two-thread ingest of the bench's main
+            // set, for ~15 µs of work each; encoded on its lane, `run ingest` took 0.98 × as
+            // long, and as long with one thread.
+            .set_parallel(false)
             .batched(schema)
         {
             Ok(w) => w,

@@ -8,7 +8,8 @@
 //! finished and synced and its transaction commits, the next file is already being read and
 //! decoded. A file the calling thread does not read to its end (a duplicate, a failure, a stop)
 //! is skipped: the reading thread moves on to the next, and what it decoded ahead is dropped.
-//! At most a few batches per thread are ahead at any time, so memory stays bounded.
+//! At most a few batches per thread are being decoded, and [`HANDED_OVER`] wait for the calling
+//! thread, so memory stays bounded.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -22,12 +23,20 @@ use super::pipeline::{
 };
 use super::*;
 
-/// Batches taken and not yet handed over at most, and as many again handed over and not yet
-/// taken by the calling thread: their bytes and decoded copies stay within 2 × 64 × 2 ×
-/// `BATCH_BYTES` even on a machine of many cores.
+/// Batches taken and not yet handed over at most: their bytes and decoded copies stay within
+/// 64 × 2 × `BATCH_BYTES` even on a machine of many cores.
 pub fn in_flight(threads: usize) -> usize {
     (threads * IN_FLIGHT_PER_WORKER).min(MAX_IN_FLIGHT)
 }
+
+/// Decoded batches handed over and not yet taken by the calling thread at most. At the end of
+/// each file the calling thread takes nothing for a while (its last rows encoded, its parts
+/// synced, its transaction committed: ~10 ms a file on the bench's main set); this many let the
+/// workers decode on through it. With as few as [`in_flight`] (4 on two cores), the reading
+/// thread waited 0.9 s of a 7 s two-thread ingest for room, the workers stood idle with it, and
+/// the calling thread then waited for batches instead. 32 decoded batches are ~30 MiB of lines
+/// of 300 bytes, and at most 32 × 2 × `BATCH_BYTES`.
+pub const HANDED_OVER: usize = 32;
 
 /// What the reading thread hands over, file after file, in the order of the files.
 pub enum Item {

@@ -74,9 +74,9 @@ pub(super) fn reconcile_frame(
 }
 
 /// The most measured orgs, as a share of the day's orgs known to the caller, whose calls
-/// [`reconcile_day_keeping`] keeps apart from the others' once read (1 in 8): the joins, sums and sorts then work on
-/// theirs alone. For a late file's few org-days that must be read again from a day of 740
-/// orgs (31 of them), that took the query from about 115 to 100 ms.
+/// [`reconcile_day_keeping`] keeps apart from the others' once read (1 in 8): the joins, sums
+/// and sorts then work on theirs alone. For a late file's few org-days that must be read again
+/// from a day of 740 orgs (31 of them), that took the query from about 115 to 100 ms.
 const KEEP_APART_AT_MOST_ONE_IN: usize = 8;
 
 /// The day query over a frame of events, and with `keep` the detail columns of the orgs that
